@@ -1,0 +1,50 @@
+package derive
+
+import (
+	"context"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+)
+
+// BenchmarkDerive measures one derivation and the destruction of DK, per
+// strategy and token: derivations per second and PKCS#11 calls per
+// derivation (DK's destruction included, as in shared/tools/rawderive.c).
+func BenchmarkDerive(b *testing.B) {
+	for _, lt := range tokens(b) {
+		for _, c := range []struct {
+			name    string
+			f       Encrypt
+			baseCKK uint
+			baseLen int
+			data    int
+			out     KeyType
+		}{
+			{"aes-ecb", Encrypt{Cipher: AES, Mode: ECB}, pkcs11.CKK_AES, 16, 16, KeyAES128},
+			{"aes-cbc", Encrypt{Cipher: AES, Mode: CBC, IV: make([]byte, 16)}, pkcs11.CKK_AES, 32, 32, KeyAES256},
+			{"des3-ecb", Encrypt{Cipher: DES3, Mode: ECB}, pkcs11.CKK_DES3, 24, 16, KeyDES2},
+		} {
+			b.Run(lt.kind+"/"+string(Native)+"/"+c.name, func(b *testing.B) {
+				ctx := context.Background()
+				base := lt.importKey(b, c.baseCKK, randomBytes(b, c.baseLen))
+				data := randomBytes(b, c.data)
+				r := Request{Function: c.f, Data: data, KeyType: c.out, Strategy: Native}
+				calls := 0
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					data[0], data[1] = byte(i), byte(i>>8)
+					res, err := lt.tok.Derive(ctx, base, r)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := lt.tok.Destroy(ctx, res.Key); err != nil {
+						b.Fatal(err)
+					}
+					calls += res.Calls + 1
+				}
+				b.ReportMetric(float64(calls)/float64(b.N), "calls/op")
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "derivations/s")
+			})
+		}
+	}
+}

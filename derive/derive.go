@@ -1,0 +1,376 @@
+package derive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Strategy names how a token is made to compute a function. Every strategy
+// that computes a [Function] yields the same key, bit for bit.
+type Strategy string
+
+// The strategies. Auto lets Derive choose the cheapest one that works.
+const (
+	Auto   Strategy = ""
+	Native Strategy = "native" // C_DeriveKey with CKM_*_ENCRYPT_DATA (DESIGN.md §3.1)
+)
+
+// Request says what to derive.
+type Request struct {
+	// Function is what DK is computed as, e.g.
+	// derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}.
+	Function Function
+	// Data is the public derivation data.
+	Data []byte
+	// KeyType is DK's type and length. DK takes the leading bytes of the
+	// function's output.
+	KeyType KeyType
+
+	// Label is DK's CKA_LABEL (optional).
+	Label string
+	// Persistent makes DK a token object (CKA_TOKEN=true); by default it is
+	// a session object that ends with the Token.
+	Persistent bool
+	// Extractable lets DK be wrapped under another key (it stays
+	// CKA_SENSITIVE: its value never leaves the token in the clear).
+	Extractable bool
+	// Usage is what DK may be used for; zero means DefaultUsage.
+	Usage Usage
+
+	// Strategy forces one strategy; Auto (the default) chooses.
+	Strategy Strategy
+}
+
+// Result is a derived key and how it was made.
+type Result struct {
+	// Key is DK, with the attributes the token gave it (read back).
+	Key *Key
+	// Function is the function DK was computed as.
+	Function Function
+	// Strategy is the strategy that ran.
+	Strategy Strategy
+	// Calls is the number of PKCS#11 calls the derivation made, reading DK's
+	// attributes back included; on a network HSM each is a round trip.
+	Calls int
+	// Warnings are facts about the request a careful caller wants to know,
+	// such as derivation data that made DK (in part) equal to E_K(0).
+	Warnings []string
+}
+
+// A strategy computes functions inside the token. Strategies live in files
+// named after them (native.go, ...), with their tests beside them.
+type strategy interface {
+	name() Strategy
+	// computes reports whether the strategy can compute f at all.
+	computes(f Function) bool
+	// cost is the number of PKCS#11 calls run makes for f and data.
+	cost(f Function, data []byte) int
+	// check says why the strategy cannot run on this token with this base
+	// key, or returns nil. It makes no call but C_GetMechanismList (once per
+	// Token). Errors wrap ErrMissingAttribute or ErrUnsupported.
+	check(t *Token, base *Key, f Function) error
+	// run makes DK with template tmpl and returns its handle. On error it
+	// leaves no object behind.
+	run(ctx context.Context, s *session, base *Key, f Function, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
+}
+
+// strategies lists every strategy, cheapest first for equal costs.
+var strategies = []strategy{native{}}
+
+func strategyByName(n Strategy) strategy {
+	for _, s := range strategies {
+		if s.name() == n {
+			return s
+		}
+	}
+	return nil
+}
+
+// Derive computes DK from the base key and r.Data inside the token and
+// returns it as a key object of the token. DK never reaches the host.
+//
+// Bad input is refused before any PKCS#11 call with an error matching
+// ErrInvalidInput, ErrKeyType or ErrMissingAttribute. DK is sensitive,
+// non-extractable (unless r.Extractable) and a session object (unless
+// r.Persistent); the attributes the token gave it are read back, and a key
+// weaker than requested is destroyed and reported as ErrWeakKey. On every
+// error path, no object is left behind.
+func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, error) {
+	if err := validate(base, &r); err != nil {
+		return nil, err
+	}
+	var warnings []string
+	if f, ok := r.Function.(Encrypt); ok && f.zeroBlockInput(r.Data) {
+		warnings = append(warnings, "a block of data enters the cipher as the zero block: that block of DK equals E_K(0), whose leading bytes are the base key's public check value")
+	}
+	cands, err := t.candidates(base, &r)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := t.template(&r)
+	var reasons []StrategyReason
+	for _, c := range cands {
+		if err := contextDone(ctx); err != nil {
+			return nil, err
+		}
+		res, err := t.runStrategy(ctx, c.strategy, base, &r, tmpl)
+		if err == nil {
+			if c.unlisted != nil {
+				warnings = append(warnings, c.unlisted.Error()+", but ran it")
+			}
+			res.Warnings = warnings
+			return res, nil
+		}
+		if r.Strategy != Auto || !refused(err) {
+			return nil, err
+		}
+		// The token refused what it listed (or did not list): remember, and
+		// try the next strategy.
+		t.memo.fail(base.Handle, c.name(), r.Function.Name(), err)
+		reason := err.Error()
+		if c.unlisted != nil {
+			reason = c.unlisted.Error() + ", and refused it: " + reason
+		}
+		reasons = append(reasons, StrategyReason{Strategy: c.name(), Reason: reason, Err: err})
+	}
+	return nil, &UnsupportedError{Function: r.Function.Name(), Reasons: reasons}
+}
+
+func validate(base *Key, r *Request) error {
+	if r.Function == nil {
+		return inputErr("kdf", "no function given")
+	}
+	if err := r.KeyType.validate(); err != nil {
+		return err
+	}
+	if err := r.Function.validate(r.Data, r.KeyType); err != nil {
+		return err
+	}
+	if r.Strategy != Auto && strategyByName(r.Strategy) == nil {
+		return inputErr("strategy", "unknown strategy %q", r.Strategy)
+	}
+	if base == nil {
+		return inputErr("base", "no base key given")
+	}
+	if c := r.Function.blockCipher(); c != 0 && base.Cipher() != c {
+		return &KeyError{Key: base.name(), Reason: ErrKeyType,
+			Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", r.Function.Name(), c, ckkName(base.Type))}
+	}
+	return nil
+}
+
+func ckkName(ckk uint) string {
+	switch ckk {
+	case pkcs11.CKK_AES:
+		return "CKK_AES"
+	case pkcs11.CKK_DES:
+		return "CKK_DES"
+	case pkcs11.CKK_DES2:
+		return "CKK_DES2"
+	case pkcs11.CKK_DES3:
+		return "CKK_DES3"
+	case pkcs11.CKK_GENERIC_SECRET:
+		return "CKK_GENERIC_SECRET"
+	}
+	return fmt.Sprintf("CKK(%#x)", ckk)
+}
+
+// candidates returns the strategies to try, in order, or the reasons why
+// none can run. It makes no PKCS#11 call but the first C_GetMechanismList.
+// Strategies whose mechanisms the token lists come first, cheapest first;
+// then those it does not list but may run all the same.
+func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
+	if r.Strategy != Auto {
+		st := strategyByName(r.Strategy)
+		if !st.computes(r.Function) {
+			return nil, inputErr("strategy", "%s cannot compute %s", st.name(), r.Function.Name())
+		}
+		err := st.check(t, base, r.Function)
+		var nl *notListedError
+		if err != nil && !errors.As(err, &nl) {
+			return nil, err
+		}
+		return []candidate{{st, nl}}, nil
+	}
+	var listed, unlisted []candidate
+	var reasons []StrategyReason
+	for _, st := range strategies {
+		if !st.computes(r.Function) {
+			continue
+		}
+		if err := t.memo.failed(base.Handle, st.name(), r.Function.Name()); err != nil {
+			reasons = append(reasons, StrategyReason{Strategy: st.name(), Reason: "refused before: " + err.Error(), Err: err})
+			continue
+		}
+		err := st.check(t, base, r.Function)
+		var nl *notListedError
+		switch {
+		case err == nil:
+			listed = append(listed, candidate{st, nil})
+		case errors.As(err, &nl):
+			unlisted = append(unlisted, candidate{st, nl})
+		default:
+			reasons = append(reasons, StrategyReason{Strategy: st.name(), Reason: err.Error(), Err: err})
+		}
+	}
+	byCost := func(c []candidate) {
+		// Insertion sort: stable, so ties keep the order of strategies.
+		for i := 1; i < len(c); i++ {
+			for j := i; j > 0 && c[j].cost(r.Function, r.Data) < c[j-1].cost(r.Function, r.Data); j-- {
+				c[j], c[j-1] = c[j-1], c[j]
+			}
+		}
+	}
+	byCost(listed)
+	byCost(unlisted)
+	all := append(listed, unlisted...)
+	if len(all) == 0 {
+		return nil, &UnsupportedError{Function: r.Function.Name(), Reasons: reasons}
+	}
+	return all, nil
+}
+
+// candidate is a strategy to try, and whether the token lists what it needs.
+type candidate struct {
+	strategy
+	unlisted *notListedError
+}
+
+// template is DK's attribute template: safe unless asked otherwise.
+func (t *Token) template(r *Request) []*pkcs11.Attribute {
+	usage := r.Usage
+	if usage == 0 {
+		usage = DefaultUsage
+	}
+	tmpl := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, r.KeyType.ckk),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, r.Persistent),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, r.Extractable),
+	}
+	if r.KeyType.ckk == pkcs11.CKK_AES || r.KeyType.ckk == pkcs11.CKK_GENERIC_SECRET {
+		// The other types have a fixed length, and tokens refuse
+		// CKA_VALUE_LEN for them.
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, r.KeyType.n))
+	}
+	if r.Label != "" {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, r.Label))
+	}
+	if t.pin != "" {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true))
+	}
+	for _, u := range usageAttrs {
+		tmpl = append(tmpl, pkcs11.NewAttribute(u.cka, usage&u.u != 0))
+	}
+	return tmpl
+}
+
+// runStrategy runs one strategy in a session of the pool, reads DK back and
+// checks it against the request.
+func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Request, tmpl []*pkcs11.Attribute) (res *Result, err error) {
+	s, err := t.session()
+	if err != nil {
+		return nil, err
+	}
+	defer t.release(s)
+	s.strategy = st.name()
+	h, err := st.run(ctx, s, base, r.Function, r.Data, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	// From here DK exists: destroy it on every path but success, panics
+	// included.
+	defer func() {
+		if res == nil {
+			s.destroy("destroy DK after failure", h)
+		}
+	}()
+	dk, err := readKey(s, h, r.KeyType.ckk)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKey(dk, r); err != nil {
+		return nil, err
+	}
+	return &Result{Key: dk, Function: r.Function, Strategy: st.name(), Calls: s.calls}, nil
+}
+
+// checkKey compares DK's attributes, as the token gave them, with the
+// request. A key weaker than requested is an error.
+func checkKey(dk *Key, r *Request) error {
+	var p []string
+	if !dk.Sensitive {
+		p = append(p, "CKA_SENSITIVE is false")
+	}
+	if dk.Extractable && !r.Extractable {
+		p = append(p, "CKA_EXTRACTABLE is true")
+	}
+	if dk.Token != r.Persistent {
+		p = append(p, fmt.Sprintf("CKA_TOKEN is %v", dk.Token))
+	}
+	if dk.Type != r.KeyType.ckk {
+		p = append(p, "CKA_KEY_TYPE is "+ckkName(dk.Type))
+	}
+	if dk.Len != 0 && dk.Len != r.KeyType.n {
+		p = append(p, fmt.Sprintf("the key is %d bytes", dk.Len))
+	}
+	for _, cka := range dk.unknown {
+		if cka == pkcs11.CKA_SENSITIVE || cka == pkcs11.CKA_EXTRACTABLE {
+			p = append(p, fmt.Sprintf("attribute %#x unreadable", cka))
+		}
+	}
+	if len(p) > 0 {
+		return &WeakKeyError{Problems: p}
+	}
+	return nil
+}
+
+// refused reports whether err is a token's refusal of a mechanism or of a
+// key's use with it — worth trying another strategy — rather than a fault.
+func refused(err error) bool {
+	var te *TokenError
+	if !errors.As(err, &te) {
+		return false
+	}
+	switch te.CKR() {
+	case pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID,
+		pkcs11.CKR_FUNCTION_NOT_SUPPORTED, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED,
+		pkcs11.CKR_KEY_TYPE_INCONSISTENT, pkcs11.CKR_TEMPLATE_INCONSISTENT,
+		pkcs11.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11.CKR_DATA_LEN_RANGE:
+		return true
+	}
+	return false
+}
+
+// memo remembers, per base key, the strategies a token refused, so that
+// Auto does not ask again.
+type memo struct {
+	mu    sync.Mutex
+	byKey map[memoKey]error
+}
+
+type memoKey struct {
+	base     pkcs11.ObjectHandle
+	strategy Strategy
+	function string
+}
+
+func (m *memo) fail(base pkcs11.ObjectHandle, s Strategy, f string, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byKey == nil {
+		m.byKey = map[memoKey]error{}
+	}
+	m.byKey[memoKey{base, s, f}] = err
+}
+
+func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byKey[memoKey{base, s, f}]
+}

@@ -1,0 +1,254 @@
+package derive
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestBadInput checks every bad input is refused with a typed error before
+// any PKCS#11 call, leaving the token's objects as they were.
+func TestBadInput(t *testing.T) {
+	forEachToken(t, func(t *testing.T, lt *labToken) {
+		aesKey := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+		des3Key := lt.importKey(t, pkcs11.CKK_DES3, randomBytes(t, 24))
+		noDerive := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
+		hmacKey := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, randomBytes(t, 32))
+		ecb := Encrypt{Cipher: AES, Mode: ECB}
+		cases := []struct {
+			name  string
+			base  *Key
+			r     Request
+			want  error
+			field string
+		}{
+			{"no function", aesKey, Request{Data: make([]byte, 16), KeyType: KeyAES128}, ErrInvalidInput, "kdf"},
+			{"no key type", aesKey, Request{Function: ecb, Data: make([]byte, 16)}, ErrInvalidInput, "key-type"},
+			{"generic of 0 bytes", aesKey, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyGeneric(0)}, ErrInvalidInput, "key-type"},
+			{"empty data", aesKey, Request{Function: ecb, KeyType: KeyAES128}, ErrInvalidInput, "data"},
+			{"partial block", aesKey, Request{Function: ecb, Data: make([]byte, 17), KeyType: KeyAES128}, ErrInvalidInput, "data"},
+			{"too little data for the key", aesKey, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES256}, ErrInvalidInput, "data"},
+			{"des3 data too short for des3 key", des3Key, Request{Function: Encrypt{Cipher: DES3, Mode: ECB}, Data: make([]byte, 16), KeyType: KeyDES3}, ErrInvalidInput, "data"},
+			{"ecb with iv", aesKey, Request{Function: Encrypt{Cipher: AES, Mode: ECB, IV: make([]byte, 16)}, Data: make([]byte, 16), KeyType: KeyAES128}, ErrInvalidInput, "iv"},
+			{"cbc without iv", aesKey, Request{Function: Encrypt{Cipher: AES, Mode: CBC}, Data: make([]byte, 16), KeyType: KeyAES128}, ErrInvalidInput, "iv"},
+			{"cbc with short iv", aesKey, Request{Function: Encrypt{Cipher: AES, Mode: CBC, IV: make([]byte, 8)}, Data: make([]byte, 16), KeyType: KeyAES128}, ErrInvalidInput, "iv"},
+			{"des3 cbc with aes-sized iv", des3Key, Request{Function: Encrypt{Cipher: DES3, Mode: CBC, IV: make([]byte, 16)}, Data: make([]byte, 16), KeyType: KeyDES2}, ErrInvalidInput, "iv"},
+			{"unknown cipher", aesKey, Request{Function: Encrypt{Mode: ECB}, Data: make([]byte, 16), KeyType: KeyAES128}, ErrInvalidInput, "cipher"},
+			{"unknown strategy", aesKey, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128, Strategy: "magic"}, ErrInvalidInput, "strategy"},
+			{"no base key", nil, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128}, ErrInvalidInput, "base"},
+			{"aes function, des3 key", des3Key, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128}, ErrKeyType, ""},
+			{"des3 function, aes key", aesKey, Request{Function: Encrypt{Cipher: DES3, Mode: ECB}, Data: make([]byte, 16), KeyType: KeyDES2}, ErrKeyType, ""},
+			{"generic secret base", hmacKey, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128}, ErrKeyType, ""},
+			{"no CKA_DERIVE, native", noDerive, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128, Strategy: Native}, ErrMissingAttribute, ""},
+			{"no CKA_DERIVE, auto", noDerive, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128}, ErrMissingAttribute, ""},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				objects := lt.objects(t)
+				calls := lt.tok.calls.Load()
+				res, err := lt.tok.Derive(context.Background(), c.base, c.r)
+				require.Error(t, err)
+				assert.Nil(t, res)
+				assert.ErrorIs(t, err, c.want)
+				if c.field != "" {
+					var ie *InputError
+					require.ErrorAs(t, err, &ie)
+					assert.Equal(t, c.field, ie.Field)
+				}
+				assert.Equal(t, calls, lt.tok.calls.Load(), "a PKCS#11 call was made for bad input")
+				assert.Equal(t, objects, lt.objects(t), "an object was left behind")
+			})
+		}
+	})
+}
+
+// TestTokenRefusalLeavesNothing makes the token itself refuse a derivation
+// and checks the error wraps the CKR code and
+// no object is left.
+func TestTokenRefusalLeavesNothing(t *testing.T) {
+	forEachToken(t, func(t *testing.T, lt *labToken) {
+		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+		objects := lt.objects(t)
+		// A base key handle the token does not know: the token refuses.
+		stale := *base
+		stale.Handle = 0xFFFFFF
+		_, err := lt.tok.Derive(context.Background(), &stale, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: make([]byte, 16), KeyType: KeyAES128})
+		require.Error(t, err)
+		assert.ErrorIs(t, err, ErrToken)
+		var te *TokenError
+		require.ErrorAs(t, err, &te)
+		assert.Equal(t, "C_DeriveKey", te.Call)
+		assert.NotZero(t, te.CKR())
+		var ck pkcs11.Error
+		assert.True(t, errors.As(err, &ck), "the CKR code is reachable with errors.As")
+		assert.Equal(t, objects, lt.objects(t))
+	})
+}
+
+func TestZeroBlockWarning(t *testing.T) {
+	forEachToken(t, func(t *testing.T, lt *labToken) {
+		ctx := context.Background()
+		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+		iv := randomBytes(t, 16)
+		for _, c := range []struct {
+			name string
+			f    Encrypt
+			data []byte
+			warn bool
+		}{
+			{"ecb zero block", Encrypt{Cipher: AES, Mode: ECB}, make([]byte, 32), true},
+			{"ecb second block zero", Encrypt{Cipher: AES, Mode: ECB}, append(randomBytes(t, 16), make([]byte, 16)...), true},
+			{"ecb no zero block", Encrypt{Cipher: AES, Mode: ECB}, randomBytes(t, 16), false},
+			{"cbc data equal to iv", Encrypt{Cipher: AES, Mode: CBC, IV: iv}, iv, true},
+			{"cbc zero data, random iv", Encrypt{Cipher: AES, Mode: CBC, IV: iv}, make([]byte, 16), false},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				res, err := lt.tok.Derive(ctx, base, Request{Function: c.f, Data: c.data, KeyType: KeyAES128})
+				require.NoError(t, err)
+				defer lt.tok.Destroy(ctx, res.Key)
+				zero := 0
+				for _, w := range res.Warnings {
+					if strings.Contains(w, "zero block") {
+						zero++
+					}
+				}
+				if c.warn {
+					assert.Equal(t, 1, zero, res.Warnings)
+				} else {
+					assert.Zero(t, zero, res.Warnings)
+				}
+			})
+		}
+	})
+}
+
+func TestDerivedKeyAttributes(t *testing.T) {
+	forEachToken(t, func(t *testing.T, lt *labToken) {
+		ctx := context.Background()
+		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 32))
+		res, err := lt.tok.Derive(ctx, base, Request{
+			Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 32), KeyType: KeyAES256,
+			Label: "dk-attrs", Extractable: true, Usage: UseEncrypt | UseWrap | UseDerive,
+		})
+		require.NoError(t, err)
+		defer lt.tok.Destroy(ctx, res.Key)
+		k := res.Key
+		assert.Equal(t, "dk-attrs", k.Label)
+		assert.Equal(t, uint(pkcs11.CKK_AES), k.Type)
+		assert.Equal(t, 32, k.Len)
+		assert.True(t, k.Sensitive, "DK is sensitive even when extractable")
+		assert.True(t, k.Extractable)
+		assert.True(t, k.Encrypt)
+		assert.True(t, k.Wrap)
+		assert.True(t, k.Derive)
+		assert.False(t, k.Decrypt)
+		assert.False(t, k.Sign)
+		assert.False(t, k.Unwrap)
+
+		// The base key is never modified.
+		again, err := lt.tok.Key(ctx, base.Handle)
+		require.NoError(t, err)
+		assert.Equal(t, *base, *again)
+	})
+}
+
+func TestPersistentDerivedKey(t *testing.T) {
+	forEachToken(t, func(t *testing.T, lt *labToken) {
+		if lt.kind == "nss" {
+			t.Skip("NSS softoken's crypto slot takes session objects only")
+		}
+		ctx := context.Background()
+		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+		res, err := lt.tok.Derive(ctx, base, Request{
+			Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128,
+			Label: "dk-persistent", Persistent: true,
+		})
+		require.NoError(t, err)
+		assert.True(t, res.Key.Token)
+		found, err := lt.tok.FindKey(ctx, "dk-persistent")
+		require.NoError(t, err)
+		assert.Equal(t, res.Key.Handle, found.Handle)
+		require.NoError(t, lt.tok.Destroy(ctx, res.Key))
+		_, err = lt.tok.FindKey(ctx, "dk-persistent")
+		assert.ErrorIs(t, err, ErrNotFound)
+	})
+}
+
+func TestCheckKeyRefusesWeakerKeys(t *testing.T) {
+	r := &Request{KeyType: KeyAES128}
+	good := Key{Type: pkcs11.CKK_AES, Len: 16, Sensitive: true}
+	assert.NoError(t, checkKey(&good, r))
+	for name, mutate := range map[string]func(k *Key){
+		"not sensitive": func(k *Key) { k.Sensitive = false },
+		"extractable":   func(k *Key) { k.Extractable = true },
+		"token object":  func(k *Key) { k.Token = true },
+		"wrong type":    func(k *Key) { k.Type = pkcs11.CKK_GENERIC_SECRET },
+		"wrong length":  func(k *Key) { k.Len = 32 },
+		"unreadable":    func(k *Key) { k.unknown = []uint{pkcs11.CKA_SENSITIVE} },
+	} {
+		k := good
+		mutate(&k)
+		err := checkKey(&k, r)
+		assert.ErrorIs(t, err, ErrWeakKey, name)
+	}
+}
+
+func TestCancelledContextMakesNoCall(t *testing.T) {
+	forEachToken(t, func(t *testing.T, lt *labToken) {
+		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		calls := lt.tok.calls.Load()
+		_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.Equal(t, calls, lt.tok.calls.Load())
+	})
+}
+
+// TestConcurrentDerivations derives from many goroutines at once on one Token.
+func TestConcurrentDerivations(t *testing.T) {
+	forEachToken(t, func(t *testing.T, lt *labToken) {
+		ctx := context.Background()
+		key := randomBytes(t, 16)
+		base := lt.importKey(t, pkcs11.CKK_AES, key)
+		objects := lt.objects(t)
+		var wg sync.WaitGroup
+		errs := make(chan error, 8*25)
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 25; i++ {
+					data := randomBytes(t, 16)
+					res, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128})
+					if err != nil {
+						errs <- err
+						continue
+					}
+					kcv, err := lt.tok.CheckValue(ctx, res.Key)
+					if err == nil && string(kcv) != string(refKCV(t, KeyAES128, refEncrypt(t, pkcs11.CKK_AES, key, Encrypt{Cipher: AES, Mode: ECB}, data))) {
+						err = errors.New("check value differs from the reference")
+					}
+					if err != nil {
+						errs <- err
+					}
+					if err := lt.tok.Destroy(ctx, res.Key); err != nil {
+						errs <- err
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		assert.Equal(t, objects, lt.objects(t))
+	})
+}

@@ -1,0 +1,162 @@
+package derive
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Sentinel errors. Every error p11derive returns wraps one of them, so that
+// callers can branch with errors.Is; the typed errors below carry the details.
+// Errors from the token also wrap its CKR code as a pkcs11.Error:
+//
+//	errors.Is(err, pkcs11.Error(pkcs11.CKR_KEY_TYPE_INCONSISTENT))
+var (
+	// ErrInvalidInput: the request is malformed (length, IV, key type,
+	// unknown name). Detected before any PKCS#11 call.
+	ErrInvalidInput = errors.New("invalid input")
+	// ErrKeyType: the base key is not a key of the function's cipher.
+	ErrKeyType = errors.New("base key type does not fit the function")
+	// ErrMissingAttribute: the base key lacks an attribute (CKA_DERIVE,
+	// CKA_SIGN, ...) that every strategy able to compute the function needs.
+	ErrMissingAttribute = errors.New("base key lacks a required attribute")
+	// ErrUnsupported: the token offers no strategy for the function.
+	ErrUnsupported = errors.New("no strategy can compute the function on this token")
+	// ErrWeakKey: the token made a derived key weaker than requested (for
+	// example extractable or not sensitive); it was destroyed.
+	ErrWeakKey = errors.New("token made a weaker key than requested")
+	// ErrNotFound: no token, or no key, matches the selection.
+	ErrNotFound = errors.New("not found")
+	// ErrAmbiguous: more than one token, or key, matches the selection.
+	ErrAmbiguous = errors.New("ambiguous selection")
+	// ErrToken: a PKCS#11 call failed; see [TokenError].
+	ErrToken = errors.New("token error")
+	// ErrClosed: the Token was closed.
+	ErrClosed = errors.New("token closed")
+)
+
+// InputError describes bad input. It matches [ErrInvalidInput].
+type InputError struct {
+	Field   string // what was wrong: "data", "iv", "len", "kdf", ...
+	Problem string
+}
+
+func (e *InputError) Error() string { return "p11derive: " + e.Field + ": " + e.Problem }
+
+// Is makes errors.Is(err, ErrInvalidInput) true.
+func (e *InputError) Is(target error) bool { return target == ErrInvalidInput }
+
+func inputErr(field, format string, args ...any) error {
+	return &InputError{Field: field, Problem: fmt.Sprintf(format, args...)}
+}
+
+// KeyError says why a base key cannot be used. It matches Reason
+// ([ErrKeyType], [ErrMissingAttribute] or [ErrUnsupported]).
+type KeyError struct {
+	Key     string // the key's label, or its handle
+	Reason  error
+	Problem string
+}
+
+func (e *KeyError) Error() string {
+	return fmt.Sprintf("p11derive: base key %s: %s", e.Key, e.Problem)
+}
+
+func (e *KeyError) Unwrap() error { return e.Reason }
+
+// TokenError is a failed PKCS#11 call. It unwraps to the token's return
+// value (a pkcs11.Error holding the CKR code) and matches [ErrToken].
+type TokenError struct {
+	Strategy Strategy // the strategy that made the call, "" outside one
+	Step     string   // what the call was for, e.g. "derive DK"
+	Call     string   // the PKCS#11 function, e.g. "C_DeriveKey"
+	Err      error    // the token's answer, usually a pkcs11.Error
+}
+
+func (e *TokenError) Error() string {
+	var b strings.Builder
+	b.WriteString("p11derive: ")
+	if e.Strategy != "" {
+		b.WriteString(string(e.Strategy))
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Step)
+	b.WriteString(": ")
+	b.WriteString(e.Call)
+	b.WriteString(": ")
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+func (e *TokenError) Unwrap() []error { return []error{e.Err, ErrToken} }
+
+// CKR returns the token's return value, or 0 if the failure was not a
+// PKCS#11 return value.
+func (e *TokenError) CKR() uint {
+	var ck pkcs11.Error
+	if errors.As(e.Err, &ck) {
+		return uint(ck)
+	}
+	return 0
+}
+
+// UnsupportedError says why no strategy could run: for each strategy that
+// could compute the function, why it could not on this token and key.
+// It matches [ErrUnsupported].
+type UnsupportedError struct {
+	Function string
+	Reasons  []StrategyReason
+}
+
+// StrategyReason is why one strategy could not run.
+type StrategyReason struct {
+	Strategy Strategy
+	Reason   string
+	Err      error // the error behind Reason
+}
+
+func (e *UnsupportedError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "p11derive: no strategy can compute %s here", e.Function)
+	for i, r := range e.Reasons {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s: %s", r.Strategy, r.Reason)
+	}
+	return b.String()
+}
+
+// Is matches ErrUnsupported, and also ErrMissingAttribute when every
+// strategy was ruled out by a missing attribute of the base key.
+func (e *UnsupportedError) Is(target error) bool {
+	switch target {
+	case ErrUnsupported:
+		return true
+	case ErrMissingAttribute:
+		if len(e.Reasons) == 0 {
+			return false
+		}
+		for _, r := range e.Reasons {
+			if !errors.Is(r.Err, ErrMissingAttribute) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// WeakKeyError lists how the token's derived key fell short of the request.
+// The key was destroyed. It matches [ErrWeakKey].
+type WeakKeyError struct{ Problems []string }
+
+func (e *WeakKeyError) Error() string {
+	return "p11derive: token made a weaker key than requested (destroyed): " + strings.Join(e.Problems, ", ")
+}
+
+func (e *WeakKeyError) Is(target error) bool { return target == ErrWeakKey }

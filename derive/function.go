@@ -1,0 +1,181 @@
+package derive
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Cipher is the block cipher of an encryption function.
+type Cipher uint8
+
+// The block ciphers p11derive can compute with.
+const (
+	AES  Cipher = iota + 1 // AES (FIPS 197), 16-byte blocks
+	DES3                   // Triple DES (two- or three-key), 8-byte blocks
+	DES                    // single DES, 8-byte blocks
+)
+
+// BlockSize is the cipher's block size in bytes (n in DESIGN.md).
+func (c Cipher) BlockSize() int {
+	switch c {
+	case AES:
+		return 16
+	case DES3, DES:
+		return 8
+	}
+	return 0
+}
+
+func (c Cipher) String() string {
+	switch c {
+	case AES:
+		return "aes"
+	case DES3:
+		return "des3"
+	case DES:
+		return "des"
+	}
+	return fmt.Sprintf("cipher(%d)", uint8(c))
+}
+
+// Mode is the chaining of an encryption function.
+type Mode uint8
+
+// The chaining modes of [Encrypt].
+const (
+	ECB Mode = iota + 1 // each block encrypted on its own
+	CBC                 // cipher block chaining from an IV
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ECB:
+		return "ecb"
+	case CBC:
+		return "cbc"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// A Function names what DK is computed as, independently of how a token
+// computes it. Two strategies that compute the same Function yield the same
+// key, bit for bit.
+//
+// The functions are [Encrypt] (DK = E(data, K)); later releases add the
+// different key-derivation functions of DESIGN.md §4 as further types.
+type Function interface {
+	// Name is the function's stable name, as used by the p11derive
+	// command's --kdf flag and in profiles, such as "aes-cbc".
+	Name() string
+	validate(data []byte, out KeyType) error
+	blockCipher() Cipher
+}
+
+// Encrypt is DK = E(data, K): the encryption of the derivation data under the
+// base key, in ECB or CBC mode, keeping the leading bytes of the ciphertext
+// that the output key needs.
+//
+// With ECB, DK = E_K(d_1) || ... || E_K(d_m). With CBC, c_0 = IV,
+// c_i = E_K(c_(i-1) XOR d_i) and DK = c_1 || ... || c_m. The data must be a
+// whole number of blocks and at least as long as the output key.
+type Encrypt struct {
+	Cipher Cipher
+	Mode   Mode
+	// IV is the CBC initialisation vector, one block long. It must be empty
+	// for ECB.
+	IV []byte
+}
+
+// Name returns the function's name: "aes-ecb", "des3-cbc" and so on.
+func (f Encrypt) Name() string { return f.Cipher.String() + "-" + f.Mode.String() }
+
+func (f Encrypt) blockCipher() Cipher { return f.Cipher }
+
+func (f Encrypt) validate(data []byte, out KeyType) error {
+	n := f.Cipher.BlockSize()
+	if n == 0 {
+		return inputErr("cipher", "unknown cipher %v", f.Cipher)
+	}
+	switch f.Mode {
+	case ECB:
+		if len(f.IV) != 0 {
+			return inputErr("iv", "ECB takes no IV, got %d bytes", len(f.IV))
+		}
+	case CBC:
+		if len(f.IV) != n {
+			return inputErr("iv", "%s-cbc needs a %d-byte IV, got %d bytes", f.Cipher, n, len(f.IV))
+		}
+	default:
+		return inputErr("mode", "unknown mode %v", f.Mode)
+	}
+	if len(data) == 0 {
+		return inputErr("data", "no derivation data")
+	}
+	if len(data)%n != 0 {
+		return inputErr("data", "%d bytes is not a whole number of %d-byte %s blocks", len(data), n, f.Cipher)
+	}
+	if len(data) < out.Len() {
+		return inputErr("data", "%d bytes of data cannot fill a %d-byte %s key", len(data), out.Len(), out)
+	}
+	return nil
+}
+
+// zeroBlockInput reports whether some block enters the cipher as the zero
+// block, which makes that block of DK equal to E_K(0^n): the value whose
+// leading bytes are K's published check value.
+func (f Encrypt) zeroBlockInput(data []byte) bool {
+	n := f.Cipher.BlockSize()
+	if f.Mode == CBC {
+		for i := 0; i < n; i++ {
+			if data[i]^f.IV[i] != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for off := 0; off < len(data); off += n {
+		if isZero(data[off : off+n]) {
+			return true
+		}
+	}
+	return false
+}
+
+func isZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseFunction returns the function with the given name ("aes-ecb",
+// "aes-cbc", "des3-ecb", "des3-cbc", "des-ecb" or "des-cbc"); iv is used by
+// the CBC functions and must be empty for ECB.
+func ParseFunction(name string, iv []byte) (Function, error) {
+	c, m, ok := strings.Cut(strings.ToLower(name), "-")
+	if !ok {
+		return nil, inputErr("kdf", "unknown function %q", name)
+	}
+	f := Encrypt{IV: iv}
+	switch c {
+	case "aes":
+		f.Cipher = AES
+	case "des3":
+		f.Cipher = DES3
+	case "des":
+		f.Cipher = DES
+	default:
+		return nil, inputErr("kdf", "unknown function %q", name)
+	}
+	switch m {
+	case "ecb":
+		f.Mode = ECB
+	case "cbc":
+		f.Mode = CBC
+	default:
+		return nil, inputErr("kdf", "unknown function %q", name)
+	}
+	return f, nil
+}

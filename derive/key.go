@@ -1,0 +1,279 @@
+package derive
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Key is a secret key object of a token, with the attributes p11derive
+// read from it. Reading them never reads CKA_VALUE.
+type Key struct {
+	Handle pkcs11.ObjectHandle
+	Label  string
+	ID     []byte
+	Type   uint // CKK_*
+	Len    int  // CKA_VALUE_LEN in bytes, or the type's fixed length; 0 if unknown
+
+	// The boolean attributes, as the token gave them.
+	Token, Private, Sensitive, Extractable bool
+	AlwaysSensitive, NeverExtractable      bool
+	Derive, Sign, Verify, Encrypt, Decrypt bool
+	Wrap, Unwrap                           bool
+
+	unknown []uint // boolean attributes the token did not give
+}
+
+func (k *Key) name() string {
+	if k.Label != "" {
+		return fmt.Sprintf("%q", k.Label)
+	}
+	return fmt.Sprintf("handle %d", k.Handle)
+}
+
+// Cipher is the block cipher the key is a key of, or 0 for other types.
+func (k *Key) Cipher() Cipher {
+	switch k.Type {
+	case pkcs11.CKK_AES:
+		return AES
+	case pkcs11.CKK_DES3, pkcs11.CKK_DES2:
+		return DES3
+	case pkcs11.CKK_DES:
+		return DES
+	}
+	return 0
+}
+
+// keyAttrs are the attributes read from every secret key. CKA_VALUE_LEN is
+// read apart, only for key types that have it: asking a DES key for it
+// makes some tokens (NSS) fail the whole C_GetAttributeValue.
+var keyAttrs = []uint{
+	pkcs11.CKA_CLASS, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_LABEL, pkcs11.CKA_ID,
+	pkcs11.CKA_TOKEN, pkcs11.CKA_PRIVATE, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
+	pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE,
+	pkcs11.CKA_DERIVE, pkcs11.CKA_SIGN, pkcs11.CKA_VERIFY, pkcs11.CKA_ENCRYPT, pkcs11.CKA_DECRYPT,
+	pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP,
+}
+
+// FindKey returns the one secret key whose CKA_LABEL is label.
+func (t *Token) FindKey(ctx context.Context, label string) (*Key, error) {
+	if label == "" {
+		return nil, inputErr("key", "no key label given")
+	}
+	if err := contextDone(ctx); err != nil {
+		return nil, err
+	}
+	s, err := t.session()
+	if err != nil {
+		return nil, err
+	}
+	defer t.release(s)
+	tmpl := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}
+	if err := s.ctx.FindObjectsInit(s.h, tmpl); err != nil {
+		return nil, s.fail("find key "+label, "C_FindObjectsInit", err)
+	}
+	hs, _, err := s.ctx.FindObjects(s.h, 2)
+	s.ctx.FindObjectsFinal(s.h)
+	if err != nil {
+		return nil, s.fail("find key "+label, "C_FindObjects", err)
+	}
+	switch len(hs) {
+	case 0:
+		return nil, fmt.Errorf("p11derive: no secret key labelled %q: %w", label, ErrNotFound)
+	case 1:
+		return readKey(s, hs[0], 0)
+	}
+	return nil, fmt.Errorf("p11derive: more than one secret key labelled %q: %w", label, ErrAmbiguous)
+}
+
+// Key reads the attributes of the secret key with handle h.
+func (t *Token) Key(ctx context.Context, h pkcs11.ObjectHandle) (*Key, error) {
+	if err := contextDone(ctx); err != nil {
+		return nil, err
+	}
+	s, err := t.session()
+	if err != nil {
+		return nil, err
+	}
+	defer t.release(s)
+	return readKey(s, h, 0)
+}
+
+// readKey reads a secret key's attributes. ckk is the key's type if the
+// caller knows it (a key it just made), else 0.
+func readKey(s *session, h pkcs11.ObjectHandle, ckk uint) (*Key, error) {
+	attrs := keyAttrs
+	if hasValueLen(ckk) {
+		attrs = append(attrs[:len(attrs):len(attrs)], pkcs11.CKA_VALUE_LEN)
+	}
+	v, err := s.attributes("read key attributes", h, attrs...)
+	if err != nil {
+		return nil, err
+	}
+	k := &Key{Handle: h}
+	if c, ok := ulong(v[pkcs11.CKA_CLASS]); !ok || c != pkcs11.CKO_SECRET_KEY {
+		return nil, &KeyError{Key: fmt.Sprintf("handle %d", h), Reason: ErrKeyType, Problem: "not a secret key"}
+	}
+	k.Label = string(v[pkcs11.CKA_LABEL])
+	k.ID = v[pkcs11.CKA_ID]
+	k.Type, _ = ulong(v[pkcs11.CKA_KEY_TYPE])
+	if ckk == 0 && hasValueLen(k.Type) {
+		l, err := s.attributes("read key length", h, pkcs11.CKA_VALUE_LEN)
+		if err != nil {
+			return nil, err
+		}
+		v[pkcs11.CKA_VALUE_LEN] = l[pkcs11.CKA_VALUE_LEN]
+	}
+	if n, ok := ulong(v[pkcs11.CKA_VALUE_LEN]); ok {
+		k.Len = int(n)
+	} else {
+		switch k.Type {
+		case pkcs11.CKK_DES:
+			k.Len = 8
+		case pkcs11.CKK_DES2:
+			k.Len = 16
+		case pkcs11.CKK_DES3:
+			k.Len = 24
+		}
+	}
+	for _, b := range []struct {
+		dst *bool
+		cka uint
+	}{
+		{&k.Token, pkcs11.CKA_TOKEN}, {&k.Private, pkcs11.CKA_PRIVATE},
+		{&k.Sensitive, pkcs11.CKA_SENSITIVE}, {&k.Extractable, pkcs11.CKA_EXTRACTABLE},
+		{&k.AlwaysSensitive, pkcs11.CKA_ALWAYS_SENSITIVE}, {&k.NeverExtractable, pkcs11.CKA_NEVER_EXTRACTABLE},
+		{&k.Derive, pkcs11.CKA_DERIVE}, {&k.Sign, pkcs11.CKA_SIGN}, {&k.Verify, pkcs11.CKA_VERIFY},
+		{&k.Encrypt, pkcs11.CKA_ENCRYPT}, {&k.Decrypt, pkcs11.CKA_DECRYPT},
+		{&k.Wrap, pkcs11.CKA_WRAP}, {&k.Unwrap, pkcs11.CKA_UNWRAP},
+	} {
+		var ok bool
+		if *b.dst, ok = boolean(v[b.cka]); !ok {
+			k.unknown = append(k.unknown, b.cka)
+		}
+	}
+	return k, nil
+}
+
+// Destroy destroys the key object. Use it for derived keys the caller no
+// longer needs; p11derive never destroys a base key.
+func (t *Token) Destroy(ctx context.Context, k *Key) error {
+	if err := contextDone(ctx); err != nil {
+		return err
+	}
+	s, err := t.session()
+	if err != nil {
+		return err
+	}
+	defer t.release(s)
+	return s.destroy("destroy key "+k.name(), k.Handle)
+}
+
+// CheckValue computes the key's check value inside the token: the first 3
+// bytes of E_key(0^n), encrypting one zero block with the key in ECB mode.
+// It needs an AES, DES, DES2 or DES3 key with CKA_ENCRYPT.
+func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
+	var mech uint
+	n := k.Cipher().BlockSize()
+	switch k.Type {
+	case pkcs11.CKK_AES:
+		mech = pkcs11.CKM_AES_ECB
+	case pkcs11.CKK_DES2, pkcs11.CKK_DES3:
+		mech = pkcs11.CKM_DES3_ECB
+	case pkcs11.CKK_DES:
+		mech = pkcs11.CKM_DES_ECB
+	default:
+		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for key type %#x (AES and DES keys only)", k.Type)}
+	}
+	if !k.Encrypt {
+		return nil, &KeyError{Key: k.name(), Reason: ErrMissingAttribute, Problem: "a check value needs CKA_ENCRYPT"}
+	}
+	if err := contextDone(ctx); err != nil {
+		return nil, err
+	}
+	s, err := t.session()
+	if err != nil {
+		return nil, err
+	}
+	defer t.release(s)
+	out, err := s.encrypt("check value", []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, k.Handle, make([]byte, n))
+	if err != nil {
+		return nil, err
+	}
+	if len(out) < 3 {
+		return nil, s.fail("check value", "C_Encrypt", fmt.Errorf("%d bytes of output", len(out)))
+	}
+	return out[:3], nil
+}
+
+// GenerateKey makes a new secret key inside the token with C_GenerateKey:
+// sensitive, not extractable, a token object when persistent. It is how the
+// p11derive command makes base keys; kt must be an AES, DES2 or DES3 type,
+// or a generic secret (CKM_GENERIC_SECRET_KEY_GEN).
+func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage Usage, persistent bool) (*Key, error) {
+	if err := kt.validate(); err != nil {
+		return nil, err
+	}
+	var mech uint
+	switch kt.ckk {
+	case pkcs11.CKK_AES:
+		mech = pkcs11.CKM_AES_KEY_GEN
+	case pkcs11.CKK_DES:
+		mech = pkcs11.CKM_DES_KEY_GEN
+	case pkcs11.CKK_DES2:
+		mech = pkcs11.CKM_DES2_KEY_GEN
+	case pkcs11.CKK_DES3:
+		mech = pkcs11.CKM_DES3_KEY_GEN
+	case pkcs11.CKK_GENERIC_SECRET:
+		mech = pkcs11.CKM_GENERIC_SECRET_KEY_GEN
+	}
+	if usage == 0 {
+		return nil, inputErr("usage", "a key with no usage is of no use")
+	}
+	r := &Request{KeyType: kt, Label: label, Persistent: persistent, Usage: usage}
+	tmpl := t.template(r)
+	// C_GenerateKey takes no CKA_KEY_TYPE/CKA_CLASS on some tokens; both are
+	// implied by the mechanism.
+	gen := tmpl[:0:0]
+	for _, a := range tmpl {
+		if a.Type != pkcs11.CKA_CLASS && a.Type != pkcs11.CKA_KEY_TYPE {
+			gen = append(gen, a)
+		}
+	}
+	if err := contextDone(ctx); err != nil {
+		return nil, err
+	}
+	s, err := t.session()
+	if err != nil {
+		return nil, err
+	}
+	defer t.release(s)
+	s.calls++
+	h, err := s.ctx.GenerateKey(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, gen)
+	if err != nil {
+		return nil, s.fail("generate key", "C_GenerateKey", err)
+	}
+	k, err := readKey(s, h, kt.ckk)
+	if err == nil {
+		err = checkKey(k, r)
+	}
+	if err != nil {
+		s.destroy("destroy key after failure", h)
+		return nil, err
+	}
+	return k, nil
+}
+
+// hasValueLen reports whether keys of type ckk have CKA_VALUE_LEN: those
+// whose length varies.
+func hasValueLen(ckk uint) bool {
+	switch ckk {
+	case pkcs11.CKK_DES, pkcs11.CKK_DES2, pkcs11.CKK_DES3:
+		return false
+	}
+	return ckk != 0
+}

@@ -1,0 +1,376 @@
+package derive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/miekg/pkcs11"
+	pkcs11uri "github.com/stefanberger/go-pkcs11uri"
+)
+
+// Config says which PKCS#11 module to load, which of its tokens to use, and
+// how to log in.
+//
+// The token is selected by URI, Label, Serial or Slot; fields that are set
+// must all match. With none set, the module must have exactly one token.
+type Config struct {
+	// Module is the path of the PKCS#11 module (a shared library). It may be
+	// left empty when URI has a module-path attribute.
+	Module string
+	// InitArgs is passed to C_Initialize as CK_C_INITIALIZE_ARGS.pReserved.
+	// NSS softoken needs it (configdir='sql:DIR' ...); most modules don't.
+	InitArgs string
+
+	// URI is an RFC 7512 PKCS#11 URI such as "pkcs11:token=Payments;serial=1234".
+	// Its token, manufacturer, model, serial and slot-id attributes select the
+	// token; module-path names the module; pin-value and pin-source are
+	// refused (use PIN).
+	URI    string
+	Label  string // CK_TOKEN_INFO.label
+	Serial string // CK_TOKEN_INFO.serialNumber
+	Slot   *uint  // slot ID
+
+	// PIN is the user PIN. When empty, p11derive does not log in (tokens
+	// such as NSS softoken allow session objects without login).
+	PIN string
+}
+
+// Token is an open connection to one PKCS#11 token. It is safe for
+// concurrent use: each operation takes a session of its own from a pool.
+//
+// Session objects (the default for derived keys) live as long as the
+// session that made them, and Token keeps its sessions open until Close.
+type Token struct {
+	mod    *module
+	slot   uint
+	info   pkcs11.TokenInfo
+	pin    string
+	anchor pkcs11.SessionHandle // held open for the token's life: keeps the login
+
+	mu     sync.Mutex
+	idle   []pkcs11.SessionHandle
+	all    map[pkcs11.SessionHandle]bool
+	closed bool
+
+	mechOnce sync.Once
+	mechs    map[uint]bool
+	mechErr  error
+
+	memo  memo         // what worked and what failed, per base key
+	calls atomic.Int64 // PKCS#11 calls made through pooled sessions
+}
+
+// Open loads the module (or shares it if this process already did, with
+// p11derive or with crypto11), selects the token and logs in.
+func Open(cfg Config) (*Token, error) {
+	sel, modPath, err := selection(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := loadModule(modPath, cfg.InitArgs)
+	if err != nil {
+		return nil, err
+	}
+	t := &Token{mod: mod, pin: cfg.PIN, all: map[pkcs11.SessionHandle]bool{}}
+	if err := t.open(sel); err != nil {
+		mod.release()
+		return nil, err
+	}
+	return t, nil
+}
+
+type selector struct {
+	label, serial, manufacturer, model string
+	slot                               *uint
+}
+
+func (s selector) String() string {
+	var parts []string
+	if s.label != "" {
+		parts = append(parts, "label "+strconv.Quote(s.label))
+	}
+	if s.serial != "" {
+		parts = append(parts, "serial "+strconv.Quote(s.serial))
+	}
+	if s.manufacturer != "" {
+		parts = append(parts, "manufacturer "+strconv.Quote(s.manufacturer))
+	}
+	if s.model != "" {
+		parts = append(parts, "model "+strconv.Quote(s.model))
+	}
+	if s.slot != nil {
+		parts = append(parts, fmt.Sprintf("slot %d", *s.slot))
+	}
+	if len(parts) == 0 {
+		return "any token"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// selection merges the URI with the explicit fields, refusing conflicts.
+func selection(cfg Config) (selector, string, error) {
+	s := selector{label: cfg.Label, serial: cfg.Serial, slot: cfg.Slot}
+	mod := cfg.Module
+	if cfg.URI != "" {
+		u := pkcs11uri.New()
+		if err := u.Parse(cfg.URI); err != nil {
+			return s, "", inputErr("uri", "%v", err)
+		}
+		if _, ok := u.GetPathAttribute("pin-value", false); ok {
+			return s, "", inputErr("uri", "a PIN in the URI (pin-value) is refused: give it by environment variable or file")
+		}
+		if _, ok := u.GetQueryAttribute("pin-value", false); ok {
+			return s, "", inputErr("uri", "a PIN in the URI (pin-value) is refused: give it by environment variable or file")
+		}
+		if _, ok := u.GetQueryAttribute("pin-source", false); ok {
+			return s, "", inputErr("uri", "pin-source in the URI is not supported: give the PIN by environment variable or file")
+		}
+		merge := func(dst *string, attr string) error {
+			v, ok := u.GetPathAttribute(attr, false)
+			if !ok {
+				return nil
+			}
+			if *dst != "" && *dst != v {
+				return inputErr("uri", "%s %q in the URI conflicts with %q", attr, v, *dst)
+			}
+			*dst = v
+			return nil
+		}
+		for _, m := range []struct {
+			dst  *string
+			attr string
+		}{{&s.label, "token"}, {&s.serial, "serial"}, {&s.manufacturer, "manufacturer"}, {&s.model, "model"}} {
+			if err := merge(m.dst, m.attr); err != nil {
+				return s, "", err
+			}
+		}
+		if v, ok := u.GetPathAttribute("slot-id", false); ok {
+			id, err := strconv.ParseUint(v, 10, 0)
+			if err != nil {
+				return s, "", inputErr("uri", "slot-id %q is not a number", v)
+			}
+			if s.slot != nil && *s.slot != uint(id) {
+				return s, "", inputErr("uri", "slot-id %d in the URI conflicts with slot %d", id, *s.slot)
+			}
+			slot := uint(id)
+			s.slot = &slot
+		}
+		if v, ok := u.GetQueryAttribute("module-path", false); ok {
+			if mod != "" && mod != v {
+				return s, "", inputErr("uri", "module-path %q in the URI conflicts with module %q", v, mod)
+			}
+			mod = v
+		}
+	}
+	if mod == "" {
+		return s, "", inputErr("module", "no PKCS#11 module given")
+	}
+	return s, mod, nil
+}
+
+func (t *Token) open(sel selector) error {
+	ctx := t.mod.ctx
+	slots, err := ctx.GetSlotList(true)
+	if err != nil {
+		return &TokenError{Step: "list slots", Call: "C_GetSlotList", Err: err}
+	}
+	var matches []uint
+	var seen []string
+	for _, id := range slots {
+		if sel.slot != nil && id != *sel.slot {
+			continue
+		}
+		info, err := ctx.GetTokenInfo(id)
+		if err != nil {
+			continue // a slot whose token vanished is not a match
+		}
+		seen = append(seen, fmt.Sprintf("slot %d %q serial %q", id, info.Label, info.SerialNumber))
+		if (sel.label == "" || info.Label == sel.label) &&
+			(sel.serial == "" || info.SerialNumber == sel.serial) &&
+			(sel.manufacturer == "" || info.ManufacturerID == sel.manufacturer) &&
+			(sel.model == "" || info.Model == sel.model) {
+			matches = append(matches, id)
+			t.info = info
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return fmt.Errorf("p11derive: no token with %s (tokens present: %s): %w", sel, orNone(seen), ErrNotFound)
+	case 1:
+	default:
+		return fmt.Errorf("p11derive: %d tokens match %s (%s); select one by label, serial or slot: %w",
+			len(matches), sel, strings.Join(seen, "; "), ErrAmbiguous)
+	}
+	t.slot = matches[0]
+	s, err := ctx.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return &TokenError{Step: "open session", Call: "C_OpenSession", Err: err}
+	}
+	t.anchor = s
+	if t.pin != "" {
+		if err := t.login(s); err != nil {
+			ctx.CloseSession(s)
+			return err
+		}
+	}
+	return nil
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, "; ")
+}
+
+// login logs the application in. It is called once per Open: a failed
+// C_Login is never retried, since tokens lock PINs after a few wrong tries.
+func (t *Token) login(s pkcs11.SessionHandle) error {
+	err := t.mod.ctx.Login(s, pkcs11.CKU_USER, t.pin)
+	if err == nil || errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
+		return nil
+	}
+	// The error names the CKR code only: never the PIN.
+	return &TokenError{Step: "log in", Call: "C_Login", Err: err}
+}
+
+// Info is the token's CK_TOKEN_INFO, read when it was opened.
+func (t *Token) Info() pkcs11.TokenInfo { return t.info }
+
+// SlotID is the ID of the token's slot.
+func (t *Token) SlotID() uint { return t.slot }
+
+// Ctx returns the module's pkcs11.Ctx, for callers that need PKCS#11 calls
+// p11derive does not make. Do not Finalize or Destroy it.
+func (t *Token) Ctx() *pkcs11.Ctx { return t.mod.ctx }
+
+// Close destroys nothing but closes the token's sessions, which ends the
+// session objects they made, and releases the module.
+func (t *Token) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	all := t.all
+	t.all, t.idle = nil, nil
+	t.mu.Unlock()
+	for s := range all {
+		t.mod.ctx.CloseSession(s)
+	}
+	t.mod.ctx.CloseSession(t.anchor)
+	t.mod.release()
+	return nil
+}
+
+// WithSession runs fn with a session of the token's pool, for PKCS#11 calls
+// p11derive does not make itself. The session stays open after fn.
+func (t *Token) WithSession(fn func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error) error {
+	s, err := t.session()
+	if err != nil {
+		return err
+	}
+	defer t.release(s)
+	return fn(t.mod.ctx, s.h)
+}
+
+// session takes a session from the pool, opening one if none is idle.
+func (t *Token) session() (*session, error) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if n := len(t.idle); n > 0 {
+		h := t.idle[n-1]
+		t.idle = t.idle[:n-1]
+		t.mu.Unlock()
+		return &session{ctx: t.mod.ctx, h: h}, nil
+	}
+	t.mu.Unlock()
+	h, err := t.mod.ctx.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return nil, &TokenError{Step: "open session", Call: "C_OpenSession", Err: err}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		t.mod.ctx.CloseSession(h)
+		return nil, ErrClosed
+	}
+	t.all[h] = true
+	return &session{ctx: t.mod.ctx, h: h}, nil
+}
+
+func (t *Token) release(s *session) {
+	t.calls.Add(int64(s.calls))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.idle = append(t.idle, s.h)
+}
+
+// mechanisms returns the set of mechanisms the token lists, read once.
+func (t *Token) mechanisms() (map[uint]bool, error) {
+	t.mechOnce.Do(func() {
+		list, err := t.mod.ctx.GetMechanismList(t.slot)
+		if err != nil {
+			t.mechErr = &TokenError{Step: "list mechanisms", Call: "C_GetMechanismList", Err: err}
+			return
+		}
+		t.mechs = make(map[uint]bool, len(list))
+		for _, m := range list {
+			t.mechs[m.Mechanism] = true
+		}
+	})
+	return t.mechs, t.mechErr
+}
+
+// listed returns nil if the token lists every mechanism, or a
+// *notListedError.
+func (t *Token) listed(name string, mechs ...uint) error {
+	list, err := t.mechanisms()
+	if err != nil {
+		return err
+	}
+	for _, m := range mechs {
+		if !list[m] {
+			return &notListedError{mechanism: name}
+		}
+	}
+	return nil
+}
+
+// notListedError: the token does not list a mechanism a strategy needs.
+// Tokens do not always list what they run (NSS softoken's key database slot
+// runs CKM_AES_ECB_ENCRYPT_DATA without listing it), so Auto still tries
+// such a strategy, after those whose mechanisms are listed.
+type notListedError struct{ mechanism string }
+
+func (e *notListedError) Error() string { return "the token does not list " + e.mechanism }
+
+func (e *notListedError) Is(target error) bool { return target == ErrUnsupported }
+
+// Lists reports whether the token lists the mechanism in C_GetMechanismList.
+func (t *Token) Lists(mechanism uint) bool {
+	m, err := t.mechanisms()
+	return err == nil && m[mechanism]
+}
+
+// contextDone returns ctx's error, if it is done, before a call is made.
+func contextDone(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	default:
+		return nil
+	}
+}
