@@ -87,6 +87,19 @@ func SoftHSM2(tb testing.TB, opts ...Option) *Token {
 	return newSoftHSM2(tb, tb.TempDir(), opts)
 }
 
+// Fataler is the part of testing.TB the token makers need, so that harnesses
+// that are not a testing.TB (testscript's Setup) can make tokens too.
+type Fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+// SoftHSM2In makes a fresh SoftHSM2 token in dir, like SoftHSM2, for
+// harnesses without a testing.TB. The caller removes dir.
+func SoftHSM2In(f Fataler, dir string, opts ...Option) *Token {
+	return newSoftHSM2(f, dir, opts)
+}
+
 // SharedSoftHSM2 returns a SoftHSM2 token shared by the whole test binary, made
 // on first use and removed by Main (the test binary's TestMain must call Main).
 // Its SOFTHSM2_CONF stays set in the process environment, so code under test
@@ -111,7 +124,7 @@ func SharedSoftHSM2(tb testing.TB) *Token {
 	return &tok
 }
 
-func newSoftHSM2(tb testing.TB, dir string, opts []Option) *Token {
+func newSoftHSM2(tb Fataler, dir string, opts []Option) *Token {
 	tb.Helper()
 	var o softhsmOptions
 	for _, opt := range opts {
@@ -278,7 +291,7 @@ func nssDir(tb testing.TB) string {
 // exits with when TestMain returns (os.Exit(lab.Main(m)) works too):
 //
 //	func TestMain(m *testing.M) { lab.Main(m) }
-func Main(m *testing.M) int {
+func Main(m interface{ Run() int }) int {
 	mainActive.Store(true)
 	code := m.Run()
 	finalizeAll()
@@ -300,7 +313,7 @@ func skipIfAsked(tb testing.TB) {
 	}
 }
 
-func lookTool(tb testing.TB, tool, pkg string) string {
+func lookTool(tb Fataler, tool, pkg string) string {
 	tb.Helper()
 	path, err := exec.LookPath(tool)
 	if err != nil {
@@ -309,7 +322,7 @@ func lookTool(tb testing.TB, tool, pkg string) string {
 	return path
 }
 
-func findModule(tb testing.TB, pkg string, candidates []string) string {
+func findModule(tb Fataler, pkg string, candidates []string) string {
 	tb.Helper()
 	for _, c := range candidates {
 		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {

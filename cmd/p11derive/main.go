@@ -1,0 +1,384 @@
+// Command p11derive derives keys inside a PKCS#11 token: DK = E(data, K)
+// from a base key K that never leaves the token, with DK left in the token.
+//
+// Usage:
+//
+//	p11derive derive  [token flags] --base LABEL --kdf aes-ecb --data HEX --key-type aes --len 16
+//	p11derive kcv     [token flags] --key LABEL
+//	p11derive keygen  [token flags] --label LABEL --key-type aes --len 32
+//
+// Token flags, with the environment variable each defaults to:
+//
+//	--module PATH      [P11DERIVE_MODULE] the PKCS#11 module
+//	--init-args STR    [P11DERIVE_INIT_ARGS] C_Initialize arguments (NSS softoken)
+//	--token LABEL | --slot ID | --uri pkcs11:...   which token
+//	--pin-env NAME     environment variable holding the PIN (default P11DERIVE_PIN)
+//	--pin-file PATH    file holding the PIN
+//
+// derive prints one JSON object on stdout. Every failure exits non-zero
+// with a one-line error on stderr. The PIN is never printed.
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/derive"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+const usage = `usage: p11derive <command> [flags]
+
+commands:
+  derive   derive DK = E(data, K) inside the token and print it as JSON
+  kcv      print a key's check value, computed inside the token
+  keygen   generate a base key inside the token
+
+Run 'p11derive <command> -h' for the command's flags.
+`
+
+// exitUsage is the exit status for bad command lines; 1 is for failures.
+const exitUsage = 2
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var cmd func([]string, io.Writer) error
+	switch args[0] {
+	case "derive":
+		cmd = cmdDerive
+	case "kcv":
+		cmd = cmdKCV
+	case "keygen":
+		cmd = cmdKeygen
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "p11derive: unknown command %q\n%s", args[0], usage)
+		return exitUsage
+	}
+	if err := cmd(args[1:], stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "p11derive %s: %v\n", args[0], err)
+			return exitUsage
+		}
+		fmt.Fprintf(stderr, "%s\n", oneLine(err))
+		return 1
+	}
+	return 0
+}
+
+// usageError is a bad command line.
+type usageError struct{ error }
+
+func oneLine(err error) string {
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if !strings.HasPrefix(msg, "p11derive") {
+		msg = "p11derive: " + msg
+	}
+	return msg
+}
+
+// tokenFlags are the flags every command takes to reach its token.
+type tokenFlags struct {
+	module, initArgs string
+	label, uri       string
+	slot             int
+	pinEnv, pinFile  string
+}
+
+func (f *tokenFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.module, "module", os.Getenv("P11DERIVE_MODULE"), "PKCS#11 module `path` [P11DERIVE_MODULE]")
+	fs.StringVar(&f.initArgs, "init-args", os.Getenv("P11DERIVE_INIT_ARGS"), "C_Initialize pReserved `string`, e.g. for NSS softoken [P11DERIVE_INIT_ARGS]")
+	fs.StringVar(&f.label, "token", "", "token `label`")
+	fs.IntVar(&f.slot, "slot", -1, "slot `ID`")
+	fs.StringVar(&f.uri, "uri", "", "RFC 7512 PKCS#11 `URI` selecting the token")
+	fs.StringVar(&f.pinEnv, "pin-env", "P11DERIVE_PIN", "environment `variable` holding the user PIN")
+	fs.StringVar(&f.pinFile, "pin-file", "", "`file` holding the user PIN")
+}
+
+func (f *tokenFlags) open() (*derive.Token, error) {
+	cfg := derive.Config{Module: f.module, InitArgs: f.initArgs, Label: f.label, URI: f.uri}
+	if f.slot >= 0 {
+		slot := uint(f.slot)
+		cfg.Slot = &slot
+	}
+	pin, err := readPIN(f.pinEnv, f.pinFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg.PIN = pin
+	return derive.Open(cfg)
+}
+
+// readPIN reads the PIN from a file (first line) or an environment
+// variable. An absent PIN means no login.
+func readPIN(env, file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			// The path is not secret; the content is never shown.
+			return "", fmt.Errorf("p11derive: reading the PIN file: %w", err)
+		}
+		pin, _, _ := strings.Cut(string(b), "\n")
+		return strings.TrimRight(pin, "\r"), nil
+	}
+	if env == "" {
+		return "", nil
+	}
+	return os.Getenv(env), nil
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+func hexFlag(name, v string) ([]byte, error) {
+	b, err := hex.DecodeString(strings.ReplaceAll(v, " ", ""))
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--%s: not hex: %v", name, err)}
+	}
+	return b, nil
+}
+
+// keyJSON is how the command prints a key. It holds no key material: the
+// check value is E_key(0^n)'s first 3 bytes, computed in the token.
+type keyJSON struct {
+	Label       string   `json:"label"`
+	Handle      uint     `json:"handle"`
+	KeyType     string   `json:"key_type"`
+	Len         int      `json:"len"`
+	KCV         string   `json:"kcv,omitempty"`
+	Sensitive   bool     `json:"sensitive"`
+	Extractable bool     `json:"extractable"`
+	Token       bool     `json:"token_object"`
+	KDF         string   `json:"kdf,omitempty"`
+	Strategy    string   `json:"strategy,omitempty"`
+	Calls       int      `json:"calls,omitempty"`
+	Warnings    []string `json:"warnings,omitempty"`
+}
+
+func describe(ctx context.Context, tok *derive.Token, k *derive.Key) keyJSON {
+	j := keyJSON{Label: k.Label, Handle: uint(k.Handle), KeyType: keyTypeName(k.Type), Len: k.Len,
+		Sensitive: k.Sensitive, Extractable: k.Extractable, Token: k.Token}
+	if k.Encrypt && k.Cipher() != 0 {
+		if kcv, err := tok.CheckValue(ctx, k); err == nil {
+			j.KCV = hex.EncodeToString(kcv)
+		}
+	}
+	return j
+}
+
+func keyTypeName(ckk uint) string {
+	switch ckk {
+	case pkcs11.CKK_AES:
+		return "aes"
+	case pkcs11.CKK_DES:
+		return "des"
+	case pkcs11.CKK_DES2:
+		return "des2"
+	case pkcs11.CKK_DES3:
+		return "des3"
+	case pkcs11.CKK_GENERIC_SECRET:
+		return "generic"
+	}
+	return fmt.Sprintf("%#x", ckk)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdDerive(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("derive", flag.ContinueOnError)
+	var tf tokenFlags
+	tf.register(fs)
+	base := fs.String("base", "", "CKA_LABEL of the base key K")
+	kdf := fs.String("kdf", "", "function: aes-ecb, aes-cbc, des3-ecb, des3-cbc, des-ecb, des-cbc")
+	dataHex := fs.String("data", "", "derivation data, `hex`")
+	ivHex := fs.String("iv", "", "CBC IV, `hex`")
+	keyType := fs.String("key-type", "", "DK's type: aes, des, des2, des3, generic")
+	n := fs.Int("len", 0, "DK's length in `bytes` (aes: 16, 24, 32; generic: any)")
+	label := fs.String("label", "", "DK's CKA_LABEL")
+	tokenObject := fs.Bool("token-object", false, "make DK a token object (persistent) rather than a session object")
+	strategy := fs.String("strategy", "auto", "strategy: auto, native")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	for name, v := range map[string]string{"base": *base, "kdf": *kdf, "data": *dataHex, "key-type": *keyType} {
+		if v == "" {
+			return usageError{fmt.Errorf("--%s is required", name)}
+		}
+	}
+	data, err := hexFlag("data", *dataHex)
+	if err != nil {
+		return err
+	}
+	iv, err := hexFlag("iv", *ivHex)
+	if err != nil {
+		return err
+	}
+	f, err := derive.ParseFunction(*kdf, iv)
+	if err != nil {
+		return usageError{err}
+	}
+	kt, err := derive.ParseKeyType(*keyType, *n)
+	if err != nil {
+		return usageError{err}
+	}
+	st := derive.Strategy(*strategy)
+	if st == "auto" {
+		st = derive.Auto
+	}
+	if *tokenObject && *label == "" {
+		return usageError{errors.New("--token-object needs --label, or the key could never be found again")}
+	}
+	tok, err := tf.open()
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	ctx := context.Background()
+	k, err := tok.FindKey(ctx, *base)
+	if err != nil {
+		return err
+	}
+	res, err := tok.Derive(ctx, k, derive.Request{Function: f, Data: data, KeyType: kt, Label: *label,
+		Persistent: *tokenObject, Strategy: st})
+	if err != nil {
+		return err
+	}
+	j := describe(ctx, tok, res.Key)
+	j.KDF = res.Function.Name()
+	j.Strategy = string(res.Strategy)
+	j.Calls = res.Calls
+	j.Warnings = res.Warnings
+	return printJSON(stdout, j)
+}
+
+func cmdKCV(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("kcv", flag.ContinueOnError)
+	var tf tokenFlags
+	tf.register(fs)
+	label := fs.String("key", "", "CKA_LABEL of the key")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *label == "" {
+		return usageError{errors.New("--key is required")}
+	}
+	tok, err := tf.open()
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	ctx := context.Background()
+	k, err := tok.FindKey(ctx, *label)
+	if err != nil {
+		return err
+	}
+	kcv, err := tok.CheckValue(ctx, k)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, hex.EncodeToString(kcv))
+	return nil
+}
+
+func cmdKeygen(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	var tf tokenFlags
+	tf.register(fs)
+	label := fs.String("label", "", "the new key's CKA_LABEL")
+	keyType := fs.String("key-type", "aes", "aes, des, des2, des3, generic")
+	n := fs.Int("len", 0, "length in `bytes` (aes: 16, 24, 32)")
+	use := fs.String("usage", "derive,encrypt", "comma-separated uses: derive, encrypt, decrypt, sign, verify, wrap, unwrap")
+	session := fs.Bool("session", false, "make a session object (gone when the command exits; for tests)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *label == "" {
+		return usageError{errors.New("--label is required")}
+	}
+	kt, err := derive.ParseKeyType(*keyType, *n)
+	if err != nil {
+		return usageError{err}
+	}
+	u, err := parseUsage(*use)
+	if err != nil {
+		return err
+	}
+	tok, err := tf.open()
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	ctx := context.Background()
+	if _, err := tok.FindKey(ctx, *label); err == nil {
+		return fmt.Errorf("p11derive: a secret key labelled %q exists already", *label)
+	} else if !errors.Is(err, derive.ErrNotFound) {
+		return err
+	}
+	k, err := tok.GenerateKey(ctx, *label, kt, u, !*session)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, describe(ctx, tok, k))
+}
+
+func parseUsage(s string) (derive.Usage, error) {
+	var u derive.Usage
+	for _, w := range strings.Split(s, ",") {
+		switch strings.TrimSpace(w) {
+		case "derive":
+			u |= derive.UseDerive
+		case "encrypt":
+			u |= derive.UseEncrypt
+		case "decrypt":
+			u |= derive.UseDecrypt
+		case "sign":
+			u |= derive.UseSign
+		case "verify":
+			u |= derive.UseVerify
+		case "wrap":
+			u |= derive.UseWrap
+		case "unwrap":
+			u |= derive.UseUnwrap
+		case "":
+		default:
+			return 0, usageError{fmt.Errorf("--usage: unknown use %q", w)}
+		}
+	}
+	return u, nil
+}
