@@ -49,8 +49,11 @@ type Request struct {
 type Result struct {
 	// Key is DK, with the attributes the token gave it (read back).
 	Key *Key
-	// Function is the function DK was computed as.
+	// Function is the function DK was computed as: the requested one, or
+	// the substitute from Request.Allow that ran.
 	Function Function
+	// KeyType is DK's type.
+	KeyType KeyType
 	// Strategy is the strategy that ran.
 	Strategy Strategy
 	// Calls is the number of PKCS#11 calls the derivation made, reading DK's
@@ -156,11 +159,7 @@ func validate(base *Key, r *Request) error {
 	if base == nil {
 		return inputErr("base", "no base key given")
 	}
-	if c := r.Function.blockCipher(); c != 0 && base.Cipher() != c {
-		return &KeyError{Key: base.name(), Reason: ErrKeyType,
-			Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", r.Function.Name(), c, ckkName(base.Type))}
-	}
-	return nil
+	return r.Function.checkBase(base)
 }
 
 func ckkName(ckk uint) string {
@@ -297,7 +296,7 @@ func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Requ
 	if err := checkKey(dk, r); err != nil {
 		return nil, err
 	}
-	return &Result{Key: dk, Function: r.Function, Strategy: st.name(), Calls: s.calls}, nil
+	return &Result{Key: dk, Function: r.Function, KeyType: r.KeyType, Strategy: st.name(), Calls: s.calls}, nil
 }
 
 // checkKey compares DK's attributes, as the token gave them, with the

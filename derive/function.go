@@ -3,6 +3,8 @@ package derive
 import (
 	"fmt"
 	"strings"
+
+	"github.com/miekg/pkcs11"
 )
 
 // Cipher is the block cipher of an encryption function.
@@ -61,14 +63,42 @@ func (m Mode) String() string {
 // computes it. Two strategies that compute the same Function yield the same
 // key, bit for bit.
 //
-// The functions are [Encrypt] (DK = E(data, K)); later releases add the
-// different key-derivation functions of DESIGN.md §4 as further types.
+// The functions are [Encrypt] (DK = E(data, K)), its inverse [Decrypt],
+// and the key-derivation functions of DESIGN.md §4.
 type Function interface {
 	// Name is the function's stable name, as used by the p11derive
 	// command's --kdf flag and in profiles, such as "aes-cbc".
 	Name() string
+	// validate checks the function's parameters, the data and the output
+	// key type, before any PKCS#11 call.
 	validate(data []byte, out KeyType) error
-	blockCipher() Cipher
+	// checkBase says why the base key cannot be a key of this function
+	// (wrapping ErrKeyType), or returns nil.
+	checkBase(base *Key) error
+	// profile records the function's parameters in p (see Profile).
+	profile(p *Profile)
+}
+
+// nativeFunction is a function a token computes with C_DeriveKey alone
+// (the native strategy): one call, or a few with intermediates destroyed.
+type nativeFunction interface {
+	Function
+	// nativeMechanisms are the mechanisms the token must run.
+	nativeMechanisms() []uint
+	// nativeCalls is the number of PKCS#11 calls deriveNative makes.
+	nativeCalls(data []byte) int
+	// deriveNative makes DK with template tmpl, leaving no intermediate
+	// object behind on any path.
+	deriveNative(s *session, base *Key, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
+}
+
+// checkCipherKey is checkBase for the block-cipher functions.
+func checkCipherKey(name string, c Cipher, base *Key) error {
+	if base.Cipher() != c {
+		return &KeyError{Key: base.name(), Reason: ErrKeyType,
+			Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", name, c, ckkName(base.Type))}
+	}
+	return nil
 }
 
 // Encrypt is DK = E(data, K): the encryption of the derivation data under the
@@ -89,9 +119,21 @@ type Encrypt struct {
 // Name returns the function's name: "aes-ecb", "des3-cbc" and so on.
 func (f Encrypt) Name() string { return f.Cipher.String() + "-" + f.Mode.String() }
 
-func (f Encrypt) blockCipher() Cipher { return f.Cipher }
+func (f Encrypt) checkBase(base *Key) error { return checkCipherKey(f.Name(), f.Cipher, base) }
 
 func (f Encrypt) validate(data []byte, out KeyType) error {
+	return validateBlocks(f.Cipher, f.Mode, f.IV, data, out)
+}
+
+// validateBlocks checks block-cipher parameters and data: a known cipher and
+// mode, an IV of one block for CBC and none for ECB, whole blocks of data
+// and enough of them for the output key.
+func validateBlocks(c Cipher, m Mode, iv, data []byte, out KeyType) error {
+	f := struct {
+		Cipher Cipher
+		Mode   Mode
+		IV     []byte
+	}{c, m, iv}
 	n := f.Cipher.BlockSize()
 	if n == 0 {
 		return inputErr("cipher", "unknown cipher %v", f.Cipher)
@@ -150,32 +192,27 @@ func isZero(b []byte) bool {
 	return true
 }
 
-// ParseFunction returns the function with the given name ("aes-ecb",
-// "aes-cbc", "des3-ecb", "des3-cbc", "des-ecb" or "des-cbc"); iv is used by
-// the CBC functions and must be empty for ECB.
-func ParseFunction(name string, iv []byte) (Function, error) {
-	c, m, ok := strings.Cut(strings.ToLower(name), "-")
-	if !ok {
-		return nil, inputErr("kdf", "unknown function %q", name)
-	}
-	f := Encrypt{IV: iv}
-	switch c {
-	case "aes":
-		f.Cipher = AES
-	case "des3":
-		f.Cipher = DES3
-	case "des":
-		f.Cipher = DES
-	default:
-		return nil, inputErr("kdf", "unknown function %q", name)
-	}
-	switch m {
-	case "ecb":
-		f.Mode = ECB
-	case "cbc":
+func init() {
+	register(parseEncrypt, "aes-ecb", "aes-cbc", "des3-ecb", "des3-cbc", "des-ecb", "des-cbc")
+}
+
+func parseEncrypt(name string, m map[string]string) (Function, error) {
+	c, md, _ := strings.Cut(name, "-")
+	p := newParams(name, m)
+	f := Encrypt{Mode: ECB}
+	f.Cipher, _ = cipherByName(c)
+	if md == "cbc" {
 		f.Mode = CBC
-	default:
-		return nil, inputErr("kdf", "unknown function %q", name)
+		iv, err := p.hex("iv")
+		if err != nil {
+			return nil, err
+		}
+		f.IV = iv
+	}
+	if err := p.done(); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
+
+func (f Encrypt) profile(p *Profile) { p.setHex("iv", f.IV) }

@@ -48,6 +48,23 @@ func (k KeyType) String() string {
 	return fmt.Sprintf("CKK(%#x)-%d", k.ckk, k.n)
 }
 
+// name is the key type's name for ParseKeyType.
+func (k KeyType) name() string {
+	switch k.ckk {
+	case pkcs11.CKK_AES:
+		return "aes"
+	case pkcs11.CKK_DES:
+		return "des"
+	case pkcs11.CKK_DES2:
+		return "des2"
+	case pkcs11.CKK_DES3:
+		return "des3"
+	case pkcs11.CKK_GENERIC_SECRET:
+		return "generic"
+	}
+	return k.String()
+}
+
 // ParseKeyType returns the key type for the p11derive command's --key-type
 // and --len flags: "aes" (n = 16, 24 or 32), "des", "des2", "des3" (n is
 // implied; 0 or the key's own length), or "generic" (n > 0 bytes).

@@ -11,6 +11,8 @@ import (
 
 	"github.com/miekg/pkcs11"
 	pkcs11uri "github.com/stefanberger/go-pkcs11uri"
+
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // Config says which PKCS#11 module to load, which of its tokens to use, and
@@ -335,16 +337,20 @@ func (t *Token) mechanisms() (map[uint]bool, error) {
 }
 
 // listed returns nil if the token lists every mechanism, or a
-// *notListedError.
-func (t *Token) listed(name string, mechs ...uint) error {
+// *notListedError naming those it does not.
+func (t *Token) listed(mechs ...uint) error {
 	list, err := t.mechanisms()
 	if err != nil {
 		return err
 	}
+	var missing []string
 	for _, m := range mechs {
 		if !list[m] {
-			return &notListedError{mechanism: name}
+			missing = append(missing, ckm.Name(m))
 		}
+	}
+	if len(missing) > 0 {
+		return &notListedError{mechanism: strings.Join(missing, ", ")}
 	}
 	return nil
 }

@@ -245,11 +245,7 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	iv, err := hexFlag("iv", *ivHex)
-	if err != nil {
-		return err
-	}
-	f, err := derive.ParseFunction(*kdf, iv)
+	f, err := derive.ParseFunction(*kdf, map[string]string{"iv": *ivHex})
 	if err != nil {
 		return usageError{err}
 	}

@@ -1,7 +1,5 @@
 package lab
 
-//go:generate go run gen_mechnames.go
-
 import (
 	"fmt"
 	"io"
@@ -15,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // SkipEnv is the environment variable that, set to 1, makes lab tests skip
@@ -133,7 +133,7 @@ func newSoftHSM2(tb Fataler, dir string, opts []Option) *Token {
 	mechanisms := "ALL"
 	if len(o.hide) > 0 {
 		for _, name := range o.hide {
-			if _, ok := mechanismNames[name]; !ok {
+			if _, ok := ckm.Lookup(name); !ok {
 				tb.Fatalf("lab: HideMechanisms: unknown mechanism name %q", name)
 			}
 		}
