@@ -70,19 +70,21 @@ type strategy interface {
 	name() Strategy
 	// computes reports whether the strategy can compute f at all.
 	computes(f Function) bool
-	// cost is the number of PKCS#11 calls run makes for f and data.
-	cost(f Function, data []byte) int
+	// cost is the number of PKCS#11 calls run makes for r (reading DK back
+	// not included).
+	cost(r *Request) int
 	// check says why the strategy cannot run on this token with this base
 	// key, or returns nil. It makes no call but C_GetMechanismList (once per
 	// Token). Errors wrap ErrMissingAttribute or ErrUnsupported.
 	check(t *Token, base *Key, f Function) error
-	// run makes DK with template tmpl and returns its handle. On error it
-	// leaves no object behind.
-	run(ctx context.Context, s *session, base *Key, f Function, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
+	// run makes DK for r with template tmpl and returns its handle. On
+	// error it leaves no object behind.
+	run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
 }
 
-// strategies lists every strategy, cheapest first for equal costs.
-var strategies = []strategy{native{}}
+// strategies lists every strategy; for equal costs, the earlier is tried
+// first.
+var strategies = []strategy{native{}, unwrap{}, macUnwrap{}, macUnwrap{cmac: true}}
 
 func strategyByName(n Strategy) strategy {
 	for _, s := range strategies {
@@ -219,7 +221,7 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 	byCost := func(c []candidate) {
 		// Insertion sort: stable, so ties keep the order of strategies.
 		for i := 1; i < len(c); i++ {
-			for j := i; j > 0 && c[j].cost(r.Function, r.Data) < c[j-1].cost(r.Function, r.Data); j-- {
+			for j := i; j > 0 && c[j].cost(r) < c[j-1].cost(r); j-- {
 				c[j], c[j-1] = c[j-1], c[j]
 			}
 		}
@@ -278,7 +280,7 @@ func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Requ
 	}
 	defer t.release(s)
 	s.strategy = st.name()
-	h, err := st.run(ctx, s, base, r.Function, r.Data, tmpl)
+	h, err := st.run(ctx, s, base, r, tmpl)
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ func (native) computes(f Function) bool {
 	return ok
 }
 
-func (native) cost(f Function, data []byte) int { return f.(nativeFunction).nativeCalls(data) }
+func (native) cost(r *Request) int { return r.Function.(nativeFunction).nativeCalls(r.Data) }
 
 func (native) check(t *Token, base *Key, f Function) error {
 	nf := f.(nativeFunction)
@@ -35,8 +35,8 @@ func (native) check(t *Token, base *Key, f Function) error {
 	return t.listed(mechs...)
 }
 
-func (native) run(ctx context.Context, s *session, base *Key, f Function, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
-	return f.(nativeFunction).deriveNative(s, base, data, tmpl)
+func (native) run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	return r.Function.(nativeFunction).deriveNative(s, base, r.Data, tmpl)
 }
 
 // Encrypt's native derivation.

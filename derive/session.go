@@ -121,3 +121,25 @@ func boolean(b []byte) (v, ok bool) {
 	}
 	return b[0] != 0, true
 }
+
+func (s *session) sign(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, in []byte) ([]byte, error) {
+	s.calls++
+	if err := s.ctx.SignInit(s.h, m, key); err != nil {
+		return nil, s.fail(step, "C_SignInit", err)
+	}
+	s.calls += 2
+	out, err := s.ctx.Sign(s.h, in)
+	if err != nil {
+		return nil, s.fail(step, "C_Sign", err)
+	}
+	return out, nil
+}
+
+func (s *session) unwrapKey(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, wrapped []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	s.calls++
+	h, err := s.ctx.UnwrapKey(s.h, m, key, wrapped, tmpl)
+	if err != nil {
+		return 0, s.fail(step, "C_UnwrapKey", err)
+	}
+	return h, nil
+}

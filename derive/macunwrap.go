@@ -1,0 +1,201 @@
+package derive
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/internal/ckm"
+	"github.com/p11derive/p11derive/mechanisms"
+)
+
+// The encrypt-as-decrypt strategies (DESIGN.md §3.2).
+const (
+	// MACUnwrap computes E with a full-block CBC-MAC (CKM_*_MAC_GENERAL)
+	// and one C_UnwrapKey in ECB mode. The base key needs CKA_SIGN and
+	// CKA_UNWRAP.
+	MACUnwrap Strategy = "mac-unwrap"
+	// CMACUnwrap is MACUnwrap with CMAC (CKM_AES_CMAC, CKM_DES3_CMAC) for
+	// tokens without a full-block CBC-MAC. It also needs CKA_ENCRYPT, to
+	// compute the CMAC subkey from L = E_K(0^n) — which puts L, K's full
+	// check value, in host memory for the duration of the derivation.
+	CMACUnwrap Strategy = "cmac-unwrap"
+)
+
+// macUnwrap computes DK = E(data, K) without any derive mechanism.
+//
+// Plain CBC-MAC from a zero IV over x || 0^n is E_K(E_K(x)) when x is one
+// block, and for the CBC chain c_0 = IV, c_i = E_K(c_(i-1) XOR d_i),
+//
+//	w_i = CBC-MAC_K((IV XOR d_1) || d_2 || ... || d_i || 0^n) = E_K(c_i)
+//
+// (for ECB, w_i = CBC-MAC_K(d_i || 0^n) = E_K(E_K(d_i))). Then
+//
+//	C_UnwrapKey(K, CKM_<cipher>_ECB, w_1 || ... || w_k) = c_1 || ... || c_k = DK
+//
+// in one call. The host sees only w_i: DK encrypted under K, which is what
+// C_UnwrapKey exists to take. k is the number of blocks the output key
+// needs; the token truncates the unwrapped value to CKA_VALUE_LEN.
+//
+// With CMAC, CMAC_K(x || y) for a full last block y is
+// E_K(CBC-MAC_K(x) XOR y XOR K1), K1 = dbl(L), L = E_K(0^n): appending
+// y = K1 gives E_K(CBC-MAC_K(x)) again.
+type macUnwrap struct{ cmac bool }
+
+func (m macUnwrap) name() Strategy {
+	if m.cmac {
+		return CMACUnwrap
+	}
+	return MACUnwrap
+}
+
+func (m macUnwrap) computes(f Function) bool {
+	e, ok := f.(Encrypt)
+	if !ok {
+		return false
+	}
+	return !m.cmac || e.Cipher != DES // PKCS#11 has no single-DES CMAC
+}
+
+// blocksFor is the number of cipher blocks a key of type kt takes.
+func blocksFor(c Cipher, kt KeyType) int {
+	n := c.BlockSize()
+	return (kt.n + n - 1) / n
+}
+
+func (m macUnwrap) cost(r *Request) int {
+	k := blocksFor(r.Function.(Encrypt).Cipher, r.KeyType)
+	calls := 3*k + 1 // C_SignInit + C_Sign (length, then value) per block, C_UnwrapKey
+	if m.cmac {
+		calls += 3 // C_EncryptInit + C_Encrypt (length, then value) for L
+	}
+	return calls
+}
+
+// macMechanisms are the MAC, ECB and (for CMAC) L mechanisms for c.
+func (m macUnwrap) mechanisms(c Cipher) (mac, ecb uint) {
+	switch c {
+	case AES:
+		mac, ecb = pkcs11.CKM_AES_MAC_GENERAL, pkcs11.CKM_AES_ECB
+		if m.cmac {
+			mac = pkcs11.CKM_AES_CMAC
+		}
+	case DES3:
+		mac, ecb = pkcs11.CKM_DES3_MAC_GENERAL, pkcs11.CKM_DES3_ECB
+		if m.cmac {
+			mac = pkcs11.CKM_DES3_CMAC
+		}
+	case DES:
+		mac, ecb = pkcs11.CKM_DES_MAC_GENERAL, pkcs11.CKM_DES_ECB
+	}
+	return mac, ecb
+}
+
+func (m macUnwrap) check(t *Token, base *Key, f Function) error {
+	mac, ecb := m.mechanisms(f.(Encrypt).Cipher)
+	var missing []string
+	if !base.Sign {
+		missing = append(missing, "CKA_SIGN")
+	}
+	if !base.Unwrap {
+		missing = append(missing, "CKA_UNWRAP")
+	}
+	if m.cmac && !base.Encrypt {
+		missing = append(missing, "CKA_ENCRYPT")
+	}
+	if len(missing) > 0 {
+		return &KeyError{Key: base.name(), Reason: ErrMissingAttribute,
+			Problem: fmt.Sprintf("%s then %s unwrap needs %s=true on the base key", ckm.Name(mac), ckm.Name(ecb), strings.Join(missing, ", "))}
+	}
+	return t.listed(mac, ecb)
+}
+
+func (m macUnwrap) run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	f := r.Function.(Encrypt)
+	n := f.Cipher.BlockSize()
+	k := blocksFor(f.Cipher, r.KeyType)
+	mac, ecb := m.mechanisms(f.Cipher)
+
+	// pad is the block appended to every MAC input: zero for CBC-MAC, K1
+	// for CMAC.
+	pad := make([]byte, n)
+	if m.cmac {
+		l, err := s.encrypt("CMAC subkey: L = E_K(0)", []*pkcs11.Mechanism{pkcs11.NewMechanism(ecb, nil)}, base.Handle, make([]byte, n))
+		if err != nil {
+			return 0, err
+		}
+		if len(l) != n {
+			clear(l)
+			return 0, s.fail("CMAC subkey: L = E_K(0)", "C_Encrypt", fmt.Errorf("%d bytes of output, want %d", len(l), n))
+		}
+		dbl(pad, l)
+		clear(l)
+		defer clear(pad)
+	}
+
+	// msg grows by one block per step: the chain's input so far, then pad.
+	msg := make([]byte, 0, (k+1)*n)
+	wrapped := make([]byte, 0, k*n)
+	for i := 0; i < k; i++ {
+		if err := contextDone(ctx); err != nil {
+			return 0, err
+		}
+		block := r.Data[i*n : (i+1)*n]
+		switch {
+		case f.Mode == ECB:
+			msg = append(msg[:0], block...)
+		case i == 0:
+			msg = append(msg[:0], block...)
+			for j := range msg {
+				msg[j] ^= f.IV[j]
+			}
+		default:
+			msg = append(msg[:i*n], block...)
+		}
+		step := fmt.Sprintf("MAC of block %d", i+1)
+		var w []byte
+		err := mechanisms.Call(mac, macParams(m.cmac, n), func(mech []*pkcs11.Mechanism) error {
+			var err error
+			w, err = s.sign(step, mech, base.Handle, append(msg, pad...))
+			return err
+		})
+		if err != nil {
+			return 0, err
+		}
+		if len(w) != n {
+			return 0, s.fail(step, "C_Sign", fmt.Errorf("%d bytes of MAC, want %d", len(w), n))
+		}
+		wrapped = append(wrapped, w...)
+	}
+	return s.unwrapKey("unwrap DK", []*pkcs11.Mechanism{pkcs11.NewMechanism(ecb, nil)}, base.Handle, wrapped, tmpl)
+}
+
+// macParams is CK_MAC_GENERAL_PARAMS = n (a full block) for *_MAC_GENERAL;
+// CMAC takes no parameter and gives a full block.
+func macParams(cmac bool, n int) mechanisms.Params {
+	if cmac {
+		return nil
+	}
+	return mechanisms.MACGeneralParams(n)
+}
+
+// dbl sets dst to the CMAC doubling of src in GF(2^(8·len)): shift left by
+// one bit, and XOR the last byte with 0x87 (16-byte blocks) or 0x1B (8-byte
+// blocks) when the top bit was set (NIST SP 800-38B §6.1).
+func dbl(dst, src []byte) {
+	var carry byte
+	for i := len(src) - 1; i >= 0; i-- {
+		b := src[i]
+		dst[i] = b<<1 | carry
+		carry = b >> 7
+	}
+	if carry != 0 {
+		if len(src) == 16 {
+			dst[len(dst)-1] ^= 0x87
+		} else {
+			dst[len(dst)-1] ^= 0x1B
+		}
+	}
+}
