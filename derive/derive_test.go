@@ -78,7 +78,7 @@ func TestTokenRefusalLeavesNothing(t *testing.T) {
 		// A base key handle the token does not know: the token refuses.
 		stale := *base
 		stale.Handle = 0xFFFFFF
-		_, err := lt.tok.Derive(context.Background(), &stale, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: make([]byte, 16), KeyType: KeyAES128})
+		_, err := lt.tok.Derive(context.Background(), &stale, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: make([]byte, 16), KeyType: KeyAES128, Strategy: Native})
 		require.Error(t, err)
 		assert.ErrorIs(t, err, ErrToken)
 		var te *TokenError
