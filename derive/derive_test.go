@@ -19,6 +19,10 @@ func TestBadInput(t *testing.T) {
 		aesKey := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
 		des3Key := lt.importKey(t, pkcs11.CKK_DES3, randomBytes(t, 24))
 		noDerive := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
+		// Without CKA_DERIVE, Auto falls back to mac-unwrap: a key that may
+		// neither derive nor sign nor unwrap has no strategy at all.
+		noUse := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
+			pkcs11.NewAttribute(pkcs11.CKA_SIGN, false), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false))
 		hmacKey := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, randomBytes(t, 32))
 		ecb := Encrypt{Cipher: AES, Mode: ECB}
 		cases := []struct {
@@ -46,7 +50,7 @@ func TestBadInput(t *testing.T) {
 			{"des3 function, aes key", aesKey, Request{Function: Encrypt{Cipher: DES3, Mode: ECB}, Data: make([]byte, 16), KeyType: KeyDES2}, ErrKeyType, ""},
 			{"generic secret base", hmacKey, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128}, ErrKeyType, ""},
 			{"no CKA_DERIVE, native", noDerive, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128, Strategy: Native}, ErrMissingAttribute, ""},
-			{"no CKA_DERIVE, auto", noDerive, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128}, ErrMissingAttribute, ""},
+			{"no CKA_DERIVE, CKA_SIGN or CKA_UNWRAP, auto", noUse, Request{Function: ecb, Data: make([]byte, 16), KeyType: KeyAES128}, ErrMissingAttribute, ""},
 		}
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
