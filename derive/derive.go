@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/miekg/pkcs11"
@@ -43,6 +44,12 @@ type Request struct {
 
 	// Strategy forces one strategy; Auto (the default) chooses.
 	Strategy Strategy
+
+	// Allow names the substitute functions the caller accepts, in order of
+	// preference, for when the token cannot compute Function. A substitute
+	// gives different keys: the result says which function ran, and its
+	// Profile derives the same keys again. Empty (the default) allows none.
+	Allow []Function
 }
 
 // Result is a derived key and how it was made.
@@ -108,21 +115,67 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 	if err := validate(base, &r); err != nil {
 		return nil, err
 	}
+	for i, f := range r.Allow {
+		if f == nil {
+			return nil, inputErr("allow", "substitute %d is nil", i+1)
+		}
+		if err := f.validate(r.Data, r.KeyType); err != nil {
+			return nil, fmt.Errorf("p11derive: substitute %s: %w", f.Name(), err)
+		}
+	}
+	var reasons []StrategyReason
+	for i, f := range append([]Function{r.Function}, r.Allow...) {
+		rf := r
+		rf.Function = f
+		if i > 0 {
+			if err := f.checkBase(base); err != nil {
+				reasons = append(reasons, StrategyReason{Function: f.Name(), Reason: err.Error(), Err: err})
+				continue
+			}
+			if r.Strategy != Auto && !strategyByName(r.Strategy).computes(f) {
+				continue
+			}
+		}
+		res, err := t.deriveExact(ctx, base, &rf)
+		var ue *UnsupportedError
+		if errors.As(err, &ue) {
+			reasons = append(reasons, ue.Reasons...)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("computed %s, an allowed substitute, not %s: keep the result's Profile to derive the same keys again", f.Name(), r.Function.Name()))
+		}
+		return res, nil
+	}
+	ue := &UnsupportedError{Function: r.Function.Name(), Reasons: reasons}
+	if len(r.Allow) == 0 {
+		ue.Substitutes = t.substitutes(base, &r)
+	}
+	return nil, ue
+}
+
+// deriveExact computes exactly r.Function, trying its strategies in order.
+// When none can run, or the token refused each, the error is an
+// *UnsupportedError.
+func (t *Token) deriveExact(ctx context.Context, base *Key, r *Request) (*Result, error) {
 	var warnings []string
 	if f, ok := r.Function.(Encrypt); ok && f.zeroBlockInput(r.Data) {
 		warnings = append(warnings, "a block of data enters the cipher as the zero block: that block of DK equals E_K(0), whose leading bytes are the base key's public check value")
 	}
-	cands, err := t.candidates(base, &r)
+	cands, err := t.candidates(base, r)
 	if err != nil {
 		return nil, err
 	}
-	tmpl := t.template(&r)
+	tmpl := t.template(r)
 	var reasons []StrategyReason
 	for _, c := range cands {
 		if err := contextDone(ctx); err != nil {
 			return nil, err
 		}
-		res, err := t.runStrategy(ctx, c.strategy, base, &r, tmpl)
+		res, err := t.runStrategy(ctx, c.strategy, base, r, tmpl)
 		if err == nil {
 			if c.unlisted != nil {
 				warnings = append(warnings, c.unlisted.Error()+", but ran it")
@@ -136,13 +189,49 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 		// The token refused what it listed (or did not list): remember, and
 		// try the next strategy.
 		t.memo.fail(base.Handle, c.name(), r.Function.Name(), err)
-		reason := err.Error()
+		reason := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "p11derive: "), string(c.name())+": ")
 		if c.unlisted != nil {
 			reason = c.unlisted.Error() + ", and refused it: " + reason
 		}
-		reasons = append(reasons, StrategyReason{Strategy: c.name(), Reason: reason, Err: err})
+		reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: c.name(), Reason: reason, Err: err})
 	}
 	return nil, &UnsupportedError{Function: r.Function.Name(), Reasons: reasons}
+}
+
+// substitutes lists the other functions this token could compute from the
+// base key for r's data and key type, judging by the mechanisms it lists,
+// the key's attributes and the strategies it refused before (without
+// running anything).
+func (t *Token) substitutes(base *Key, r *Request) []string {
+	var out []string
+	for _, name := range FunctionNames() {
+		if name == r.Function.Name() {
+			continue
+		}
+		params := map[string]string{}
+		if strings.Contains(name, "-cbc") {
+			params["iv"] = strings.Repeat("00", blockOf(name))
+		}
+		f, err := ParseFunction(name, params)
+		if err != nil || f.validate(r.Data, r.KeyType) != nil || f.checkBase(base) != nil {
+			continue
+		}
+		for _, st := range strategies {
+			if st.computes(f) && st.check(t, base, f) == nil && !t.memo.refusedStrategy(base.Handle, st.name()) {
+				out = append(out, name)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// blockOf is the block size of the cipher a function name starts with.
+func blockOf(name string) int {
+	if strings.HasPrefix(name, "aes") {
+		return 16
+	}
+	return 8
 }
 
 func validate(base *Key, r *Request) error {
@@ -204,7 +293,7 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 			continue
 		}
 		if err := t.memo.failed(base.Handle, st.name(), r.Function.Name()); err != nil {
-			reasons = append(reasons, StrategyReason{Strategy: st.name(), Reason: "refused before: " + err.Error(), Err: err})
+			reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: st.name(), Reason: "refused before: " + err.Error(), Err: err})
 			continue
 		}
 		err := st.check(t, base, r.Function)
@@ -215,7 +304,7 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 		case errors.As(err, &nl):
 			unlisted = append(unlisted, candidate{st, nl})
 		default:
-			reasons = append(reasons, StrategyReason{Strategy: st.name(), Reason: err.Error(), Err: err})
+			reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: st.name(), Reason: err.Error(), Err: err})
 		}
 	}
 	byCost := func(c []candidate) {
@@ -368,6 +457,19 @@ func (m *memo) fail(base pkcs11.ObjectHandle, s Strategy, f string, err error) {
 		m.byKey = map[memoKey]error{}
 	}
 	m.byKey[memoKey{base, s, f}] = err
+}
+
+// refusedStrategy reports whether the token refused strategy s with this
+// base key for any function.
+func (m *memo) refusedStrategy(base pkcs11.ObjectHandle, s Strategy) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.byKey {
+		if k.base == base && k.strategy == s {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f string) error {

@@ -108,10 +108,15 @@ func (e *TokenError) CKR() uint {
 type UnsupportedError struct {
 	Function string
 	Reasons  []StrategyReason
+	// Substitutes are other functions this token could compute from the
+	// base key (judged from its mechanism list and the key's attributes),
+	// for a caller who may allow one (Request.Allow).
+	Substitutes []string
 }
 
-// StrategyReason is why one strategy could not run.
+// StrategyReason is why one strategy could not compute one function.
 type StrategyReason struct {
+	Function string
 	Strategy Strategy
 	Reason   string
 	Err      error // the error behind Reason
@@ -126,7 +131,16 @@ func (e *UnsupportedError) Error() string {
 		} else {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "%s: %s", r.Strategy, r.Reason)
+		if r.Function != "" && r.Function != e.Function {
+			b.WriteString(r.Function + " ")
+		}
+		if r.Strategy != "" {
+			b.WriteString(string(r.Strategy) + ": ")
+		}
+		b.WriteString(strings.TrimPrefix(r.Reason, "p11derive: "))
+	}
+	if len(e.Substitutes) > 0 {
+		fmt.Fprintf(&b, "; different functions this token lists the mechanisms for, if allowed: %s", strings.Join(e.Substitutes, ", "))
 	}
 	return b.String()
 }
