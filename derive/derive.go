@@ -91,7 +91,12 @@ type strategy interface {
 
 // strategies lists every strategy; for equal costs, the earlier is tried
 // first.
-var strategies = []strategy{native{}, unwrap{}, macUnwrap{}, macUnwrap{cmac: true}}
+var strategies = []strategy{native{}, unwrap{}, macUnwrap{}, macUnwrap{cmac: true}, streamUnwrap{}}
+
+// applier is a strategy that computes its functions for some requests only.
+type applier interface {
+	applies(r *Request) error
+}
 
 func strategyByName(n Strategy) strategy {
 	for _, s := range strategies {
@@ -279,6 +284,11 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 		if !st.computes(r.Function) {
 			return nil, inputErr("strategy", "%s cannot compute %s", st.name(), r.Function.Name())
 		}
+		if a, ok := st.(applier); ok {
+			if err := a.applies(r); err != nil {
+				return nil, err
+			}
+		}
 		err := st.check(t, base, r.Function)
 		var nl *notListedError
 		if err != nil && !errors.As(err, &nl) {
@@ -296,7 +306,13 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 			reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: st.name(), Reason: "refused before: " + err.Error(), Err: err})
 			continue
 		}
-		err := st.check(t, base, r.Function)
+		var err error
+		if a, ok := st.(applier); ok {
+			err = a.applies(r)
+		}
+		if err == nil {
+			err = st.check(t, base, r.Function)
+		}
 		var nl *notListedError
 		switch {
 		case err == nil:

@@ -11,6 +11,7 @@ import (
 // makes two calls for the functions that return variable-length output:
 // one for the length, one for the value) and names each failure.
 type session struct {
+	token    *Token
 	ctx      *pkcs11.Ctx
 	h        pkcs11.SessionHandle
 	calls    int

@@ -293,7 +293,7 @@ func (t *Token) session() (*session, error) {
 		h := t.idle[n-1]
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		return &session{ctx: t.mod.ctx, h: h}, nil
+		return &session{token: t, ctx: t.mod.ctx, h: h}, nil
 	}
 	t.mu.Unlock()
 	h, err := t.mod.ctx.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
@@ -307,7 +307,7 @@ func (t *Token) session() (*session, error) {
 		return nil, ErrClosed
 	}
 	t.all[h] = true
-	return &session{ctx: t.mod.ctx, h: h}, nil
+	return &session{token: t, ctx: t.mod.ctx, h: h}, nil
 }
 
 func (t *Token) release(s *session) {

@@ -1,0 +1,173 @@
+package derive
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/internal/ckm"
+	"github.com/p11derive/p11derive/mechanisms"
+)
+
+// StreamUnwrap computes E with C_UnwrapKey in a stream mode (DESIGN.md
+// §3.3): decrypting the zero block in CTR mode from counter block x, or in
+// OFB or CFB-128 mode from IV x, gives E_K(x). One unwrap per block (ECB,
+// or CBC when the key needs one block); several blocks are joined in the
+// token with CKM_CONCATENATE_BASE_AND_KEY. AES only. The base key needs
+// CKA_UNWRAP.
+//
+// Few tokens let a key unwrap in a stream mode; none of p11derive's lab
+// tokens (SoftHSM2 2.6.1, NSS softoken 3.87) does, so this strategy is
+// tested only for its refusals and error paths there.
+const StreamUnwrap Strategy = "stream-unwrap"
+
+type streamUnwrap struct{}
+
+func (streamUnwrap) name() Strategy { return StreamUnwrap }
+
+func (streamUnwrap) computes(f Function) bool {
+	e, ok := f.(Encrypt)
+	return ok && e.Cipher == AES
+}
+
+// streamModes are the stream modes whose decryption runs the cipher
+// forwards, in order of preference.
+var streamModes = []uint{pkcs11.CKM_AES_CTR, pkcs11.CKM_AES_OFB, pkcs11.CKM_AES_CFB128}
+
+func (streamUnwrap) cost(r *Request) int {
+	k := blocksFor(AES, r.KeyType)
+	if k == 1 {
+		return 1
+	}
+	// k unwraps, k-1 concatenations, and the destruction of the 2k-2
+	// intermediates.
+	return k + (k - 1) + 2*k - 2
+}
+
+func (s streamUnwrap) check(t *Token, base *Key, f Function) error {
+	if !base.Unwrap {
+		return &KeyError{Key: base.name(), Reason: ErrMissingAttribute,
+			Problem: "stream-mode unwrap needs CKA_UNWRAP=true on the base key"}
+	}
+	if s.mode(t) == 0 {
+		return t.listed(streamModes[0])
+	}
+	return nil
+}
+
+// mode is the first stream mode the token lists, or 0.
+func (streamUnwrap) mode(t *Token) uint {
+	for _, m := range streamModes {
+		if t.Lists(m) {
+			return m
+		}
+	}
+	return 0
+}
+
+// applies refuses what stream-unwrap cannot compute: CBC chains longer
+// than the one block the token computes from IV XOR d_1.
+func (streamUnwrap) applies(r *Request) error {
+	if f := r.Function.(Encrypt); f.Mode == CBC && blocksFor(AES, r.KeyType) > 1 {
+		return fmt.Errorf("stream-unwrap computes CBC for keys of one block only (a %s key needs %d): %w", r.KeyType, blocksFor(AES, r.KeyType), ErrUnsupported)
+	}
+	return nil
+}
+
+func (s streamUnwrap) run(ctx context.Context, sess *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (h pkcs11.ObjectHandle, err error) {
+	f := r.Function.(Encrypt)
+	mode := streamModes[0]
+	if m := s.mode(sess.token); m != 0 {
+		mode = m
+	}
+	k := blocksFor(AES, r.KeyType)
+	zero := make([]byte, 16)
+	// unwrapBlock makes a key of value E_K(x) with template tt.
+	unwrapBlock := func(i int, x []byte, tt []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+		var params mechanisms.Params
+		var raw []byte
+		if mode == pkcs11.CKM_AES_CTR {
+			p := &mechanisms.AESCTRParams{CounterBits: 128}
+			copy(p.CB[:], x)
+			params = p
+		} else {
+			raw = x
+		}
+		step := fmt.Sprintf("unwrap block %d with %s", i+1, ckm.Name(mode))
+		if params == nil {
+			return sess.unwrapKey(step, []*pkcs11.Mechanism{pkcs11.NewMechanism(mode, raw)}, base.Handle, zero, tt)
+		}
+		var h pkcs11.ObjectHandle
+		err := mechanisms.Call(mode, params, func(m []*pkcs11.Mechanism) error {
+			var err error
+			h, err = sess.unwrapKey(step, m, base.Handle, zero, tt)
+			return err
+		})
+		return h, err
+	}
+	input := func(i int) []byte {
+		x := append([]byte(nil), r.Data[i*16:(i+1)*16]...)
+		if f.Mode == CBC {
+			for j := range x {
+				x[j] ^= f.IV[j]
+			}
+		}
+		return x
+	}
+	if k == 1 {
+		return unwrapBlock(0, input(0), tmpl)
+	}
+
+	// Intermediates: generic secrets that may only derive, destroyed on
+	// every path, panics included.
+	var made []pkcs11.ObjectHandle
+	defer func() {
+		for _, o := range made {
+			sess.destroy("destroy intermediate block key", o)
+		}
+	}()
+	blockTmpl := func(n int) []*pkcs11.Attribute {
+		return []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+			pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, n),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
+		}
+	}
+	blocks := make([]pkcs11.ObjectHandle, k)
+	for i := 0; i < k; i++ {
+		if err := contextDone(ctx); err != nil {
+			return 0, err
+		}
+		h, err := unwrapBlock(i, input(i), blockTmpl(16))
+		if err != nil {
+			return 0, err
+		}
+		made = append(made, h)
+		blocks[i] = h
+	}
+	acc := blocks[0]
+	for i := 1; i < k; i++ {
+		tt := blockTmpl(16 * (i + 1))
+		if i == k-1 {
+			tt = tmpl
+		}
+		// CONCATENATE_BASE_AND_KEY's parameter is the other key's handle, a
+		// CK_OBJECT_HANDLE: no pointer, so plain bytes do.
+		other := pkcs11.NewAttribute(0, uint(blocks[i])).Value
+		next, err := sess.deriveKey(fmt.Sprintf("join block %d", i+1),
+			[]*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_CONCATENATE_BASE_AND_KEY, other)}, acc, tt)
+		if err != nil {
+			return 0, err
+		}
+		if i < k-1 {
+			made = append(made, next)
+		}
+		acc = next
+	}
+	return acc, nil
+}
