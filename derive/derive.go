@@ -137,9 +137,11 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 				reasons = append(reasons, StrategyReason{Function: f.Name(), Reason: err.Error(), Err: err})
 				continue
 			}
-			if r.Strategy != Auto && !strategyByName(r.Strategy).computes(f) {
-				continue
-			}
+		}
+		if r.Strategy != Auto && !strategyByName(r.Strategy).computes(f) && len(r.Allow) > 0 {
+			reasons = append(reasons, StrategyReason{Function: f.Name(), Strategy: r.Strategy,
+				Reason: fmt.Sprintf("%s cannot compute %s", r.Strategy, f.Name()), Err: ErrUnsupported})
+			continue
 		}
 		res, err := t.deriveExact(ctx, base, &rf)
 		var ue *UnsupportedError

@@ -135,6 +135,43 @@ func ParseFunction(name string, params map[string]string) (Function, error) {
 	return p(strings.ToLower(name), params)
 }
 
+// ParseAllow parses a comma-separated list of substitute function names
+// (the p11derive command's --allow) that share one set of parameters: each
+// function takes the parameters it knows and ignores the others.
+func ParseAllow(list string, params map[string]string) ([]Function, error) {
+	var out []Function
+	for _, name := range strings.Split(list, ",") {
+		name = strings.ToLower(strings.TrimSpace(name))
+		if name == "" {
+			continue
+		}
+		parsersMu.RLock()
+		p := parsers[name]
+		parsersMu.RUnlock()
+		if p == nil {
+			return nil, inputErr("allow", "unknown function %q (known: %s)", name, strings.Join(FunctionNames(), ", "))
+		}
+		f, err := p(name, lenient(params))
+		if err != nil {
+			return nil, fmt.Errorf("p11derive: --allow %s: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// lenient marks a parameter map whose unused entries are not an error.
+func lenient(m map[string]string) map[string]string {
+	c := make(map[string]string, len(m)+1)
+	for k, v := range m {
+		c[k] = v
+	}
+	c[lenientKey] = "1"
+	return c
+}
+
+const lenientKey = "\x00lenient"
+
 // params reads a function's parameters, refusing unknown ones.
 type params struct {
 	name string
@@ -162,6 +199,9 @@ func (p *params) hex(key string) ([]byte, error) {
 
 // done refuses parameters the function does not take.
 func (p *params) done() error {
+	if p.m[lenientKey] != "" {
+		return nil
+	}
 	var extra []string
 	for k, v := range p.m {
 		if !p.used[k] && v != "" {

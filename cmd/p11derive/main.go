@@ -225,18 +225,36 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	var tf tokenFlags
 	tf.register(fs)
 	base := fs.String("base", "", "CKA_LABEL of the base key K")
-	kdf := fs.String("kdf", "", "function: aes-ecb, aes-cbc, des3-ecb, des3-cbc, des-ecb, des-cbc")
+	kdf := fs.String("kdf", "", "function: "+strings.Join(derive.FunctionNames(), ", "))
 	dataHex := fs.String("data", "", "derivation data, `hex`")
-	ivHex := fs.String("iv", "", "CBC IV, `hex`")
 	keyType := fs.String("key-type", "", "DK's type: aes, des, des2, des3, generic")
 	n := fs.Int("len", 0, "DK's length in `bytes` (aes: 16, 24, 32; generic: any)")
 	label := fs.String("label", "", "DK's CKA_LABEL")
 	tokenObject := fs.Bool("token-object", false, "make DK a token object (persistent) rather than a session object")
-	strategy := fs.String("strategy", "auto", "strategy: auto, native")
+	strategy := fs.String("strategy", "auto", "strategy: auto, native, mac-unwrap, cmac-unwrap, stream-unwrap, unwrap")
+	allow := fs.String("allow", "", "substitute functions accepted, in order, when the token cannot compute --kdf (`KDF[,KDF...]`)")
+	profileOut := fs.String("profile-out", "", "write the derivation's profile (JSON) to `file`")
+	profileIn := fs.String("profile-in", "", "derive with the function and key type of a profile `file`, and nothing else")
+	// Function parameters, shared by --kdf and --allow.
+	params := map[string]*string{
+		"iv":     fs.String("iv", "", "CBC IV, or SP 800-108 feedback IV, `hex`"),
+		"prf":    fs.String("prf", "", "SP 800-108 PRF: hmac-sha256, hmac-sha384, hmac-sha512, aes-cmac"),
+		"layout": fs.String("layout", "", "SP 800-108 data layout, e.g. counter:32,data,dkm:32"),
+		"hash":   fs.String("hash", "", "HKDF hash: sha256, sha384, sha512"),
+		"salt":   fs.String("salt", "", "HKDF salt, `hex`"),
+		"mode":   fs.String("hkdf-mode", "", "HKDF mode: extract-expand, expand-only"),
+	}
+	info := fs.String("info", "", "HKDF info, `hex` (the derivation data of hkdf; same as --data)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	for name, v := range map[string]string{"base": *base, "kdf": *kdf, "data": *dataHex, "key-type": *keyType} {
+	if *info != "" {
+		if *dataHex != "" {
+			return usageError{errors.New("--info and --data are the same thing for hkdf: give one")}
+		}
+		*dataHex = *info
+	}
+	for name, v := range map[string]string{"base": *base, "data": *dataHex} {
 		if v == "" {
 			return usageError{fmt.Errorf("--%s is required", name)}
 		}
@@ -245,17 +263,51 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	f, err := derive.ParseFunction(*kdf, map[string]string{"iv": *ivHex})
-	if err != nil {
-		return usageError{err}
+	pm := map[string]string{}
+	for k, v := range params {
+		if *v != "" {
+			pm[k] = *v
+		}
 	}
-	kt, err := derive.ParseKeyType(*keyType, *n)
-	if err != nil {
-		return usageError{err}
+	var r derive.Request
+	if *profileIn != "" {
+		if *kdf != "" || *keyType != "" || *n != 0 || *allow != "" || len(pm) > 0 {
+			return usageError{errors.New("--profile-in fixes the function, its parameters and the key type: give none of --kdf, --key-type, --len, --allow or function parameters")}
+		}
+		b, err := os.ReadFile(*profileIn)
+		if err != nil {
+			return fmt.Errorf("p11derive: reading the profile: %w", err)
+		}
+		p, err := derive.ParseProfile(b)
+		if err != nil {
+			return err
+		}
+		if r, err = p.Request(data); err != nil {
+			return err
+		}
+	} else {
+		for name, v := range map[string]string{"kdf": *kdf, "key-type": *keyType} {
+			if v == "" {
+				return usageError{fmt.Errorf("--%s is required", name)}
+			}
+		}
+		f, err := derive.ParseFunction(*kdf, pm)
+		if err != nil {
+			return usageError{err}
+		}
+		kt, err := derive.ParseKeyType(*keyType, *n)
+		if err != nil {
+			return usageError{err}
+		}
+		subs, err := derive.ParseAllow(*allow, pm)
+		if err != nil {
+			return usageError{err}
+		}
+		r = derive.Request{Function: f, Data: data, KeyType: kt, Allow: subs}
 	}
-	st := derive.Strategy(*strategy)
-	if st == "auto" {
-		st = derive.Auto
+	r.Label, r.Persistent = *label, *tokenObject
+	if st := derive.Strategy(*strategy); st != "auto" {
+		r.Strategy = st
 	}
 	if *tokenObject && *label == "" {
 		return usageError{errors.New("--token-object needs --label, or the key could never be found again")}
@@ -270,10 +322,19 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := tok.Derive(ctx, k, derive.Request{Function: f, Data: data, KeyType: kt, Label: *label,
-		Persistent: *tokenObject, Strategy: st})
+	res, err := tok.Derive(ctx, k, r)
 	if err != nil {
 		return err
+	}
+	if *profileOut != "" {
+		b, err := json.MarshalIndent(res.Profile(), "", "  ")
+		if err == nil {
+			err = os.WriteFile(*profileOut, append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			tok.Destroy(ctx, res.Key)
+			return fmt.Errorf("p11derive: writing the profile: %w", err)
+		}
 	}
 	j := describe(ctx, tok, res.Key)
 	j.KDF = res.Function.Name()

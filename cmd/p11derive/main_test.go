@@ -62,6 +62,8 @@ func testkey(args []string) int {
 			pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
 			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
 			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
 		})
 		return err
 	})
