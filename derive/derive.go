@@ -80,6 +80,9 @@ type strategy interface {
 	// cost is the number of PKCS#11 calls run makes for r (reading DK back
 	// not included).
 	cost(r *Request) int
+	// needs lists the mechanisms the token must run and the base key's
+	// attributes that must be true for f.
+	needs(f Function) (mechs []uint, attrs []uint)
 	// check says why the strategy cannot run on this token with this base
 	// key, or returns nil. It makes no call but C_GetMechanismList (once per
 	// Token). Errors wrap ErrMissingAttribute or ErrUnsupported.
@@ -494,4 +497,77 @@ func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.byKey[memoKey{base, s, f}]
+}
+
+// StrategyPlan is how one strategy stands, before anything runs, for
+// computing a request's function on this token with a base key.
+type StrategyPlan struct {
+	Strategy Strategy
+	// Mechanisms the strategy calls, and whether the token lists each.
+	Mechanisms []uint
+	Listed     []bool
+	// Attributes (CKA_*) the base key must have set to true, and those of
+	// them it lacks.
+	Attributes []uint
+	Missing    []uint
+	// Calls is the strategy's PKCS#11 calls for the request (reading DK
+	// back not included).
+	Calls int
+	// Problem is why the strategy cannot run, or nil. A strategy whose
+	// mechanisms are not all listed may still run (tokens do not always
+	// list what they run): Problem then matches ErrUnsupported, and Derive
+	// tries it after the others.
+	Problem error
+}
+
+// Plan lists, for each strategy that computes r.Function, what it needs and
+// whether this token and base key have it, making no PKCS#11 call but the
+// first C_GetMechanismList. It is what Derive consults, for reports such as
+// the probe's.
+func (t *Token) Plan(base *Key, r Request) ([]StrategyPlan, error) {
+	if err := validate(base, &r); err != nil {
+		return nil, err
+	}
+	list, err := t.mechanisms()
+	if err != nil {
+		return nil, err
+	}
+	have := map[uint]bool{
+		pkcs11.CKA_DERIVE: base.Derive, pkcs11.CKA_SIGN: base.Sign, pkcs11.CKA_UNWRAP: base.Unwrap,
+		pkcs11.CKA_ENCRYPT: base.Encrypt, pkcs11.CKA_DECRYPT: base.Decrypt, pkcs11.CKA_WRAP: base.Wrap,
+		pkcs11.CKA_VERIFY: base.Verify,
+	}
+	var plans []StrategyPlan
+	for _, st := range strategies {
+		if !st.computes(r.Function) {
+			continue
+		}
+		p := StrategyPlan{Strategy: st.name(), Calls: st.cost(&r)}
+		p.Mechanisms, p.Attributes = st.needs(r.Function)
+		for _, m := range p.Mechanisms {
+			p.Listed = append(p.Listed, list[m])
+		}
+		for _, a := range p.Attributes {
+			if !have[a] {
+				p.Missing = append(p.Missing, a)
+			}
+		}
+		if a, ok := st.(applier); ok {
+			p.Problem = a.applies(&r)
+		}
+		if p.Problem == nil {
+			p.Problem = st.check(t, base, r.Function)
+		}
+		plans = append(plans, p)
+	}
+	return plans, nil
+}
+
+// Strategies lists every strategy p11derive knows.
+func Strategies() []Strategy {
+	out := make([]Strategy, len(strategies))
+	for i, s := range strategies {
+		out[i] = s.name()
+	}
+	return out
 }

@@ -93,6 +93,15 @@ func (m macUnwrap) mechanisms(c Cipher) (mac, ecb uint) {
 	return mac, ecb
 }
 
+func (m macUnwrap) needs(f Function) ([]uint, []uint) {
+	mac, ecb := m.mechanisms(f.(Encrypt).Cipher)
+	attrs := []uint{pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP}
+	if m.cmac {
+		attrs = append(attrs, pkcs11.CKA_ENCRYPT)
+	}
+	return []uint{mac, ecb}, attrs
+}
+
 func (m macUnwrap) check(t *Token, base *Key, f Function) error {
 	mac, ecb := m.mechanisms(f.(Encrypt).Cipher)
 	var missing []string

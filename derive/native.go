@@ -25,6 +25,10 @@ func (native) computes(f Function) bool {
 
 func (native) cost(r *Request) int { return r.Function.(nativeFunction).nativeCalls(r.Data) }
 
+func (native) needs(f Function) ([]uint, []uint) {
+	return f.(nativeFunction).nativeMechanisms(), []uint{pkcs11.CKA_DERIVE}
+}
+
 func (native) check(t *Token, base *Key, f Function) error {
 	nf := f.(nativeFunction)
 	mechs := nf.nativeMechanisms()

@@ -45,6 +45,11 @@ func (streamUnwrap) cost(r *Request) int {
 	return k + (k - 1) + 2*k - 2
 }
 
+// needs names CTR, the first choice: OFB or CFB-128 serve as well.
+func (streamUnwrap) needs(Function) ([]uint, []uint) {
+	return []uint{pkcs11.CKM_AES_CTR, pkcs11.CKM_CONCATENATE_BASE_AND_KEY}, []uint{pkcs11.CKA_UNWRAP}
+}
+
 func (s streamUnwrap) check(t *Token, base *Key, f Function) error {
 	if !base.Unwrap {
 		return &KeyError{Key: base.name(), Reason: ErrMissingAttribute,

@@ -81,6 +81,10 @@ func unwrapMechanism(f Decrypt) uint {
 	return pkcs11.CKM_DES_CBC
 }
 
+func (unwrap) needs(f Function) ([]uint, []uint) {
+	return []uint{unwrapMechanism(f.(Decrypt))}, []uint{pkcs11.CKA_UNWRAP}
+}
+
 func (unwrap) check(t *Token, base *Key, f Function) error {
 	mech := unwrapMechanism(f.(Decrypt))
 	if !base.Unwrap {
