@@ -72,6 +72,12 @@ type Config struct {
 	// call), "C_Sign:2" (the 2nd call only) or "C_Sign:2+" (every call from
 	// the 2nd on).
 	Corrupt []string
+	// EmulateStreamUnwrap plays a token that unwraps one block with
+	// CKM_AES_CTR, CKM_AES_OFB or CKM_AES_CFB128 (none of the lab tokens
+	// does): the forwarder computes E_K(x) with the real module's C_Encrypt
+	// (K needs CKA_ENCRYPT) and makes the key with C_CreateObject. Key
+	// material passes through the forwarder's memory: tests only.
+	EmulateStreamUnwrap bool
 }
 
 // Fault fails call number N (1-based, counted since the last configuration)
@@ -104,10 +110,17 @@ func (c Config) lists() (hide, fail, corrupt string, err error) {
 	return strings.Join(c.Hide, ","), strings.Join(faults, ","), strings.Join(c.Corrupt, ","), nil
 }
 
+func (c Config) emulate() string {
+	if c.EmulateStreamUnwrap {
+		return "stream-unwrap"
+	}
+	return ""
+}
+
 // spec returns c in the forwarder's syntax.
 func (c Config) spec() (string, error) {
 	hide, fail, corrupt, err := c.lists()
-	return "hide=" + hide + ";fail=" + fail + ";corrupt=" + corrupt, err
+	return "hide=" + hide + ";fail=" + fail + ";corrupt=" + corrupt + ";emulate=" + c.emulate(), err
 }
 
 // Environment variables a subprocess reads when the copy it loads has no
@@ -118,6 +131,7 @@ const (
 	EnvHide     = "P11FWD_HIDE"
 	EnvFail     = "P11FWD_FAIL"
 	EnvCorrupt  = "P11FWD_CORRUPT"
+	EnvEmulate  = "P11FWD_EMULATE"
 )
 
 // Headers the forwarder is compiled with, and their Debian packages.
@@ -321,6 +335,7 @@ func Wrap(tb testing.TB, real *lab.Token, cfg Config) *lab.Token {
 		{"hide", EnvHide, hide},
 		{"fail", EnvFail, fail},
 		{"corrupt", EnvCorrupt, corrupt},
+		{"emulate", EnvEmulate, cfg.emulate()},
 	}
 	var conf strings.Builder
 	conf.WriteString("# Configuration of the p11fwd copy next to this file, written by fwd.Wrap.\n")

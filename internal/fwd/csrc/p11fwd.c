@@ -20,6 +20,7 @@
  *   hide=MECH,...          CKM_ names or numbers (0x1104)
  *   fail=FUNC:N:CKR,...    FUNC:N+:CKR fails every call from the Nth on
  *   corrupt=FUNC[:N[+]],...
+ *   emulate=stream-unwrap  play a token that unwraps in CTR/OFB/CFB-128 mode
  *
  * The first C_Initialize reads it from the file "<this library>.conf" if that
  * exists, else from P11FWD_MODULE, P11FWD_INITARGS, P11FWD_HIDE, P11FWD_FAIL
@@ -44,6 +45,17 @@
 #include <pkcs11.h>
 
 #define EXPORT __attribute__((visibility("default")))
+
+/* Stream modes NSS's header does not name (PKCS #11 v2.40 values). */
+#ifndef CKM_AES_OFB
+#define CKM_AES_OFB 0x2104UL
+#endif
+#ifndef CKM_AES_CFB128
+#define CKM_AES_CFB128 0x2107UL
+#endif
+
+/* The stream modes emulate=stream-unwrap adds to the mechanism list. */
+static const CK_MECHANISM_TYPE stream_modes[] = {CKM_AES_CTR, CKM_AES_OFB, CKM_AES_CFB128};
 
 /*
  * The bit that corrupt flips in the first byte: the top bit, because the low
@@ -178,6 +190,7 @@ struct policy {
 	size_t nfail;
 	struct rule corrupt[MAX_RULES];
 	size_t ncorrupt;
+	int emulate_stream_unwrap; /* emulate=stream-unwrap */
 };
 
 struct settings {
@@ -276,6 +289,12 @@ static int add_item(struct policy *p, const char *key, char *item, char *err, si
 	struct rule rule = {0};
 	unsigned long v;
 
+	if (strcmp(key, "emulate") == 0) {
+		if (strcmp(item, "stream-unwrap") != 0)
+			return fail_msg(err, n, "emulate: unknown feature %s (known: stream-unwrap)", item);
+		p->emulate_stream_unwrap = 1;
+		return 0;
+	}
 	if (strcmp(key, "hide") == 0) {
 		if (!lookup(mech_names, item, &v))
 			return fail_msg(err, n, "hide: unknown mechanism %s", item);
@@ -330,7 +349,8 @@ static int set(struct settings *s, const char *key, const char *value, int load_
 		str = &s->module;
 	else if (strcmp(key, "initargs") == 0)
 		str = &s->initargs;
-	else if (strcmp(key, "hide") != 0 && strcmp(key, "fail") != 0 && strcmp(key, "corrupt") != 0)
+	else if (strcmp(key, "hide") != 0 && strcmp(key, "fail") != 0 && strcmp(key, "corrupt") != 0 &&
+		 strcmp(key, "emulate") != 0)
 		return fail_msg(err, n, "unknown setting %s", key);
 	if (str != NULL && !load_time)
 		return fail_msg(err, n, "%s can only be set in the file or the environment", key);
@@ -423,6 +443,7 @@ static int read_settings(struct settings *s, char *err, size_t n)
 		{"hide", "P11FWD_HIDE"},
 		{"fail", "P11FWD_FAIL"},
 		{"corrupt", "P11FWD_CORRUPT"},
+		{"emulate", "P11FWD_EMULATE"},
 	};
 	char path[PATH_MAX], msg[200];
 	const char *v;
@@ -751,7 +772,7 @@ static CK_RV fw_C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMec
 	for (try = 0; try < 3; try++) {
 		if ((rv = r->C_GetMechanismList(slotID, NULL, &n)) != CKR_OK)
 			break;
-		if ((p = realloc(all, (n + 1) * sizeof *all)) == NULL) {
+		if ((p = realloc(all, (n + 4) * sizeof *all)) == NULL) {
 			rv = CKR_HOST_MEMORY;
 			break;
 		}
@@ -761,6 +782,16 @@ static CK_RV fw_C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMec
 	}
 	if (rv == CKR_OK) {
 		pthread_mutex_lock(&mu);
+		if (policy.emulate_stream_unwrap) {
+			/* Played as unwrap-capable: list the stream modes the real module lacks. */
+			CK_ULONG j, k;
+			for (j = 0; j < sizeof stream_modes / sizeof stream_modes[0]; j++) {
+				for (k = 0; k < n && all[k] != stream_modes[j]; k++)
+					;
+				if (k == n)
+					all[n++] = stream_modes[j];
+			}
+		}
 		for (i = 0; i < n; i++) {
 			if (!hidden(all[i]))
 				all[kept++] = all[i];
@@ -917,6 +948,57 @@ FORWARD_OUT(C_WrapKey, pMechanism,
 	     CK_BYTE_PTR pWrappedKey, CK_ULONG_PTR pulWrappedKeyLen),
 	    (hSession, pMechanism, hWrappingKey, hKey, pWrappedKey, pulWrappedKeyLen), pWrappedKey, pulWrappedKeyLen)
 
+/*
+ * emulate_stream_unwrap plays a token that unwraps with CKM_AES_CTR,
+ * CKM_AES_OFB and CKM_AES_CFB128 (one block), which no lab token does: the
+ * keystream block E_K(x) comes from the real module by C_Encrypt in ECB
+ * mode (K needs CKA_ENCRYPT), and the key is made by C_CreateObject with
+ * CKA_VALUE = wrapped XOR E_K(x), truncated to the template's
+ * CKA_VALUE_LEN. Key material passes through this test-only module's memory
+ * and is wiped. It returns -1 when the call is not one it emulates.
+ */
+static CK_RV emulate_stream_unwrap(CK_FUNCTION_LIST_PTR r, CK_SESSION_HANDLE s, CK_MECHANISM_PTR m,
+				   CK_OBJECT_HANDLE k, CK_BYTE_PTR in, CK_ULONG inlen, CK_ATTRIBUTE_PTR t,
+				   CK_ULONG tn, CK_OBJECT_HANDLE_PTR out)
+{
+	CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+	CK_BYTE x[16], ks[16], value[16];
+	CK_ULONG kslen = sizeof ks, vlen = sizeof value, i, j;
+	CK_ATTRIBUTE tmpl[64];
+	CK_RV rv;
+
+	if (m == NULL || in == NULL || inlen != 16 || tn >= 63)
+		return (CK_RV)-1;
+	if (m->mechanism == CKM_AES_CTR && m->pParameter != NULL && m->ulParameterLen == sizeof(CK_AES_CTR_PARAMS))
+		memcpy(x, ((CK_AES_CTR_PARAMS *)m->pParameter)->cb, 16);
+	else if ((m->mechanism == CKM_AES_OFB || m->mechanism == CKM_AES_CFB128) && m->pParameter != NULL &&
+		 m->ulParameterLen == 16)
+		memcpy(x, m->pParameter, 16);
+	else
+		return (CK_RV)-1;
+	if ((rv = r->C_EncryptInit(s, &ecb, k)) != CKR_OK)
+		return rv;
+	if ((rv = r->C_Encrypt(s, x, 16, ks, &kslen)) != CKR_OK)
+		return rv;
+	for (i = 0; i < 16; i++)
+		value[i] = in[i] ^ ks[i];
+	for (i = j = 0; i < tn; i++) {
+		if (t[i].type == CKA_VALUE_LEN && t[i].pValue != NULL && t[i].ulValueLen == sizeof(CK_ULONG)) {
+			if (*(CK_ULONG *)t[i].pValue < vlen)
+				vlen = *(CK_ULONG *)t[i].pValue;
+			continue;
+		}
+		tmpl[j++] = t[i];
+	}
+	tmpl[j].type = CKA_VALUE;
+	tmpl[j].pValue = value;
+	tmpl[j].ulValueLen = vlen;
+	rv = r->C_CreateObject(s, tmpl, j + 1, out);
+	explicit_bzero(ks, sizeof ks);
+	explicit_bzero(value, sizeof value);
+	return rv;
+}
+
 /* C_UnwrapKey with corrupt unwraps a copy of the wrapped key with one bit flipped. */
 static CK_RV fw_C_UnwrapKey(SESSION, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hUnwrappingKey,
 			    CK_BYTE_PTR pWrappedKey, CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate,
@@ -925,10 +1007,19 @@ static CK_RV fw_C_UnwrapKey(SESSION, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HAND
 	CK_FUNCTION_LIST_PTR r;
 	CK_BYTE_PTR copy = NULL;
 	CK_RV rv;
-	int corrupt;
+	int corrupt, emulate;
 
 	if (!enter(F_C_UnwrapKey, hSession, pMechanism, &r, &rv, &corrupt))
 		return rv;
+	pthread_mutex_lock(&mu);
+	emulate = policy.emulate_stream_unwrap;
+	pthread_mutex_unlock(&mu);
+	if (emulate) {
+		rv = emulate_stream_unwrap(r, hSession, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyLen, pTemplate,
+					   ulAttributeCount, phKey);
+		if (rv != (CK_RV)-1)
+			return rv;
+	}
 	if (corrupt && pWrappedKey != NULL && ulWrappedKeyLen > 0) {
 		if ((copy = malloc(ulWrappedKeyLen)) == NULL)
 			return CKR_HOST_MEMORY;
