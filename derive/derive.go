@@ -198,7 +198,8 @@ func (t *Token) deriveExact(ctx context.Context, base *Key, r *Request) (*Result
 		}
 		// The token refused what it listed (or did not list): remember, and
 		// try the next strategy.
-		t.memo.fail(base.Handle, c.name(), r.Function.Name(), err)
+		mechs, _ := c.needs(r.Function)
+		t.memo.fail(base.Handle, c.name(), r.Function.Name(), mechs, err)
 		reason := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "p11derive: "), string(c.name())+": ")
 		if c.unlisted != nil {
 			reason = c.unlisted.Error() + ", and refused it: " + reason
@@ -227,7 +228,10 @@ func (t *Token) substitutes(base *Key, r *Request) []string {
 			continue
 		}
 		for _, st := range strategies {
-			if st.computes(f) && st.check(t, base, f) == nil && !t.memo.refusedStrategy(base.Handle, st.name()) {
+			if !st.computes(f) || st.check(t, base, f) != nil {
+				continue
+			}
+			if mechs, _ := st.needs(f); !t.memo.refusedMechanisms(base.Handle, st.name(), mechs) {
 				out = append(out, name)
 				break
 			}
@@ -461,8 +465,15 @@ func refused(err error) bool {
 // memo remembers, per base key, the strategies a token refused, so that
 // Auto does not ask again.
 type memo struct {
-	mu    sync.Mutex
-	byKey map[memoKey]error
+	mu      sync.Mutex
+	byKey   map[memoKey]error
+	refused map[refusal]bool
+}
+
+type refusal struct {
+	base     pkcs11.ObjectHandle
+	strategy Strategy
+	mechs    string
 }
 
 type memoKey struct {
@@ -471,26 +482,23 @@ type memoKey struct {
 	function string
 }
 
-func (m *memo) fail(base pkcs11.ObjectHandle, s Strategy, f string, err error) {
+func (m *memo) fail(base pkcs11.ObjectHandle, s Strategy, f string, mechs []uint, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.byKey == nil {
 		m.byKey = map[memoKey]error{}
+		m.refused = map[refusal]bool{}
 	}
 	m.byKey[memoKey{base, s, f}] = err
+	m.refused[refusal{base, s, fmt.Sprint(mechs)}] = true
 }
 
-// refusedStrategy reports whether the token refused strategy s with this
-// base key for any function.
-func (m *memo) refusedStrategy(base pkcs11.ObjectHandle, s Strategy) bool {
+// refusedMechanisms reports whether the token refused strategy s with this
+// base key for a function that needs the same mechanisms.
+func (m *memo) refusedMechanisms(base pkcs11.ObjectHandle, s Strategy, mechs []uint) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for k := range m.byKey {
-		if k.base == base && k.strategy == s {
-			return true
-		}
-	}
-	return false
+	return m.refused[refusal{base, s, fmt.Sprint(mechs)}]
 }
 
 func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f string) error {

@@ -79,10 +79,23 @@ func TestLadderNoExactStrategy(t *testing.T) {
 	assert.Contains(t, err.Error(), "CKM_AES_ECB_ENCRYPT_DATA")
 	assert.Contains(t, err.Error(), "CKM_AES_MAC_GENERAL")
 	assert.Contains(t, ue.Substitutes, "aes-ecb-decrypt")
+	assert.Contains(t, ue.Substitutes, "sp800-108-counter")
 	assert.Equal(t, objects, lt.objects(t))
 
-	// Allowing the inverse function: it runs, and the result says so.
+	// Allowing SP 800-108 (with the AES-CMAC PRF): it runs, and says so.
+	kdf := SP800108{Mode: SP800108Counter, PRF: AESCMAC}
 	res, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128,
+		Allow: []Function{kdf}})
+	require.NoError(t, err)
+	assert.Equal(t, "sp800-108-counter", res.Function.Name())
+	assert.Equal(t, Native, res.Strategy)
+	kcv, err := lt.tok.CheckValue(ctx, res.Key)
+	require.NoError(t, err)
+	assert.Equal(t, refKCV(t, KeyAES128, refSP800108(t, kdf, key, data, 16)), kcv)
+	require.NoError(t, lt.tok.Destroy(ctx, res.Key))
+
+	// Allowing the inverse function: it runs, and the result says so.
+	res, err = lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128,
 		Allow: []Function{Decrypt{Cipher: AES, Mode: ECB}}})
 	require.NoError(t, err)
 	defer lt.tok.Destroy(ctx, res.Key)
@@ -94,7 +107,7 @@ func TestLadderNoExactStrategy(t *testing.T) {
 	want := make([]byte, 16)
 	blk := refBlock(t, pkcs11.CKK_AES, key)
 	blk.Decrypt(want, data)
-	kcv, err := lt.tok.CheckValue(ctx, res.Key)
+	kcv, err = lt.tok.CheckValue(ctx, res.Key)
 	require.NoError(t, err)
 	assert.Equal(t, refKCV(t, KeyAES128, want), kcv)
 
