@@ -356,11 +356,37 @@ type candidate struct {
 }
 
 // template is DK's attribute template: safe unless asked otherwise.
+//
+// Templates are built once per shape and shared (they are only read); the
+// label, which varies per key, is appended to a copy.
 func (t *Token) template(r *Request) []*pkcs11.Attribute {
 	usage := r.Usage
 	if usage == 0 {
 		usage = DefaultUsage
 	}
+	shape := templateShape{r.KeyType, r.Persistent, r.Extractable, usage}
+	base, ok := t.templates.Load(shape)
+	if !ok {
+		base, _ = t.templates.LoadOrStore(shape, t.buildTemplate(shape))
+	}
+	tmpl := base.([]*pkcs11.Attribute)
+	if r.Label != "" {
+		tmpl = append(tmpl[:len(tmpl):len(tmpl)], pkcs11.NewAttribute(pkcs11.CKA_LABEL, r.Label))
+	}
+	return tmpl
+}
+
+// templateShape is what a template depends on, but the label.
+type templateShape struct {
+	kt          KeyType
+	persistent  bool
+	extractable bool
+	usage       Usage
+}
+
+func (t *Token) buildTemplate(sh templateShape) []*pkcs11.Attribute {
+	r := &Request{KeyType: sh.kt, Persistent: sh.persistent, Extractable: sh.extractable}
+	usage := sh.usage
 	tmpl := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, r.KeyType.ckk),
@@ -372,9 +398,6 @@ func (t *Token) template(r *Request) []*pkcs11.Attribute {
 		// The other types have a fixed length, and tokens refuse
 		// CKA_VALUE_LEN for them.
 		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, r.KeyType.n))
-	}
-	if r.Label != "" {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, r.Label))
 	}
 	if t.pin != "" {
 		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true))
@@ -405,7 +428,7 @@ func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Requ
 			s.destroy("destroy DK after failure", h)
 		}
 	}()
-	dk, err := readKey(s, h, r.KeyType.ckk)
+	dk, err := readOwnKey(s, h, r.KeyType, r.Label)
 	if err != nil {
 		return nil, err
 	}

@@ -103,6 +103,31 @@ func (t *Token) Key(ctx context.Context, h pkcs11.ObjectHandle) (*Key, error) {
 	return readKey(s, h, 0)
 }
 
+// ownKeyAttrs are the attributes read back from a key p11derive just made:
+// all of fixed size (its label is the one p11derive gave it).
+var ownKeyAttrs = []uint{
+	pkcs11.CKA_CLASS, pkcs11.CKA_KEY_TYPE,
+	pkcs11.CKA_TOKEN, pkcs11.CKA_PRIVATE, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
+	pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE,
+	pkcs11.CKA_DERIVE, pkcs11.CKA_SIGN, pkcs11.CKA_VERIFY, pkcs11.CKA_ENCRYPT, pkcs11.CKA_DECRYPT,
+	pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP,
+}
+
+// readOwnKey reads back the attributes of a key p11derive just made with
+// type kt and label label: one C_GetAttributeValue on the fast path.
+func readOwnKey(s *session, h pkcs11.ObjectHandle, kt KeyType, label string) (*Key, error) {
+	attrs := ownKeyAttrs
+	if hasValueLen(kt.ckk) {
+		attrs = append(attrs[:len(attrs):len(attrs)], pkcs11.CKA_VALUE_LEN)
+	}
+	v, err := s.fixedAttributes("read DK's attributes", h, attrs...)
+	if err != nil {
+		return nil, err
+	}
+	v[pkcs11.CKA_LABEL] = []byte(label)
+	return keyFrom(h, v, kt.ckk)
+}
+
 // readKey reads a secret key's attributes. ckk is the key's type if the
 // caller knows it (a key it just made), else 0.
 func readKey(s *session, h pkcs11.ObjectHandle, ckk uint) (*Key, error) {
@@ -114,6 +139,21 @@ func readKey(s *session, h pkcs11.ObjectHandle, ckk uint) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ckk == 0 {
+		typ, _ := ulong(v[pkcs11.CKA_KEY_TYPE])
+		if hasValueLen(typ) {
+			l, err := s.attributes("read key length", h, pkcs11.CKA_VALUE_LEN)
+			if err != nil {
+				return nil, err
+			}
+			v[pkcs11.CKA_VALUE_LEN] = l[pkcs11.CKA_VALUE_LEN]
+		}
+	}
+	return keyFrom(h, v, ckk)
+}
+
+// keyFrom makes a Key of the attribute values read from object h.
+func keyFrom(h pkcs11.ObjectHandle, v map[uint][]byte, ckk uint) (*Key, error) {
 	k := &Key{Handle: h}
 	if c, ok := ulong(v[pkcs11.CKA_CLASS]); !ok || c != pkcs11.CKO_SECRET_KEY {
 		return nil, &KeyError{Key: fmt.Sprintf("handle %d", h), Reason: ErrKeyType, Problem: "not a secret key"}
@@ -121,13 +161,6 @@ func readKey(s *session, h pkcs11.ObjectHandle, ckk uint) (*Key, error) {
 	k.Label = string(v[pkcs11.CKA_LABEL])
 	k.ID = v[pkcs11.CKA_ID]
 	k.Type, _ = ulong(v[pkcs11.CKA_KEY_TYPE])
-	if ckk == 0 && hasValueLen(k.Type) {
-		l, err := s.attributes("read key length", h, pkcs11.CKA_VALUE_LEN)
-		if err != nil {
-			return nil, err
-		}
-		v[pkcs11.CKA_VALUE_LEN] = l[pkcs11.CKA_VALUE_LEN]
-	}
 	if n, ok := ulong(v[pkcs11.CKA_VALUE_LEN]); ok {
 		k.Len = int(n)
 	} else {
@@ -257,7 +290,7 @@ func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage
 	if err != nil {
 		return nil, s.fail("generate key", "C_GenerateKey", err)
 	}
-	k, err := readKey(s, h, kt.ckk)
+	k, err := readOwnKey(s, h, kt, label)
 	if err == nil {
 		err = checkKey(k, r)
 	}

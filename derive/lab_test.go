@@ -137,3 +137,21 @@ func randomBytes(t testing.TB, n int) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// readBack is the PKCS#11 calls that reading DK's attributes back takes:
+// one on the fast path, two through miekg/pkcs11.
+func (lt *labToken) readBack() int {
+	if lt.tok.mod.fast != nil {
+		return 1
+	}
+	return 2
+}
+
+// twoStep is the calls of an Init + one-shot call pair (C_SignInit +
+// C_Sign): two on the fast path, three through miekg/pkcs11.
+func (lt *labToken) twoStep() int {
+	if lt.tok.mod.fast != nil {
+		return 2
+	}
+	return 3
+}

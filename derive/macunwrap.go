@@ -67,9 +67,9 @@ func blocksFor(c Cipher, kt KeyType) int {
 
 func (m macUnwrap) cost(r *Request) int {
 	k := blocksFor(r.Function.(Encrypt).Cipher, r.KeyType)
-	calls := 3*k + 1 // C_SignInit + C_Sign (length, then value) per block, C_UnwrapKey
+	calls := 2*k + 1 // C_SignInit + C_Sign per block, C_UnwrapKey
 	if m.cmac {
-		calls += 3 // C_EncryptInit + C_Encrypt (length, then value) for L
+		calls += 2 // C_EncryptInit + C_Encrypt for L
 	}
 	return calls
 }

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/internal/ck"
 )
 
 // A module is one loaded PKCS#11 library, shared by every Token of this
@@ -20,6 +22,11 @@ import (
 type module struct {
 	path string
 	ctx  *pkcs11.Ctx
+	// fast makes the hot calls (derive, unwrap, destroy, attributes,
+	// encrypt, sign) in one cgo crossing each, and C_GetAttributeValue in
+	// one PKCS#11 call instead of miekg's two; nil if the module's function
+	// list could not be had, and then miekg makes every call.
+	fast *ck.Module
 	refs int
 }
 
@@ -54,6 +61,9 @@ func loadModule(path, initArgs string) (*module, error) {
 		return nil, &TokenError{Step: "initialise module " + path, Call: "C_Initialize", Err: err}
 	}
 	m := &module{path: path, ctx: ctx, refs: 1}
+	if fast, err := ck.Load(path); err == nil {
+		m.fast = fast
+	}
 	modules[path] = m
 	return m, nil
 }

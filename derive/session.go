@@ -4,19 +4,38 @@ import (
 	"encoding/binary"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/internal/ck"
 )
 
-// session is one PKCS#11 session, lent to one operation at a time. It counts
-// the PKCS#11 calls made through it as they reach the module (miekg/pkcs11
-// makes two calls for the functions that return variable-length output:
-// one for the length, one for the value) and names each failure.
+// session is one PKCS#11 session, lent to one operation at a time. It
+// counts the PKCS#11 calls made through it as they reach the module and
+// names each failure.
+//
+// The hot calls go through internal/ck (one cgo crossing, one PKCS#11 call
+// each, output buffers sized here) when the module's function list could be
+// had; otherwise through miekg/pkcs11, which makes two PKCS#11 calls for
+// the functions with variable-length output (one for the length, one for
+// the value), and the count says so.
 type session struct {
 	token    *Token
 	ctx      *pkcs11.Ctx
+	fast     *ck.Module
 	h        pkcs11.SessionHandle
 	calls    int
 	strategy Strategy
 }
+
+// ckErr is the error of a PKCS#11 return value, or nil.
+func ckErr(rv uint) error {
+	if rv == pkcs11.CKR_OK {
+		return nil
+	}
+	return pkcs11.Error(rv)
+}
+
+// one returns the single mechanism of m, as ck takes it.
+func one(m []*pkcs11.Mechanism) (uint, []byte) { return m[0].Mechanism, m[0].Parameter }
 
 func (s *session) fail(step, call string, err error) error {
 	return &TokenError{Strategy: s.strategy, Step: step, Call: call, Err: err}
@@ -24,7 +43,15 @@ func (s *session) fail(step, call string, err error) error {
 
 func (s *session) deriveKey(step string, m []*pkcs11.Mechanism, base pkcs11.ObjectHandle, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
-	h, err := s.ctx.DeriveKey(s.h, m, base, tmpl)
+	var h pkcs11.ObjectHandle
+	var err error
+	if s.fast != nil {
+		mech, param := one(m)
+		hh, rv := s.fast.DeriveKey(uint(s.h), mech, param, uint(base), tmpl)
+		h, err = pkcs11.ObjectHandle(hh), ckErr(rv)
+	} else {
+		h, err = s.ctx.DeriveKey(s.h, m, base, tmpl)
+	}
 	if err != nil {
 		return 0, s.fail(step, "C_DeriveKey", err)
 	}
@@ -33,7 +60,13 @@ func (s *session) deriveKey(step string, m []*pkcs11.Mechanism, base pkcs11.Obje
 
 func (s *session) destroy(step string, h pkcs11.ObjectHandle) error {
 	s.calls++
-	if err := s.ctx.DestroyObject(s.h, h); err != nil {
+	var err error
+	if s.fast != nil {
+		err = ckErr(s.fast.DestroyObject(uint(s.h), uint(h)))
+	} else {
+		err = s.ctx.DestroyObject(s.h, h)
+	}
+	if err != nil {
 		return s.fail(step, "C_DestroyObject", err)
 	}
 	return nil
@@ -78,6 +111,22 @@ func (s *session) attributes(step string, h pkcs11.ObjectHandle, types ...uint) 
 }
 
 func (s *session) encrypt(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, in []byte) ([]byte, error) {
+	if s.fast != nil {
+		// One block at most: 64 bytes of room covers any cipher's block
+		// and the upper bounds tokens answer (NSS says 48 for one AES block).
+		s.calls++
+		mech, param := one(m)
+		if err := ckErr(s.fast.EncryptInit(uint(s.h), mech, param, uint(key))); err != nil {
+			return nil, s.fail(step, "C_EncryptInit", err)
+		}
+		s.calls++
+		out := make([]byte, len(in)+64)
+		n, rv := s.fast.Encrypt(uint(s.h), in, out)
+		if err := ckErr(rv); err != nil {
+			return nil, s.fail(step, "C_Encrypt", err)
+		}
+		return out[:n], nil
+	}
 	s.calls++
 	if err := s.ctx.EncryptInit(s.h, m, key); err != nil {
 		return nil, s.fail(step, "C_EncryptInit", err)
@@ -104,6 +153,42 @@ func isCKR(err error, codes ...uint) bool {
 	return false
 }
 
+// fixedAttributes reads attributes of fixed size (CK_BBOOL, CK_ULONG) in
+// one C_GetAttributeValue. Attributes the token does not give come back
+// absent from the map. Without the fast path it is attributes.
+func (s *session) fixedAttributes(step string, h pkcs11.ObjectHandle, types ...uint) (map[uint][]byte, error) {
+	if s.fast == nil {
+		return s.attributes(step, h, types...)
+	}
+	maxLen := make([]int, len(types))
+	for i, t := range types {
+		maxLen[i] = 8 // CK_ULONG; a CK_BBOOL is 1
+		if isBoolAttribute(t) {
+			maxLen[i] = 1
+		}
+	}
+	s.calls++
+	vals, rv := s.fast.GetAttributeValue(uint(s.h), uint(h), types, maxLen)
+	if rv != pkcs11.CKR_OK && rv != pkcs11.CKR_ATTRIBUTE_TYPE_INVALID && rv != pkcs11.CKR_ATTRIBUTE_SENSITIVE {
+		return nil, s.fail(step, "C_GetAttributeValue", pkcs11.Error(rv))
+	}
+	out := make(map[uint][]byte, len(types))
+	for i, t := range types {
+		if vals[i] != nil {
+			out[t] = vals[i]
+		}
+	}
+	return out, nil
+}
+
+func isBoolAttribute(t uint) bool {
+	switch t {
+	case pkcs11.CKA_CLASS, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_VALUE_LEN:
+		return false
+	}
+	return true
+}
+
 // ulong decodes a CK_ULONG attribute value (native byte order, 4 or 8 bytes).
 func ulong(b []byte) (uint, bool) {
 	switch len(b) {
@@ -124,6 +209,22 @@ func boolean(b []byte) (v, ok bool) {
 }
 
 func (s *session) sign(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, in []byte) ([]byte, error) {
+	if s.fast != nil {
+		// Room for any MAC: NSS answers a too-small buffer after absorbing
+		// the input, and its retry would MAC the input twice.
+		s.calls++
+		mech, param := one(m)
+		if err := ckErr(s.fast.SignInit(uint(s.h), mech, param, uint(key))); err != nil {
+			return nil, s.fail(step, "C_SignInit", err)
+		}
+		s.calls++
+		out := make([]byte, 128)
+		n, rv := s.fast.Sign(uint(s.h), in, out)
+		if err := ckErr(rv); err != nil {
+			return nil, s.fail(step, "C_Sign", err)
+		}
+		return out[:n], nil
+	}
 	s.calls++
 	if err := s.ctx.SignInit(s.h, m, key); err != nil {
 		return nil, s.fail(step, "C_SignInit", err)
@@ -138,7 +239,15 @@ func (s *session) sign(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHand
 
 func (s *session) unwrapKey(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, wrapped []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
-	h, err := s.ctx.UnwrapKey(s.h, m, key, wrapped, tmpl)
+	var h pkcs11.ObjectHandle
+	var err error
+	if s.fast != nil {
+		mech, param := one(m)
+		hh, rv := s.fast.UnwrapKey(uint(s.h), mech, param, uint(key), wrapped, tmpl)
+		h, err = pkcs11.ObjectHandle(hh), ckErr(rv)
+	} else {
+		h, err = s.ctx.UnwrapKey(s.h, m, key, wrapped, tmpl)
+	}
 	if err != nil {
 		return 0, s.fail(step, "C_UnwrapKey", err)
 	}

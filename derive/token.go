@@ -63,8 +63,9 @@ type Token struct {
 	mechs    map[uint]bool
 	mechErr  error
 
-	memo  memo         // what worked and what failed, per base key
-	calls atomic.Int64 // PKCS#11 calls made through pooled sessions
+	memo      memo         // what worked and what failed, per base key
+	templates sync.Map     // templateShape → []*pkcs11.Attribute
+	calls     atomic.Int64 // PKCS#11 calls made through pooled sessions
 }
 
 // Open loads the module (or shares it if this process already did, with
@@ -293,7 +294,7 @@ func (t *Token) session() (*session, error) {
 		h := t.idle[n-1]
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		return &session{token: t, ctx: t.mod.ctx, h: h}, nil
+		return &session{token: t, ctx: t.mod.ctx, fast: t.mod.fast, h: h}, nil
 	}
 	t.mu.Unlock()
 	h, err := t.mod.ctx.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
@@ -307,7 +308,7 @@ func (t *Token) session() (*session, error) {
 		return nil, ErrClosed
 	}
 	t.all[h] = true
-	return &session{token: t, ctx: t.mod.ctx, h: h}, nil
+	return &session{token: t, ctx: t.mod.ctx, fast: t.mod.fast, h: h}, nil
 }
 
 func (t *Token) release(s *session) {
