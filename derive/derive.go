@@ -311,7 +311,7 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 		if !st.computes(r.Function) {
 			continue
 		}
-		if err := t.memo.failed(base.Handle, st.name(), r.Function.Name()); err != nil {
+		if err := t.memo.failed(base.Handle, st.name(), r.Function); err != nil {
 			reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: st.name(), Reason: "refused before: " + err.Error(), Err: err})
 			continue
 		}
@@ -524,10 +524,13 @@ func (m *memo) refusedMechanisms(base pkcs11.ObjectHandle, s Strategy, mechs []u
 	return m.refused[refusal{base, s, fmt.Sprint(mechs)}]
 }
 
-func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f string) error {
+func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f Function) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.byKey[memoKey{base, s, f}]
+	if len(m.byKey) == 0 {
+		return nil // the common case: nothing refused, no name to build
+	}
+	return m.byKey[memoKey{base, s, f.Name()}]
 }
 
 // StrategyPlan is how one strategy stands, before anything runs, for

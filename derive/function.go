@@ -93,10 +93,10 @@ type nativeFunction interface {
 }
 
 // checkCipherKey is checkBase for the block-cipher functions.
-func checkCipherKey(name string, c Cipher, base *Key) error {
+func checkCipherKey(f Function, c Cipher, base *Key) error {
 	if base.Cipher() != c {
 		return &KeyError{Key: base.name(), Reason: ErrKeyType,
-			Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", name, c, ckkName(base.Type))}
+			Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", f.Name(), c, ckkName(base.Type))}
 	}
 	return nil
 }
@@ -119,7 +119,7 @@ type Encrypt struct {
 // Name returns the function's name: "aes-ecb", "des3-cbc" and so on.
 func (f Encrypt) Name() string { return f.Cipher.String() + "-" + f.Mode.String() }
 
-func (f Encrypt) checkBase(base *Key) error { return checkCipherKey(f.Name(), f.Cipher, base) }
+func (f Encrypt) checkBase(base *Key) error { return checkCipherKey(f, f.Cipher, base) }
 
 func (f Encrypt) validate(data []byte, out KeyType) error {
 	return validateBlocks(f.Cipher, f.Mode, f.IV, data, out)

@@ -113,14 +113,21 @@ var ownKeyAttrs = []uint{
 	pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP,
 }
 
+// ownKeyAttrsWithLen is ownKeyAttrs then CKA_VALUE_LEN: its prefix serves
+// the key types without a length. The sizes are computed once.
+var (
+	ownKeyAttrsWithLen = append(ownKeyAttrs[:len(ownKeyAttrs):len(ownKeyAttrs)], pkcs11.CKA_VALUE_LEN)
+	ownKeyAttrSizes    = fixedSizes(ownKeyAttrsWithLen)
+)
+
 // readOwnKey reads back the attributes of a key p11derive just made with
 // type kt and label label: one C_GetAttributeValue on the fast path.
 func readOwnKey(s *session, h pkcs11.ObjectHandle, kt KeyType, label string) (*Key, error) {
-	attrs := ownKeyAttrs
+	n := len(ownKeyAttrs)
 	if hasValueLen(kt.ckk) {
-		attrs = append(attrs[:len(attrs):len(attrs)], pkcs11.CKA_VALUE_LEN)
+		n++
 	}
-	v, err := s.fixedAttributes("read DK's attributes", h, attrs...)
+	v, err := s.fixedAttributes("read DK's attributes", h, ownKeyAttrsWithLen[:n], ownKeyAttrSizes[:n])
 	if err != nil {
 		return nil, err
 	}

@@ -154,19 +154,14 @@ func isCKR(err error, codes ...uint) bool {
 }
 
 // fixedAttributes reads attributes of fixed size (CK_BBOOL, CK_ULONG) in
-// one C_GetAttributeValue. Attributes the token does not give come back
-// absent from the map. Without the fast path it is attributes.
-func (s *session) fixedAttributes(step string, h pkcs11.ObjectHandle, types ...uint) (map[uint][]byte, error) {
+// one C_GetAttributeValue; sizes[i] is the size of types[i] (see
+// fixedSizes). Attributes the token does not give come back absent from the
+// map. Without the fast path it is attributes.
+func (s *session) fixedAttributes(step string, h pkcs11.ObjectHandle, types []uint, sizes []int) (map[uint][]byte, error) {
 	if s.fast == nil {
 		return s.attributes(step, h, types...)
 	}
-	maxLen := make([]int, len(types))
-	for i, t := range types {
-		maxLen[i] = 8 // CK_ULONG; a CK_BBOOL is 1
-		if isBoolAttribute(t) {
-			maxLen[i] = 1
-		}
-	}
+	maxLen := sizes
 	s.calls++
 	vals, rv := s.fast.GetAttributeValue(uint(s.h), uint(h), types, maxLen)
 	if rv != pkcs11.CKR_OK && rv != pkcs11.CKR_ATTRIBUTE_TYPE_INVALID && rv != pkcs11.CKR_ATTRIBUTE_SENSITIVE {
@@ -179,6 +174,19 @@ func (s *session) fixedAttributes(step string, h pkcs11.ObjectHandle, types ...u
 		}
 	}
 	return out, nil
+}
+
+// fixedSizes is the buffer size of each attribute for fixedAttributes: 8
+// for a CK_ULONG (ck rounds every slot up to a CK_ULONG), 1 for a CK_BBOOL.
+func fixedSizes(types []uint) []int {
+	sizes := make([]int, len(types))
+	for i, t := range types {
+		sizes[i] = 8
+		if isBoolAttribute(t) {
+			sizes[i] = 1
+		}
+	}
+	return sizes
 }
 
 func isBoolAttribute(t uint) bool {

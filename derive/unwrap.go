@@ -33,7 +33,7 @@ func (f Decrypt) validate(data []byte, out KeyType) error {
 	return validateBlocks(f.Cipher, f.Mode, f.IV, data, out)
 }
 
-func (f Decrypt) checkBase(base *Key) error { return checkCipherKey(f.Name(), f.Cipher, base) }
+func (f Decrypt) checkBase(base *Key) error { return checkCipherKey(f, f.Cipher, base) }
 
 func (f Decrypt) profile(p *Profile) { p.setHex("iv", f.IV) }
 
