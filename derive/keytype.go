@@ -49,8 +49,13 @@ func (k KeyType) String() string {
 }
 
 // name is the key type's name for ParseKeyType.
-func (k KeyType) name() string {
-	switch k.ckk {
+func (k KeyType) name() string { return KeyTypeName(k.ckk) }
+
+// KeyTypeName is the name ParseKeyType and the p11derive command use for a
+// PKCS#11 key type: "aes", "des", "des2", "des3", "generic", or the number
+// in hex for others.
+func KeyTypeName(ckk uint) string {
+	switch ckk {
 	case pkcs11.CKK_AES:
 		return "aes"
 	case pkcs11.CKK_DES:
@@ -62,7 +67,7 @@ func (k KeyType) name() string {
 	case pkcs11.CKK_GENERIC_SECRET:
 		return "generic"
 	}
-	return k.String()
+	return fmt.Sprintf("%#x", ckk)
 }
 
 // ParseKeyType returns the key type for the p11derive command's --key-type

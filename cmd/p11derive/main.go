@@ -30,8 +30,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/miekg/pkcs11"
-
 	"github.com/p11derive/p11derive/derive"
 )
 
@@ -188,7 +186,7 @@ type keyJSON struct {
 }
 
 func describe(ctx context.Context, tok *derive.Token, k *derive.Key) keyJSON {
-	j := keyJSON{Label: k.Label, Handle: uint(k.Handle), KeyType: keyTypeName(k.Type), Len: k.Len,
+	j := keyJSON{Label: k.Label, Handle: uint(k.Handle), KeyType: derive.KeyTypeName(k.Type), Len: k.Len,
 		Sensitive: k.Sensitive, Extractable: k.Extractable, Token: k.Token}
 	if k.Encrypt && k.Cipher() != 0 {
 		if kcv, err := tok.CheckValue(ctx, k); err == nil {
@@ -196,22 +194,6 @@ func describe(ctx context.Context, tok *derive.Token, k *derive.Key) keyJSON {
 		}
 	}
 	return j
-}
-
-func keyTypeName(ckk uint) string {
-	switch ckk {
-	case pkcs11.CKK_AES:
-		return "aes"
-	case pkcs11.CKK_DES:
-		return "des"
-	case pkcs11.CKK_DES2:
-		return "des2"
-	case pkcs11.CKK_DES3:
-		return "des3"
-	case pkcs11.CKK_GENERIC_SECRET:
-		return "generic"
-	}
-	return fmt.Sprintf("%#x", ckk)
 }
 
 func printJSON(w io.Writer, v any) error {
