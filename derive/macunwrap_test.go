@@ -45,6 +45,9 @@ func TestMACUnwrapKnownAnswers(t *testing.T) {
 		for _, st := range []Strategy{MACUnwrap, CMACUnwrap} {
 			t.Run(lt.kind+"/"+string(st), func(t *testing.T) {
 				for _, c := range katCases() {
+					if !(macUnwrap{cmac: st == CMACUnwrap}).computes(c.f) {
+						continue // no single-DES CMAC in PKCS#11
+					}
 					t.Run(c.name, func(t *testing.T) {
 						ctx := context.Background()
 						base := lt.importKey(t, c.baseCKK, c.base)

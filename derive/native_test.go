@@ -117,6 +117,8 @@ func katCases() []katCase {
 		{"des3/cbc/des3", pkcs11.CKK_DES3, des3, Encrypt{Cipher: DES3, Mode: CBC, IV: iv8}, block4[:24], KeyDES3},
 		{"des3/cbc/4blocks-truncated-to-des2", pkcs11.CKK_DES3, des3, Encrypt{Cipher: DES3, Mode: CBC, IV: iv8}, block4[:32], KeyDES2},
 		{"des3/ecb/truncated-to-aes128", pkcs11.CKK_DES3, des3, Encrypt{Cipher: DES3, Mode: ECB}, block4[:24], KeyAES128},
+		{"des/ecb/des", pkcs11.CKK_DES, des2[:8], Encrypt{Cipher: DES, Mode: ECB}, block4[:8], KeyDES},
+		{"des/cbc/des2", pkcs11.CKK_DES, des2[:8], Encrypt{Cipher: DES, Mode: CBC, IV: iv8}, block4[:16], KeyDES2},
 	}
 }
 
@@ -131,6 +133,13 @@ func TestNativeKnownAnswers(t *testing.T) {
 				base := lt.importKey(t, c.baseCKK, c.base)
 				before := lt.objects(t)
 				res, err := lt.tok.Derive(ctx, base, Request{Function: c.f, Data: c.data, KeyType: c.out, Strategy: Native})
+				if c.f.Cipher == DES {
+					// Neither SoftHSM2 2.6.1 nor NSS softoken 3.87 runs
+					// CKM_DES_*_ENCRYPT_DATA (single DES: mac-unwrap does it on NSS).
+					assert.ErrorIs(t, err, pkcs11.Error(pkcs11.CKR_MECHANISM_INVALID))
+					assert.Equal(t, before, lt.objects(t))
+					return
+				}
 				require.NoError(t, err)
 				defer lt.tok.Destroy(ctx, res.Key)
 				assert.Equal(t, Native, res.Strategy)
