@@ -41,6 +41,7 @@ commands:
   derive   derive DK = E(data, K) inside the token and print it as JSON
   kcv      print a key's check value, computed inside the token
   keygen   generate a base key inside the token
+  probe    report what the token can derive inside itself, verified
 
 Run 'p11derive <command> -h' for the command's flags.
 `
@@ -61,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cmd = cmdKCV
 	case "keygen":
 		cmd = cmdKeygen
+	case "probe":
+		cmd = cmdProbe
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	pkcs11uri "github.com/stefanberger/go-pkcs11uri"
+
+	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/probe"
+)
+
+// cmdProbe reports what the token can derive inside itself: the
+// mechanisms that matter, and for every function and strategy whether it
+// ran and gave the right key. The report is made whatever the token
+// supports; only a token that cannot be reached is an error.
+func cmdProbe(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	var tf tokenFlags
+	tf.register(fs)
+	asJSON := fs.Bool("json", false, "print the report as JSON (schema_version 1)")
+	asMarkdown := fs.Bool("markdown", false, "print the report as a Markdown page")
+	keyLabel := fs.String("key", "", "also say what the existing base key `LABEL` can use (its attributes are only read)")
+	kdfs := fs.String("kdf", "", "probe only these `functions`, comma-separated (default all): "+strings.Join(derive.FunctionNames(), ", "))
+	runs := fs.Int("runs", 3, "derivations timed per function and strategy (the median is reported)")
+	listOnly := fs.Bool("list-only", false, "run nothing and make no object: judge from the mechanism list alone")
+	noImport := fs.Bool("no-import", false, "never import test keys of known value: generate them in the token and cross-check the strategies")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *asJSON && *asMarkdown {
+		return usageError{errors.New("--json and --markdown: give one")}
+	}
+	if *runs < 1 {
+		return usageError{errors.New("--runs must be at least 1")}
+	}
+	opts := probe.Options{Runs: *runs, KeyLabel: *keyLabel, ListOnly: *listOnly, NoImport: *noImport, Module: tf.modulePath()}
+	known := map[string]bool{}
+	for _, n := range derive.FunctionNames() {
+		known[n] = true
+	}
+	for _, k := range strings.Split(*kdfs, ",") {
+		if k = strings.ToLower(strings.TrimSpace(k)); k != "" {
+			if !known[k] {
+				return usageError{fmt.Errorf("--kdf: unknown function %q (known: %s)", k, strings.Join(derive.FunctionNames(), ", "))}
+			}
+			opts.Functions = append(opts.Functions, k)
+		}
+	}
+	tok, err := tf.open()
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	rep, err := probe.Run(context.Background(), tok, opts)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *asJSON:
+		return rep.WriteJSON(stdout)
+	case *asMarkdown:
+		return rep.WriteMarkdown(stdout)
+	}
+	return rep.WriteText(stdout)
+}
+
+// modulePath is the module's path as the token was opened with it: --module,
+// or the URI's module-path.
+func (f *tokenFlags) modulePath() string {
+	if f.module != "" || f.uri == "" {
+		return f.module
+	}
+	u := pkcs11uri.New()
+	if err := u.Parse(f.uri); err != nil {
+		return ""
+	}
+	v, _ := u.GetQueryAttribute("module-path", false)
+	return v
+}

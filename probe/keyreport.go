@@ -1,0 +1,200 @@
+package probe
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/derive"
+)
+
+// analyseKey reads the base key labelled opts.KeyLabel and says what it
+// can do on this token, judging from its attributes and from results (the
+// probe's own findings). It changes nothing and derives nothing from it.
+func analyseKey(ctx context.Context, tok *derive.Token, opts Options, all []*spec, results []Result) (*KeyReport, error) {
+	k, err := tok.FindKey(ctx, opts.KeyLabel)
+	if err != nil {
+		return nil, err
+	}
+	kr := &KeyReport{Label: k.Label, Type: keyTypeName(k.Type), Len: k.Len, TokenObject: k.Token,
+		Attributes: map[string]bool{
+			"CKA_SENSITIVE": k.Sensitive, "CKA_EXTRACTABLE": k.Extractable,
+			"CKA_ALWAYS_SENSITIVE": k.AlwaysSensitive, "CKA_NEVER_EXTRACTABLE": k.NeverExtractable,
+			"CKA_PRIVATE": k.Private,
+			"CKA_DERIVE":  k.Derive, "CKA_SIGN": k.Sign, "CKA_VERIFY": k.Verify,
+			"CKA_ENCRYPT": k.Encrypt, "CKA_DECRYPT": k.Decrypt, "CKA_WRAP": k.Wrap, "CKA_UNWRAP": k.Unwrap,
+		},
+		Uses: []KeyUse{},
+	}
+	modifiable, known := readBool(tok, k.Handle, pkcs11.CKA_MODIFIABLE)
+	if known {
+		kr.Attributes["CKA_MODIFIABLE"] = modifiable
+	}
+	kr.UnwrapTemplate = readUnwrapTemplate(tok, opts.Module, k)
+	kr.MACUnwrapSafe = kr.UnwrapTemplate.ForcesSensitive && kr.UnwrapTemplate.ForcesNotExtractable
+
+	status := map[string]*Result{}
+	for i := range results {
+		r := &results[i]
+		status[r.KDF+"|"+paramsKey(r.Params)+"|"+r.Strategy] = r
+	}
+	macUnwrapUsable := false
+	anyFits := false
+	for _, s := range all {
+		if s.f == nil {
+			continue
+		}
+		plans, err := tok.Plan(k, derive.Request{Function: s.f, Data: s.data, KeyType: s.out})
+		if errors.Is(err, derive.ErrKeyType) {
+			continue // not a key of this function
+		}
+		anyFits = true
+		if err != nil {
+			kr.Uses = append(kr.Uses, KeyUse{KDF: s.kdf, Params: s.params, Usable: "no", Reason: trim(err)})
+			continue
+		}
+		for _, pl := range plans {
+			u := KeyUse{KDF: s.kdf, Params: s.params, Strategy: string(pl.Strategy), Set: attrNames(pl.Missing)}
+			if len(u.Set) == 0 {
+				u.Set = nil
+			}
+			r := status[s.kdf+"|"+paramsKey(s.params)+"|"+string(pl.Strategy)]
+			works := false
+			if r != nil {
+				u.TokenStatus = r.Status
+				works = r.Status == Verified || r.Status == Ran || (r.Status == Listed && opts.ListOnly)
+			}
+			if r != nil && r.BaseKey != "" && !sameKind(r.BaseKey, k) {
+				u.ProbedWith = r.BaseKey
+			}
+			switch {
+			case !works && r != nil:
+				u.Usable = "no"
+				u.Reason = string(r.Status) + " on this token"
+				if r.Reason != "" {
+					u.Reason += ": " + r.Reason
+				}
+			case !works:
+				u.Usable = "no"
+				u.Reason = "not probed"
+			case pl.Problem != nil && !errors.Is(pl.Problem, derive.ErrMissingAttribute) && !errors.Is(pl.Problem, derive.ErrUnsupported):
+				u.Usable = "no"
+				u.Reason = trim(pl.Problem)
+			case len(pl.Missing) == 0:
+				u.Usable = "now"
+			default:
+				u.Usable = "with-changes"
+				if known && !modifiable {
+					u.Reason = "CKA_MODIFIABLE is false: the attributes cannot be changed, the key must be made again"
+				}
+			}
+			if u.Usable != "no" && (pl.Strategy == derive.MACUnwrap || pl.Strategy == derive.CMACUnwrap) {
+				macUnwrapUsable = true
+			}
+			kr.Uses = append(kr.Uses, u)
+		}
+	}
+	if !anyFits {
+		kr.Notes = append(kr.Notes, fmt.Sprintf("none of the functions probed takes a %s key", kr.Type))
+	}
+	if macUnwrapUsable && !kr.MACUnwrapSafe {
+		kr.Notes = append(kr.Notes, "MAC-unwrap lets this key both MAC and unwrap: without a CKA_UNWRAP_TEMPLATE forcing "+
+			"CKA_SENSITIVE=true and CKA_EXTRACTABLE=false, anyone who may use the key can MAC chosen data, unwrap the "+
+			"result into an extractable key and read E_K(x) for any x: the derived keys of every x (DESIGN.md §3.2). "+
+			"Give the key such a template before using MAC-unwrap with it.")
+	}
+	return kr, nil
+}
+
+// sameKind reports whether the probe's base key kind (aes-128, des3, des,
+// generic-32) is of k's type.
+func sameKind(kind string, k *derive.Key) bool {
+	switch kind {
+	case "aes-128":
+		return k.Type == pkcs11.CKK_AES
+	case "des3":
+		return k.Type == pkcs11.CKK_DES3 || k.Type == pkcs11.CKK_DES2
+	case "des":
+		return k.Type == pkcs11.CKK_DES
+	case "generic-32":
+		return k.Type == pkcs11.CKK_GENERIC_SECRET
+	}
+	return false
+}
+
+// readBool reads one boolean attribute; known is false if the token does
+// not give it.
+func readBool(tok *derive.Token, h pkcs11.ObjectHandle, cka uint) (v, known bool) {
+	tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		a, err := c.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(cka, nil)})
+		if err == nil && len(a) == 1 && len(a[0].Value) == 1 {
+			v, known = a[0].Value[0] != 0, true
+		}
+		return nil
+	})
+	return v, known
+}
+
+// readUnwrapTemplate reads the key's CKA_UNWRAP_TEMPLATE.
+func readUnwrapTemplate(tok *derive.Token, module string, k *derive.Key) UnwrapTemplate {
+	if module == "" {
+		return UnwrapTemplate{State: "unreadable", Reason: "the module's path is unknown (Options.Module): the probe reads array attributes directly"}
+	}
+	var entries []rawAttr
+	var present bool
+	err := tok.WithSession(func(_ *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		var err error
+		entries, present, err = readArrayAttribute(module, s, k.Handle, pkcs11.CKA_UNWRAP_TEMPLATE)
+		return err
+	})
+	if err != nil {
+		return UnwrapTemplate{State: "unreadable", Reason: trim(err)}
+	}
+	if !present {
+		return UnwrapTemplate{State: "absent"}
+	}
+	if len(entries) == 0 {
+		return UnwrapTemplate{State: "absent", Reason: "the template is empty"}
+	}
+	ut := UnwrapTemplate{State: "present", Attributes: map[string]string{}}
+	for _, e := range entries {
+		v := hex.EncodeToString(e.value)
+		isBool := len(e.value) == 1
+		if isBool {
+			v = fmt.Sprint(e.value[0] != 0)
+		}
+		ut.Attributes[attrName(e.typ)] = v
+		switch {
+		case e.typ == pkcs11.CKA_SENSITIVE && isBool && e.value[0] != 0:
+			ut.ForcesSensitive = true
+		case e.typ == pkcs11.CKA_EXTRACTABLE && isBool && e.value[0] == 0:
+			ut.ForcesNotExtractable = true
+		}
+	}
+	return ut
+}
+
+// rawAttr is one entry of an array attribute.
+type rawAttr struct {
+	typ   uint
+	value []byte
+}
+
+func keyTypeName(ckk uint) string {
+	switch ckk {
+	case pkcs11.CKK_AES:
+		return "aes"
+	case pkcs11.CKK_DES:
+		return "des"
+	case pkcs11.CKK_DES2:
+		return "des2"
+	case pkcs11.CKK_DES3:
+		return "des3"
+	case pkcs11.CKK_GENERIC_SECRET:
+		return "generic"
+	}
+	return fmt.Sprintf("%#x", ckk)
+}

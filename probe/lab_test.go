@@ -1,0 +1,74 @@
+package probe
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/internal/fwd"
+	"github.com/p11derive/p11derive/internal/lab"
+)
+
+func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
+
+// labToken is a lab token opened with derive.Open, and a session of its own
+// (lab.Open) for counting objects.
+type labToken struct {
+	lab  *lab.Token
+	tok  *derive.Token
+	ctx  *pkcs11.Ctx
+	sess pkcs11.SessionHandle
+}
+
+func openLab(t *testing.T, l *lab.Token) *labToken {
+	t.Helper()
+	ctx, sess := lab.Open(t, l)
+	cfg := derive.Config{Module: l.Module, InitArgs: l.InitArgs, Slot: &l.SlotID}
+	if l.Login {
+		cfg.PIN = l.PIN
+	}
+	tok, err := derive.Open(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { tok.Close() })
+	return &labToken{lab: l, tok: tok, ctx: ctx, sess: sess}
+}
+
+// softhsm2 is a fresh SoftHSM2 token.
+func softhsm2(t *testing.T, opts ...lab.Option) *labToken {
+	t.Helper()
+	l := lab.SoftHSM2(t, opts...)
+	l.Setenv(t)
+	return openLab(t, l)
+}
+
+// nss is NSS softoken's crypto slot (session objects, no login).
+func nss(t *testing.T) *labToken {
+	t.Helper()
+	return openLab(t, lab.NSS(t))
+}
+
+// nssFwd is NSS softoken's crypto slot behind the forwarding module.
+func nssFwd(t *testing.T, cfg fwd.Config) *labToken {
+	t.Helper()
+	lab.Open(t, lab.NSS(t)) // the real module initialised first
+	return openLab(t, fwd.Wrap(t, lab.NSS(t), cfg))
+}
+
+func (lt *labToken) objects(t *testing.T) int {
+	t.Helper()
+	return lab.CountObjects(t, lt.ctx, lt.sess)
+}
+
+func (lt *labToken) run(t *testing.T, opts Options) *Report {
+	t.Helper()
+	opts.Module = lt.lab.Module
+	before := lt.objects(t)
+	rep, err := Run(context.Background(), lt.tok, opts)
+	require.NoError(t, err)
+	require.Equal(t, before, lt.objects(t), "objects left behind")
+	return rep
+}

@@ -1,0 +1,523 @@
+package probe
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/internal/ref"
+)
+
+// Options says what to probe and how.
+type Options struct {
+	// Runs is the number of derivations timed per function and strategy
+	// (the median is reported); 0 means 3.
+	Runs int
+	// Functions restricts the probe to these function names (the names of
+	// derive.FunctionNames); empty means all.
+	Functions []string
+	// ListOnly runs nothing and makes no object: results come from the
+	// mechanism list alone (statuses listed and unavailable).
+	ListOnly bool
+	// NoImport never imports test keys of known value: base keys are
+	// generated in the token and results are cross-checked.
+	NoImport bool
+	// KeyLabel names an existing base key (a secret key's CKA_LABEL) to
+	// analyse: which strategies it can use, now or with which attribute
+	// changes, and whether its unwrap template makes MAC-unwrap safe. The
+	// key is only read.
+	KeyLabel string
+	// Module is the path of the token's PKCS#11 module, as loaded. The
+	// probe needs it to read array attributes (CKA_UNWRAP_TEMPLATE), which
+	// github.com/miekg/pkcs11 cannot read; without it the unwrap template
+	// is reported unreadable.
+	Module string
+	// Now is the report's clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Run probes the token and returns its report. It makes only session
+// objects (the probe's base keys and the keys it derives), destroys every
+// one of them, and never modifies an object it did not make. An error
+// means no report could be made (the token could not be read at all, or
+// ctx ended); what the token cannot do is in the report, not an error.
+func Run(ctx context.Context, tok *derive.Token, opts Options) (*Report, error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if opts.Runs <= 0 {
+		opts.Runs = 3
+	}
+	known := map[string]bool{}
+	for _, n := range derive.FunctionNames() {
+		known[n] = true
+	}
+	for _, n := range opts.Functions {
+		if !known[strings.ToLower(strings.TrimSpace(n))] {
+			return nil, fmt.Errorf("probe: unknown function %q (known: %s): %w", n, strings.Join(derive.FunctionNames(), ", "), derive.ErrInvalidInput)
+		}
+	}
+	start := now()
+	rep := &Report{SchemaVersion: SchemaVersion, Generator: "p11derive probe",
+		Time: start.UTC().Format(time.RFC3339), ListOnly: opts.ListOnly}
+	var err error
+	if rep.Token, err = tokenInfo(tok); err != nil {
+		return nil, err
+	}
+	// The first C_GetMechanismList: everything else is judged from it.
+	if _, err := tok.Plan(fakeKey(baseAES), derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB},
+		Data: dataAES, KeyType: derive.KeyAES128}); err != nil {
+		return nil, err
+	}
+	infos := newMechInfos(tok)
+	rep.Mechanisms = infos.section()
+
+	p := &prober{ctx: ctx, tok: tok, opts: opts, infos: infos}
+	defer p.cleanup()
+	all := specs(opts.Functions)
+	for _, s := range all {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rep.Results = append(rep.Results, p.probe(s)...)
+	}
+	rep.Verification = p.verification()
+	if opts.KeyLabel != "" {
+		if rep.Key, err = analyseKey(ctx, tok, opts, all, rep.Results); err != nil {
+			return nil, err
+		}
+	}
+	rep.DurationMS = now().Sub(start).Milliseconds()
+	return rep, nil
+}
+
+func tokenInfo(tok *derive.Token) (TokenInfo, error) {
+	ti := tok.Info()
+	out := TokenInfo{
+		Label: ti.Label, Manufacturer: ti.ManufacturerID, Model: ti.Model, Serial: ti.SerialNumber,
+		Firmware: version(ti.FirmwareVersion), Hardware: version(ti.HardwareVersion), Slot: tok.SlotID(),
+		Flags: tokenFlags(ti.Flags),
+	}
+	mi, err := tok.Ctx().GetInfo()
+	if err != nil {
+		return out, errorf("C_GetInfo: %w", err)
+	}
+	out.Module = ModuleInfo{Description: mi.LibraryDescription, Manufacturer: mi.ManufacturerID,
+		Version: version(mi.LibraryVersion), PKCS11Version: version(mi.CryptokiVersion)}
+	err = tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		si, err := c.GetSessionInfo(s)
+		if err == nil {
+			out.Session = sessionState(si.State)
+		}
+		return err
+	})
+	if err != nil {
+		return out, errorf("C_GetSessionInfo: %w", err)
+	}
+	return out, nil
+}
+
+func version(v pkcs11.Version) string { return fmt.Sprintf("%d.%d", v.Major, v.Minor) }
+
+func tokenFlags(f uint) []string {
+	names := []struct {
+		f    uint
+		name string
+	}{
+		{pkcs11.CKF_RNG, "rng"}, {pkcs11.CKF_WRITE_PROTECTED, "write-protected"},
+		{pkcs11.CKF_LOGIN_REQUIRED, "login-required"}, {pkcs11.CKF_USER_PIN_INITIALIZED, "user-pin-initialized"},
+		{pkcs11.CKF_RESTORE_KEY_NOT_NEEDED, "restore-key-not-needed"}, {pkcs11.CKF_CLOCK_ON_TOKEN, "clock-on-token"},
+		{pkcs11.CKF_PROTECTED_AUTHENTICATION_PATH, "protected-authentication-path"},
+		{pkcs11.CKF_DUAL_CRYPTO_OPERATIONS, "dual-crypto-operations"}, {pkcs11.CKF_TOKEN_INITIALIZED, "token-initialized"},
+	}
+	out := []string{}
+	for _, n := range names {
+		if f&n.f != 0 {
+			out = append(out, n.name)
+		}
+	}
+	return out
+}
+
+func sessionState(s uint) string {
+	switch s {
+	case pkcs11.CKS_RO_PUBLIC_SESSION:
+		return "CKS_RO_PUBLIC_SESSION"
+	case pkcs11.CKS_RO_USER_FUNCTIONS:
+		return "CKS_RO_USER_FUNCTIONS"
+	case pkcs11.CKS_RW_PUBLIC_SESSION:
+		return "CKS_RW_PUBLIC_SESSION"
+	case pkcs11.CKS_RW_USER_FUNCTIONS:
+		return "CKS_RW_USER_FUNCTIONS"
+	case pkcs11.CKS_RW_SO_FUNCTIONS:
+		return "CKS_RW_SO_FUNCTIONS"
+	}
+	return fmt.Sprintf("CKS(%d)", s)
+}
+
+// prober runs the derivations.
+type prober struct {
+	ctx   context.Context
+	tok   *derive.Token
+	opts  Options
+	infos *mechInfos
+	keys  [nBaseKinds]*baseKey
+	// dks are the derived keys not yet destroyed (on a panic).
+	dks []*derive.Key
+}
+
+// base returns the probe's base key of the kind, made on first use.
+func (p *prober) base(kind baseKind) *baseKey {
+	if p.keys[kind] == nil {
+		p.keys[kind] = makeBaseKey(p.ctx, p.tok, kind, p.opts.NoImport)
+	}
+	return p.keys[kind]
+}
+
+// cleanup destroys everything the probe made.
+func (p *prober) cleanup() {
+	ctx := context.Background() // destroy even when p.ctx has ended
+	for _, dk := range p.dks {
+		p.tok.Destroy(ctx, dk)
+	}
+	p.dks = nil
+	for _, bk := range p.keys {
+		if bk != nil && bk.key != nil {
+			p.tok.Destroy(ctx, bk.key)
+			bk.key = nil
+		}
+	}
+}
+
+func (p *prober) verification() Verification {
+	v := Verification{Method: "none", BaseKeys: []BaseKey{}}
+	sources := map[string]bool{}
+	for _, bk := range p.keys {
+		if bk == nil {
+			continue
+		}
+		v.BaseKeys = append(v.BaseKeys, bk.info)
+		if bk.info.Source != "none" {
+			sources[bk.info.Source] = true
+		}
+	}
+	switch {
+	case sources["imported"] && sources["generated"]:
+		v.Method = "mixed"
+	case sources["imported"]:
+		v.Method = string(KnownAnswer)
+	case sources["generated"]:
+		v.Method = string(CrossCheck)
+	}
+	return v
+}
+
+// run is one strategy's outcome on one spec, before cross-checking.
+type run struct {
+	res *Result
+	kcv []byte // the check value all runs agreed on; nil if none
+}
+
+// probe computes one spec with every strategy that can compute it.
+func (p *prober) probe(s *spec) []Result {
+	if s.err != nil {
+		return []Result{{KDF: s.kdf, Params: s.params, Strategy: "", Status: Unavailable, VerifiedBy: None,
+			KeyType: s.out.String(), BaseKey: s.base.String(), Needs: []string{}, Mechanisms: []MechanismUse{},
+			Reason: "the probe cannot call this function: " + trim(s.err)}}
+	}
+	r := derive.Request{Function: s.f, Data: s.data, KeyType: s.out}
+	var bk *baseKey
+	key := fakeKey(s.base)
+	if !p.opts.ListOnly {
+		bk = p.base(s.base)
+		if bk.key != nil {
+			key = bk.key
+		}
+	}
+	plans, err := p.tok.Plan(key, r)
+	if err != nil {
+		return []Result{{KDF: s.kdf, Params: s.params, Status: Unavailable, VerifiedBy: None,
+			KeyType: s.out.String(), BaseKey: s.base.String(), Needs: []string{}, Mechanisms: []MechanismUse{},
+			Reason: trim(err)}}
+	}
+	var expected []byte
+	noRef := "no software reference for this function"
+	if bk != nil && bk.value != nil && s.ref != nil {
+		dk, err := s.ref(bk.value)
+		switch {
+		case err != nil:
+			noRef = "the software reference failed: " + err.Error()
+		case len(dk) < s.out.Len():
+			noRef = fmt.Sprintf("the software reference made %d bytes, not %d", len(dk), s.out.Len())
+		default:
+			expected, _ = ref.CheckValue(ref.AES, dk[:s.out.Len()])
+		}
+	}
+	runs := make([]run, 0, len(plans))
+	for _, pl := range plans {
+		res := &Result{KDF: s.kdf, Params: s.params, Strategy: string(pl.Strategy), VerifiedBy: None,
+			PlannedCalls: pl.Calls, KeyType: s.out.String(), BaseKey: s.base.String(), Needs: attrNames(pl.Attributes)}
+		allListed := true
+		for i, m := range pl.Mechanisms {
+			mu := MechanismUse{Name: mechName(m), Listed: pl.Listed[i]}
+			var flag uint
+			mu.Use, flag = use(pl.Strategy, m)
+			if info, _ := p.infos.get(m); info != nil {
+				ok := info.Flags&flag != 0
+				mu.Flag = &ok
+			}
+			allListed = allListed && mu.Listed
+			res.Mechanisms = append(res.Mechanisms, mu)
+		}
+		var kcv []byte
+		switch {
+		case p.opts.ListOnly:
+			listOnly(res, pl)
+		case bk.key == nil:
+			listOnly(res, pl)
+			res.Reason = "not run: no " + s.base.String() + " base key (" + bk.info.Reason + ")"
+		default:
+			r.Strategy = pl.Strategy
+			kcv = p.runStrategy(res, bk, r, allListed, expected)
+			if res.Status == Ran && bk.value != nil && res.Reason == "" {
+				res.Reason = noRef
+			}
+		}
+		runs = append(runs, run{res, kcv})
+	}
+	if bk != nil && bk.value == nil {
+		crossCheck(runs)
+	}
+	out := make([]Result, len(runs))
+	for i, r := range runs {
+		out[i] = *r.res
+	}
+	return out
+}
+
+// listOnly sets res from the plan alone.
+func listOnly(res *Result, pl derive.StrategyPlan) {
+	if pl.Problem == nil {
+		res.Status = Listed
+		return
+	}
+	res.Status = Unavailable
+	res.Reason = trim(pl.Problem)
+}
+
+// runStrategy derives opts.Runs keys with one strategy, checks each
+// against expected (the reference's check value, when known) and
+// destroys it. It returns the check value the runs agreed on, for
+// cross-checking, or nil.
+func (p *prober) runStrategy(res *Result, bk *baseKey, r derive.Request, allListed bool, expected []byte) []byte {
+	var times []time.Duration
+	var kcv []byte
+	for i := 0; i < p.opts.Runs; i++ {
+		t0 := time.Now()
+		d, err := p.tok.Derive(p.ctx, bk.key, r)
+		dt := time.Since(t0)
+		if err != nil {
+			failure(res, err, allListed, i)
+			return nil
+		}
+		p.dks = append(p.dks, d.Key)
+		times = append(times, dt)
+		if i == 0 {
+			res.Calls = d.Calls
+			for _, w := range d.Warnings {
+				res.Notes = append(res.Notes, strings.TrimPrefix(w, "p11derive: "))
+			}
+		}
+		got, cerr := p.checkValue(d.Key)
+		p.destroyDK(d.Key)
+		switch {
+		case cerr != nil:
+			res.Status, res.VerifiedBy = Ran, None
+			res.Reason = "DK's check value could not be computed: " + trim(cerr)
+			res.MedianNS, res.Runs = median(times), len(times)
+			return nil
+		case expected != nil && !bytes.Equal(got, expected):
+			res.Status, res.VerifiedBy = Failed, None
+			res.CheckValue, res.Expected = hex.EncodeToString(got), hex.EncodeToString(expected)
+			res.Reason = fmt.Sprintf("wrong result: DK's check value is %x, the reference's %x", got, expected)
+			if i > 0 {
+				res.Reason += fmt.Sprintf(" (in run %d of %d; the earlier runs were right)", i+1, p.opts.Runs)
+			}
+			res.MedianNS, res.Runs = median(times), len(times)
+			return nil
+		case kcv != nil && !bytes.Equal(got, kcv):
+			res.Status, res.VerifiedBy = Failed, None
+			res.CheckValue = hex.EncodeToString(kcv)
+			res.Reason = fmt.Sprintf("wrong result: unstable, run %d gave check value %x, run 1 %x", i+1, got, kcv)
+			res.MedianNS, res.Runs = median(times), len(times)
+			return nil
+		}
+		kcv = got
+	}
+	res.MedianNS, res.Runs = median(times), len(times)
+	res.CheckValue = hex.EncodeToString(kcv)
+	if expected != nil {
+		res.Status, res.VerifiedBy = Verified, KnownAnswer
+		res.Expected = hex.EncodeToString(expected)
+		return kcv
+	}
+	res.Status = Ran
+	return kcv
+}
+
+// failure sets res for a derivation that returned an error.
+func failure(res *Result, err error, allListed bool, run int) {
+	res.Reason = trim(err)
+	if run > 0 {
+		res.Reason = fmt.Sprintf("run %d of the same derivation: %s", run+1, res.Reason)
+	}
+	var te *derive.TokenError
+	switch {
+	case errors.As(err, &te):
+		res.Call = te.Call
+		if c := te.CKR(); c != 0 {
+			res.CKR = ckrString(c)
+		}
+		if d := flagless(res); d != "" {
+			res.Notes = append(res.Notes, d)
+		}
+		if allListed || run > 0 {
+			res.Status = Failed
+		} else {
+			res.Status = Unavailable
+		}
+	case errors.Is(err, derive.ErrWeakKey):
+		res.Status = Failed
+	default:
+		// Refused before any call: the strategy cannot compute this
+		// request here (a missing attribute, a CBC chain too long for it).
+		res.Status = Unavailable
+	}
+}
+
+// flagless names the mechanisms the token lists without the flag for the
+// use the strategy makes of them (CKM_AES_ECB without CKF_UNWRAP, say): the
+// token told, in C_GetMechanismInfo, that it would refuse.
+func flagless(res *Result) string {
+	var parts []string
+	for _, m := range res.Mechanisms {
+		if m.Flag != nil && !*m.Flag {
+			parts = append(parts, fmt.Sprintf("%s without CKF_%s", m.Name, strings.ToUpper(m.Use)))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "the token lists " + strings.Join(parts, " and ") + " (C_GetMechanismInfo)"
+}
+
+// crossCheck compares the check values of the strategies that ran on a
+// generated base key: verified when at least two ran and all agree;
+// failed, every one of them, when they disagree (one is wrong and the
+// probe cannot tell which: no majority vote, since two strategies can
+// share a fault, as MAC-unwrap and CMAC-unwrap share C_UnwrapKey).
+func crossCheck(runs []run) {
+	var ok []run
+	for _, r := range runs {
+		if r.kcv != nil && r.res.Status == Ran {
+			ok = append(ok, r)
+		}
+	}
+	if len(ok) < 2 {
+		for _, r := range ok {
+			r.res.Reason = "no known answer (the base key was generated in the token) and no other strategy to cross-check with"
+		}
+		return
+	}
+	agree := true
+	for _, r := range ok[1:] {
+		agree = agree && bytes.Equal(r.kcv, ok[0].kcv)
+	}
+	if agree {
+		var names []string
+		for _, r := range ok {
+			names = append(names, r.res.Strategy)
+		}
+		for _, r := range ok {
+			r.res.Status, r.res.VerifiedBy = Verified, CrossCheck
+			r.res.Reason = ""
+			r.res.Notes = append(r.res.Notes, "same check value from "+strings.Join(names, ", "))
+		}
+		return
+	}
+	var vals []string
+	for _, r := range ok {
+		vals = append(vals, fmt.Sprintf("%s %x", r.res.Strategy, r.kcv))
+	}
+	for _, r := range ok {
+		r.res.Status, r.res.VerifiedBy = Failed, None
+		r.res.Reason = "wrong result: the strategies disagree (check values " + strings.Join(vals, ", ") +
+			"); at least one is wrong, and without a known answer the probe cannot tell which"
+	}
+}
+
+func (p *prober) checkValue(k *derive.Key) ([]byte, error) {
+	if k.Cipher() == 0 {
+		return nil, errorf("DK is a %#x key, which has no check value", k.Type)
+	}
+	return p.tok.CheckValue(p.ctx, k)
+}
+
+func (p *prober) destroyDK(k *derive.Key) {
+	if err := p.tok.Destroy(context.Background(), k); err != nil {
+		return // cleanup tries again
+	}
+	for i, d := range p.dks {
+		if d == k {
+			p.dks = append(p.dks[:i], p.dks[i+1:]...)
+			break
+		}
+	}
+}
+
+func median(ds []time.Duration) int64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s)%2 == 1 {
+		return int64(s[len(s)/2])
+	}
+	return int64(s[len(s)/2-1]+s[len(s)/2]) / 2
+}
+
+var attrNameTable = map[uint]string{
+	pkcs11.CKA_DERIVE: "CKA_DERIVE", pkcs11.CKA_SIGN: "CKA_SIGN", pkcs11.CKA_VERIFY: "CKA_VERIFY",
+	pkcs11.CKA_ENCRYPT: "CKA_ENCRYPT", pkcs11.CKA_DECRYPT: "CKA_DECRYPT", pkcs11.CKA_WRAP: "CKA_WRAP",
+	pkcs11.CKA_UNWRAP: "CKA_UNWRAP", pkcs11.CKA_SENSITIVE: "CKA_SENSITIVE", pkcs11.CKA_EXTRACTABLE: "CKA_EXTRACTABLE",
+	pkcs11.CKA_TOKEN: "CKA_TOKEN", pkcs11.CKA_PRIVATE: "CKA_PRIVATE", pkcs11.CKA_MODIFIABLE: "CKA_MODIFIABLE",
+	pkcs11.CKA_ALWAYS_SENSITIVE: "CKA_ALWAYS_SENSITIVE", pkcs11.CKA_NEVER_EXTRACTABLE: "CKA_NEVER_EXTRACTABLE",
+	pkcs11.CKA_CLASS: "CKA_CLASS", pkcs11.CKA_KEY_TYPE: "CKA_KEY_TYPE", pkcs11.CKA_VALUE_LEN: "CKA_VALUE_LEN",
+	pkcs11.CKA_LABEL: "CKA_LABEL", pkcs11.CKA_WRAP_WITH_TRUSTED: "CKA_WRAP_WITH_TRUSTED", pkcs11.CKA_TRUSTED: "CKA_TRUSTED",
+	pkcs11.CKA_COPYABLE: "CKA_COPYABLE", pkcs11.CKA_DESTROYABLE: "CKA_DESTROYABLE",
+}
+
+func attrName(a uint) string {
+	if n, ok := attrNameTable[a]; ok {
+		return n
+	}
+	return fmt.Sprintf("CKA(%#x)", a)
+}
+
+func attrNames(as []uint) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = attrName(a)
+	}
+	return out
+}
