@@ -6,6 +6,7 @@
 //	p11derive derive  [token flags] --base LABEL --kdf aes-ecb --data HEX --key-type aes --len 16
 //	p11derive kcv     [token flags] --key LABEL
 //	p11derive keygen  [token flags] --label LABEL --key-type aes --len 32
+//	p11derive scheme  <name> [token flags] --base LABEL [scheme flags]   (p11derive scheme -h)
 //
 // Token flags, with the environment variable each defaults to:
 //
@@ -42,6 +43,7 @@ commands:
   kcv      print a key's check value, computed inside the token
   keygen   generate a base key inside the token
   probe    report what the token can derive inside itself, verified
+  scheme   derive the keys of a published scheme (EMV, GlobalPlatform SCP02/SCP03, AN10922, AES DUKPT, TR-31)
 
 Run 'p11derive <command> -h' for the command's flags.
 `
@@ -64,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cmd = cmdKeygen
 	case "probe":
 		cmd = cmdProbe
+	case "scheme":
+		cmd = cmdScheme
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
