@@ -4,6 +4,7 @@
 // Usage:
 //
 //	p11derive derive  [token flags] --base LABEL --kdf aes-ecb --data HEX --key-type aes --len 16
+//	p11derive batch   [token flags] --base LABEL --kdf aes-ecb --key-type aes --len 16 --input IN.csv --output OUT.csv [--wrap-key LABEL]
 //	p11derive kcv     [token flags] --key LABEL
 //	p11derive keygen  [token flags] --label LABEL --key-type aes --len 32
 //	p11derive scheme  <name> [token flags] --base LABEL [scheme flags]   (p11derive scheme -h)
@@ -40,6 +41,7 @@ const usage = `usage: p11derive <command> [flags]
 
 commands:
   derive   derive DK = E(data, K) inside the token and print it as JSON
+  batch    derive a key per row of a CSV file; keep them in the token or wrap them out
   kcv      print a key's check value, computed inside the token
   keygen   generate a base key inside the token
   probe    report what the token can derive inside itself, verified
@@ -60,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "derive":
 		cmd = cmdDerive
+	case "batch":
+		cmd = cmdBatch
 	case "kcv":
 		cmd = cmdKCV
 	case "keygen":
@@ -213,26 +217,11 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("derive", flag.ContinueOnError)
 	var tf tokenFlags
 	tf.register(fs)
-	base := fs.String("base", "", "CKA_LABEL of the base key K")
-	kdf := fs.String("kdf", "", "function: "+strings.Join(derive.FunctionNames(), ", "))
+	var ff funcFlags
+	ff.register(fs)
 	dataHex := fs.String("data", "", "derivation data, `hex`")
-	keyType := fs.String("key-type", "", "DK's type: aes, des, des2, des3, generic")
-	n := fs.Int("len", 0, "DK's length in `bytes` (aes: 16, 24, 32; generic: any)")
 	label := fs.String("label", "", "DK's CKA_LABEL")
 	tokenObject := fs.Bool("token-object", false, "make DK a token object (persistent) rather than a session object")
-	strategy := fs.String("strategy", "auto", "strategy: auto, native, mac-unwrap, cmac-unwrap, stream-unwrap, unwrap")
-	allow := fs.String("allow", "", "substitute functions accepted, in order, when the token cannot compute --kdf (`KDF[,KDF...]`)")
-	profileOut := fs.String("profile-out", "", "write the derivation's profile (JSON) to `file`")
-	profileIn := fs.String("profile-in", "", "derive with the function and key type of a profile `file`, and nothing else")
-	// Function parameters, shared by --kdf and --allow.
-	params := map[string]*string{
-		"iv":     fs.String("iv", "", "CBC IV, or SP 800-108 feedback IV, `hex`"),
-		"prf":    fs.String("prf", "", "SP 800-108 PRF: hmac-sha256, hmac-sha384, hmac-sha512, aes-cmac"),
-		"layout": fs.String("layout", "", "SP 800-108 data layout, e.g. counter:32,data,dkm:32"),
-		"hash":   fs.String("hash", "", "HKDF hash: sha256, sha384, sha512"),
-		"salt":   fs.String("salt", "", "HKDF salt, `hex`"),
-		"mode":   fs.String("hkdf-mode", "", "HKDF mode: extract-expand, expand-only"),
-	}
 	info := fs.String("info", "", "HKDF info, `hex` (the derivation data of hkdf; same as --data)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -243,7 +232,7 @@ func cmdDerive(args []string, stdout io.Writer) error {
 		}
 		*dataHex = *info
 	}
-	for name, v := range map[string]string{"base": *base, "data": *dataHex} {
+	for name, v := range map[string]string{"base": ff.base, "data": *dataHex} {
 		if v == "" {
 			return usageError{fmt.Errorf("--%s is required", name)}
 		}
@@ -252,52 +241,12 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pm := map[string]string{}
-	for k, v := range params {
-		if *v != "" {
-			pm[k] = *v
-		}
+	spec, err := ff.spec()
+	if err != nil {
+		return err
 	}
-	var r derive.Request
-	if *profileIn != "" {
-		if *kdf != "" || *keyType != "" || *n != 0 || *allow != "" || len(pm) > 0 {
-			return usageError{errors.New("--profile-in fixes the function, its parameters and the key type: give none of --kdf, --key-type, --len, --allow or function parameters")}
-		}
-		b, err := os.ReadFile(*profileIn)
-		if err != nil {
-			return fmt.Errorf("p11derive: reading the profile: %w", err)
-		}
-		p, err := derive.ParseProfile(b)
-		if err != nil {
-			return err
-		}
-		if r, err = p.Request(data); err != nil {
-			return err
-		}
-	} else {
-		for name, v := range map[string]string{"kdf": *kdf, "key-type": *keyType} {
-			if v == "" {
-				return usageError{fmt.Errorf("--%s is required", name)}
-			}
-		}
-		f, err := derive.ParseFunction(*kdf, pm)
-		if err != nil {
-			return usageError{err}
-		}
-		kt, err := derive.ParseKeyType(*keyType, *n)
-		if err != nil {
-			return usageError{err}
-		}
-		subs, err := derive.ParseAllow(*allow, pm)
-		if err != nil {
-			return usageError{err}
-		}
-		r = derive.Request{Function: f, Data: data, KeyType: kt, Allow: subs}
-	}
+	r := spec.request(data)
 	r.Label, r.Persistent = *label, *tokenObject
-	if st := derive.Strategy(*strategy); st != "auto" {
-		r.Strategy = st
-	}
 	if *tokenObject && *label == "" {
 		return usageError{errors.New("--token-object needs --label, or the key could never be found again")}
 	}
@@ -307,7 +256,7 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	}
 	defer tok.Close()
 	ctx := context.Background()
-	k, err := tok.FindKey(ctx, *base)
+	k, err := tok.FindKey(ctx, ff.base)
 	if err != nil {
 		return err
 	}
@@ -315,10 +264,10 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *profileOut != "" {
+	if ff.profileOut != "" {
 		b, err := json.MarshalIndent(res.Profile(), "", "  ")
 		if err == nil {
-			err = os.WriteFile(*profileOut, append(b, '\n'), 0o644)
+			err = os.WriteFile(ff.profileOut, append(b, '\n'), 0o644)
 		}
 		if err != nil {
 			tok.Destroy(ctx, res.Key)

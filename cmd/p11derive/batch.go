@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/miekg/pkcs11"
+	"golang.org/x/sys/unix"
+
+	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/internal/batch"
+)
+
+// batchLog is where batch reports progress, failed rows and its summary
+// (stderr; tests replace it).
+var batchLog io.Writer = os.Stderr
+
+const batchUsage = `usage: p11derive batch [token flags] --base LABEL --kdf KDF --key-type TYPE [--len N]
+                       --input IN.csv --output OUT.csv
+                       [--wrap-key LABEL [--wrap-mech MECH] [--wrap-iv HEX] | --label-template dk-{id}]
+                       [--workers N] [--fail-fast] [--max-rows N] [--session-copy]
+
+Derives one key per row of IN.csv (header row; columns id, data and
+optionally iv, data and iv in hex) inside the token, and appends one row per
+key to OUT.csv: id, DK's label or DK wrapped under the transport key (hex),
+DK's check value, the strategy and the function (kdf). A CBC function
+takes each row's iv, or --iv when the row has none.
+
+Keep mode (no --wrap-key): DK is a token object labelled from
+--label-template. Wrap mode: DK is made sensitive and extractable, wrapped
+under the transport key --wrap-key with --wrap-mech, and destroyed.
+
+A bad row is reported with its line and skipped (the batch stops at the
+first failure with --fail-fast). Rerunning the same command after an
+interruption skips the ids OUT.csv holds. Ctrl-C stops cleanly: every row
+written has its key, no other key is left behind.
+
+Flags:
+`
+
+func cmdBatch(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("batch", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), batchUsage)
+		fs.PrintDefaults()
+	}
+	var tf tokenFlags
+	tf.register(fs)
+	var ff funcFlags
+	ff.register(fs)
+	input := fs.String("input", "", "input CSV `file` (- for stdin): header row, columns id, data[, iv]")
+	output := fs.String("output", "", "output CSV `file`, appended to; a rerun skips the ids it holds")
+	wrapKey := fs.String("wrap-key", "", "wrap each DK under the transport key with this CKA_LABEL, and destroy it (wrap mode)")
+	wrapMech := fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
+	wrapIV := fs.String("wrap-iv", "", "des3-cbc's IV, `hex` (default 8 zero bytes)")
+	template := fs.String("label-template", "dk-{id}", "keep mode: DK's label, {id} replaced by the row's id")
+	workers := fs.Int("workers", runtime.NumCPU(), "rows derived at once")
+	failFast := fs.Bool("fail-fast", false, "stop at the first failed row")
+	maxRows := fs.Int("max-rows", 0, "stop after `N` new rows (a rerun goes on from there)")
+	every := fs.Duration("progress-every", 10*time.Second, "when stderr is not a terminal, a progress line this often (0: none)")
+	sessionCopy := fs.Bool("session-copy", false, "work from session copies of the base and transport keys (C_CopyObject, same protections, gone at the end):\nmuch faster on tokens that read token-object keys from storage on every use, such as NSS softoken's key database")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, v := range map[string]string{"base": ff.base, "input": *input, "output": *output} {
+		if v == "" {
+			return usageError{fmt.Errorf("--%s is required", name)}
+		}
+	}
+	var wrap *batch.Wrap
+	if *wrapKey != "" {
+		if set["label-template"] {
+			return usageError{errors.New("--label-template is for keep mode: wrapped keys are not kept")}
+		}
+		m, err := batch.ParseWrapMech(*wrapMech)
+		if err != nil {
+			return usageError{fmt.Errorf("--wrap-mech: %v", err)}
+		}
+		wrap = &batch.Wrap{Mech: m}
+		if *wrapIV != "" {
+			if wrap.IV, err = hexFlag("wrap-iv", *wrapIV); err != nil {
+				return err
+			}
+		}
+	} else {
+		if set["wrap-mech"] || set["wrap-iv"] {
+			return usageError{errors.New("--wrap-mech and --wrap-iv need --wrap-key")}
+		}
+		if !strings.Contains(*template, "{id}") {
+			return usageError{fmt.Errorf("--label-template %q lacks {id}: every key would get the same label", *template)}
+		}
+	}
+	if *workers < 1 {
+		return usageError{errors.New("--workers must be at least 1")}
+	}
+	if *maxRows < 0 {
+		return usageError{errors.New("--max-rows must not be negative")}
+	}
+	spec, err := ff.spec()
+	if err != nil {
+		return err
+	}
+
+	in, total, err := openInput(*input, *output)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	rows, err := batch.NewInput(in)
+	if err != nil {
+		return fmt.Errorf("p11derive: %s: %w", *input, err)
+	}
+
+	tok, err := tf.open()
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	base, err := tok.FindKey(ctx, ff.base)
+	if err != nil {
+		return err
+	}
+	if *sessionCopy {
+		if base, err = copyKey(ctx, tok, base); err != nil {
+			return err
+		}
+	}
+	d := &batch.Deriver{Token: tok, Base: base, LabelTemplate: *template, Wrap: wrap, RowIVs: rows.HasIV(),
+		Spec: batch.Spec{KDF: spec.kdf, Params: spec.params, KeyType: spec.kt, Strategy: spec.strategy, Allow: spec.allow}}
+	prog := &batch.Progress{W: batchLog, Prefix: "p11derive batch", Every: *every}
+	if wrap != nil {
+		if wrap.Key, err = tok.FindKey(ctx, *wrapKey); err != nil {
+			return fmt.Errorf("p11derive: transport key: %w", err)
+		}
+		if *sessionCopy {
+			if wrap.Key, err = copyKey(ctx, tok, wrap.Key); err != nil {
+				return err
+			}
+		}
+		if !wrap.Key.Sensitive {
+			prog.Printf("warning: transport key %q is not sensitive: whoever can read its value can unwrap every key of this batch", wrap.Key.Label)
+		}
+	}
+	if err := d.Check(); err != nil {
+		return fmt.Errorf("p11derive: %w", err)
+	}
+	if wrap == nil {
+		// One pass over the token's labels rather than a look-up per row.
+		if _, err := d.Scan(ctx); err != nil {
+			return err
+		}
+	}
+
+	out, err := batch.OpenOutput(*output, d.Header())
+	if err != nil {
+		return fmt.Errorf("p11derive: %w", err)
+	}
+	if out.Truncated > 0 {
+		prog.Printf("%s: cut off a partial last row (%d bytes) left by an interrupted run", *output, out.Truncated)
+	}
+	if out.Resumed > 0 {
+		prog.Printf("%s holds %d rows already: their ids are skipped", *output, out.Resumed)
+	}
+	if fd, ok := batchLog.(*os.File); ok && isTerminal(fd) {
+		prog.Bar = true
+		prog.Width = func() int { return termWidth(fd) }
+	}
+	st, runErr := batch.Run(ctx, rows, out, d, batch.Config{
+		Workers: *workers, FailFast: *failFast, MaxRows: *maxRows, Total: total,
+		OnFailure: prog.Failure, OnTick: prog.Tick,
+	})
+	stop() // a second Ctrl-C now ends the process
+	if err := out.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	prog.Clear()
+	if p, ok := d.Profile(); ok && ff.profileOut != "" {
+		b, err := json.MarshalIndent(p, "", "  ")
+		if err == nil {
+			err = os.WriteFile(ff.profileOut, append(b, '\n'), 0o644)
+		}
+		if err != nil && runErr == nil {
+			runErr = fmt.Errorf("p11derive: writing the profile: %w", err)
+		}
+	}
+	prog.Printf("%s", summary(st, *workers, d.Adopted()))
+	switch st.Stopped {
+	case "interrupted":
+		prog.Printf("interrupted: %s lists every key made; run the same command again to go on", *output)
+		return errors.New("p11derive: interrupted")
+	case "max-rows":
+		prog.Printf("stopped after --max-rows %d new rows: run the same command again to go on", *maxRows)
+	}
+	if runErr != nil {
+		return fmt.Errorf("p11derive: %w", runErr)
+	}
+	if st.Failed > 0 {
+		return fmt.Errorf("p11derive: %d of %d rows failed", st.Failed, st.Read-st.Skipped)
+	}
+	return nil
+}
+
+// copyKey makes a session copy of k in the token (C_CopyObject with
+// CKA_TOKEN false): the same value and attributes, never on the host. It
+// ends with the Token's sessions; Close destroys it sooner. A copy that
+// came out less protected than k is destroyed and refused.
+func copyKey(ctx context.Context, tok *derive.Token, k *derive.Key) (*derive.Key, error) {
+	var h pkcs11.ObjectHandle
+	err := tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		var err error
+		h, err = c.CopyObject(s, k.Handle, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false)})
+		return err
+	})
+	if err != nil {
+		return nil, &derive.TokenError{Step: "copy key " + k.Label + " into a session object", Call: "C_CopyObject", Err: err}
+	}
+	c, err := tok.Key(ctx, h)
+	if err == nil && ((k.Sensitive && !c.Sensitive) || (!k.Extractable && c.Extractable) || c.Token) {
+		err = fmt.Errorf("p11derive: the session copy of %q is not protected as the key is", k.Label)
+	}
+	if err != nil {
+		tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error { return c.DestroyObject(s, h) })
+		return nil, err
+	}
+	c.Label = k.Label
+	return c, nil
+}
+
+// summary is the last line of a run.
+func summary(st batch.Stats, workers, adopted int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d rows read: %d written, %d failed", st.Read, st.Written, st.Failed)
+	if st.Skipped > 0 {
+		fmt.Fprintf(&b, ", %d already in the output", st.Skipped)
+	}
+	if st.Undone > 0 {
+		fmt.Fprintf(&b, ", %d derived but not written (their keys destroyed)", st.Undone)
+	}
+	if adopted > 0 {
+		fmt.Fprintf(&b, ", %d keys adopted from an interrupted run", adopted)
+	}
+	rate := 0.0
+	if st.Busy > 0 {
+		rate = float64(st.Written) / st.Busy.Seconds()
+	}
+	fmt.Fprintf(&b, "; %s, %.0f derivations/s with %d workers", st.Elapsed.Round(time.Millisecond), rate, workers)
+	return b.String()
+}
+
+// openInput opens the input (stdin for "-") and counts its lines, for the
+// progress bar, when it is a regular file. It refuses an input that is the
+// output.
+func openInput(path, output string) (io.ReadCloser, int, error) {
+	if path == "-" {
+		return io.NopCloser(os.Stdin), 0, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("p11derive: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("p11derive: %w", err)
+	}
+	if ost, err := os.Stat(output); err == nil && os.SameFile(st, ost) {
+		f.Close()
+		return nil, 0, usageError{errors.New("--input and --output are the same file")}
+	}
+	if !st.Mode().IsRegular() {
+		return f, 0, nil
+	}
+	lines, err := countLines(f)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("p11derive: %s: %w", path, err)
+	}
+	return f, max(lines-1, 0), nil // less the header
+}
+
+// countLines counts the lines of r (a last line without a newline too).
+func countLines(r io.Reader) (int, error) {
+	buf := make([]byte, 64<<10)
+	n, last := 0, byte('\n')
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			n += bytes.Count(buf[:k], []byte{'\n'})
+			last = buf[k-1]
+		}
+		if err == io.EOF {
+			if last != '\n' {
+				n++
+			}
+			return n, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func termWidth(f *os.File) int {
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
+}

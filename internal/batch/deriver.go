@@ -1,0 +1,537 @@
+package batch
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/derive"
+)
+
+// Spec is what every row derives: a function with its parameters, DK's
+// type, the strategy and the substitutes allowed.
+type Spec struct {
+	// KDF and Params name the function as derive.ParseFunction takes them.
+	// A row's iv replaces Params["iv"].
+	KDF    string
+	Params map[string]string
+	// KeyType is DK's type.
+	KeyType derive.KeyType
+	// Strategy forces a strategy; derive.Auto chooses.
+	Strategy derive.Strategy
+	// Allow lists substitute functions, comma-separated, as
+	// derive.ParseAllow takes them. The first row decides: if it ran a
+	// substitute, every other row computes that substitute (one batch, one
+	// function).
+	Allow string
+}
+
+// WrapMech is a mechanism that wraps DK under a transport key.
+type WrapMech struct {
+	Name string // the command's --wrap-mech
+	CKM  uint   // CKM_*
+
+	transport derive.Cipher // the transport key's cipher
+	multiple  int           // DK's length must be a multiple of it (0: any)
+	min       int           // and at least this long
+	iv        bool          // the mechanism takes an IV
+}
+
+// The wrap mechanisms.
+//
+// CKM_AES_KEY_WRAP (RFC 3394) gives the same bytes on every token; DK's
+// length must be a multiple of 8, at least 16 (every AES, DES2 and DES3
+// key). CKM_AES_KEY_WRAP_PAD is not portable: SoftHSM2 2.6.1 computes RFC
+// 5649 (24 bytes for an AES-128 key) and NSS softoken 3.87 RFC 3394 over
+// the key padded PKCS#7-style to a multiple of 8 (32 bytes), as PKCS#11
+// 3.0 defines it. CKM_DES3_CBC takes an IV; see Wrap.IV.
+var wrapMechs = []WrapMech{
+	{Name: "aes-key-wrap", CKM: 0x2109, transport: derive.AES, multiple: 8, min: 16},
+	{Name: "aes-key-wrap-pad", CKM: 0x210A, transport: derive.AES, min: 1},
+	{Name: "des3-ecb", CKM: pkcs11.CKM_DES3_ECB, transport: derive.DES3, multiple: 8, min: 8},
+	{Name: "des3-cbc", CKM: pkcs11.CKM_DES3_CBC, transport: derive.DES3, multiple: 8, min: 8, iv: true},
+}
+
+// WrapMechNames lists the wrap mechanisms by name.
+func WrapMechNames() []string {
+	var names []string
+	for _, m := range wrapMechs {
+		names = append(names, m.Name)
+	}
+	return names
+}
+
+// ParseWrapMech returns the wrap mechanism called name.
+func ParseWrapMech(name string) (WrapMech, error) {
+	for _, m := range wrapMechs {
+		if m.Name == name {
+			return m, nil
+		}
+	}
+	return WrapMech{}, fmt.Errorf("unknown wrap mechanism %q (%s)", name, strings.Join(WrapMechNames(), ", "))
+}
+
+// Wrap says how DK leaves the token in wrap mode.
+type Wrap struct {
+	Key  *derive.Key // the transport key: CKA_WRAP, of the mechanism's cipher
+	Mech WrapMech
+	// IV is des3-cbc's IV, 8 bytes; nil means 8 zero bytes. A fixed IV
+	// (rather than a random one per row) keeps the output a pure function of
+	// the input, as the partner who unwraps expects one agreed IV; DK is a
+	// full-entropy key, so the usual reason for a fresh IV (hiding repeated
+	// plaintext) does not apply.
+	IV []byte
+}
+
+// Deriver is the Job of the p11derive batch command: it derives the key of
+// a row inside the token and either keeps it there (keep mode: a token
+// object labelled from LabelTemplate) or wraps it under a transport key and
+// destroys it (wrap mode, when Wrap is set). DK is never in the clear on the
+// host: in wrap mode it is made sensitive and extractable, wrapped by
+// C_WrapKey, and destroyed on every path.
+type Deriver struct {
+	Token *derive.Token
+	Base  *derive.Key
+	Spec  Spec
+	// LabelTemplate is DK's label in keep mode: "{id}" is replaced by the
+	// row's id (e.g. "dk-{id}").
+	LabelTemplate string
+	// Wrap, when set, selects wrap mode.
+	Wrap *Wrap
+	// RowIVs says that the input has an iv column: rows may bring their own
+	// CBC IV. Without it, a CBC function needs its IV in Spec.Params.
+	RowIVs bool
+
+	mu      sync.Mutex
+	create  sync.Mutex // token objects are made one at a time (see keepRow)
+	checked bool
+	fn      derive.Function   // Spec's function, for rows without an iv
+	allow   []derive.Function // and its substitutes
+	pinned  string            // the substitute the first row ran, if it ran one
+	profile *derive.Profile   // of the first row derived
+	flight  map[string]bool   // labels being derived (keep mode)
+	labels  *labelSet         // the keys found by Scan whose labels fit the template
+	adopted atomic.Int64
+}
+
+// Header is the header row of the output.
+func (d *Deriver) Header() []string {
+	if d.Wrap != nil {
+		return []string{"id", "wrapped", "kcv", "strategy", "kdf"}
+	}
+	return []string{"id", "label", "kcv", "strategy", "kdf"}
+}
+
+// Check validates the configuration before any row: the function and its
+// substitutes, the label template, the transport key and the mechanism.
+func (d *Deriver) Check() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Token == nil || d.Base == nil {
+		return errors.New("batch: no token or base key")
+	}
+	fn, allow, err := d.parse(nil)
+	if err != nil {
+		return err
+	}
+	d.fn, d.allow = fn, allow
+	if !d.RowIVs && needsIV(fn) {
+		return fmt.Errorf("%s needs an IV: give --iv, or an iv column in the input", fn.Name())
+	}
+	if w := d.Wrap; w != nil {
+		if w.Key == nil {
+			return errors.New("batch: no transport key")
+		}
+		m := w.Mech
+		if w.Key.Cipher() != m.transport {
+			return fmt.Errorf("--wrap-mech %s needs a transport key of type %s; %q is not one", m.Name, strings.ToUpper(m.transport.String()), w.Key.Label)
+		}
+		if !w.Key.Wrap {
+			return fmt.Errorf("transport key %q lacks CKA_WRAP", w.Key.Label)
+		}
+		n := d.Spec.KeyType.Len()
+		if n < m.min || (m.multiple > 0 && n%m.multiple != 0) {
+			return fmt.Errorf("--wrap-mech %s cannot wrap a %d-byte key (%s)", m.Name, n, d.Spec.KeyType)
+		}
+		if m.iv {
+			if w.IV == nil {
+				w.IV = make([]byte, 8)
+			}
+			if len(w.IV) != 8 {
+				return fmt.Errorf("--wrap-iv: %s needs an 8-byte IV, got %d bytes", m.Name, len(w.IV))
+			}
+		} else if w.IV != nil {
+			return fmt.Errorf("--wrap-iv: %s takes no IV", m.Name)
+		}
+	} else if !strings.Contains(d.LabelTemplate, "{id}") {
+		return fmt.Errorf("--label-template %q lacks {id}: every key would get the same label", d.LabelTemplate)
+	}
+	d.checked = true
+	return nil
+}
+
+// needsIV reports whether f is a CBC function without its IV.
+func needsIV(f derive.Function) bool {
+	switch f := f.(type) {
+	case derive.Encrypt:
+		return f.Mode == derive.CBC && len(f.IV) == 0
+	case derive.Decrypt:
+		return f.Mode == derive.CBC && len(f.IV) == 0
+	}
+	return false
+}
+
+// parse returns the function for a row with iv (nil: Spec's), and the
+// substitutes. The caller holds mu.
+func (d *Deriver) parse(iv []byte) (derive.Function, []derive.Function, error) {
+	params := d.Spec.Params
+	if iv != nil {
+		params = maps.Clone(params)
+		if params == nil {
+			params = map[string]string{}
+		}
+		params["iv"] = hex.EncodeToString(iv)
+	}
+	if d.pinned != "" {
+		fs, err := derive.ParseAllow(d.pinned, params)
+		if err != nil {
+			return nil, nil, err
+		}
+		return fs[0], nil, nil
+	}
+	f, err := derive.ParseFunction(d.Spec.KDF, params)
+	if err != nil {
+		return nil, nil, err
+	}
+	allow, err := derive.ParseAllow(d.Spec.Allow, params)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, allow, nil
+}
+
+// request returns the derivation request of a row.
+func (d *Deriver) request(row *Row) (derive.Request, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.checked {
+		return derive.Request{}, errors.New("batch: Deriver.Check was not called")
+	}
+	f, allow := d.fn, d.allow
+	if row.IV != nil {
+		var err error
+		if f, allow, err = d.parse(row.IV); err != nil {
+			return derive.Request{}, err
+		}
+	}
+	return derive.Request{Function: f, Data: row.Data, KeyType: d.Spec.KeyType, Strategy: d.Spec.Strategy, Allow: allow}, nil
+}
+
+// Profile returns the profile of the first row derived, if any.
+func (d *Deriver) Profile() (derive.Profile, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.profile == nil {
+		return derive.Profile{}, false
+	}
+	return *d.profile, true
+}
+
+// Adopted is the number of keys found in the token, left by an earlier run
+// that was stopped before writing their rows, and taken as they were (keep
+// mode).
+func (d *Deriver) Adopted() int { return int(d.adopted.Load()) }
+
+// Do derives the key of one row.
+func (d *Deriver) Do(ctx context.Context, row *Row) (Out, func(), error) {
+	req, err := d.request(row)
+	if err != nil {
+		return Out{}, nil, err
+	}
+	if d.Wrap != nil {
+		return d.wrapRow(ctx, row, req)
+	}
+	return d.keepRow(ctx, row, req)
+}
+
+// derive runs one derivation, and holds the batch to one function: the
+// first row's (a substitute, if it ran one, is pinned for the others).
+func (d *Deriver) derive(ctx context.Context, req derive.Request) (*derive.Result, error) {
+	res, err := d.Token.Derive(ctx, d.Base, req)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	name := res.Function.Name()
+	switch {
+	case d.profile == nil:
+		p := res.Profile()
+		d.profile = &p
+		if name != d.Spec.KDF {
+			d.pinned = name
+			d.fn, d.allow, err = d.parse(nil)
+		}
+	case name != d.profile.KDF:
+		err = fmt.Errorf("computed %s, but this batch computes %s", name, d.profile.KDF)
+	}
+	if err != nil {
+		d.Token.Destroy(context.WithoutCancel(ctx), res.Key)
+		return nil, err
+	}
+	return res, nil
+}
+
+// wrapRow derives DK sensitive and extractable, computes its check value,
+// wraps it under the transport key and destroys it.
+func (d *Deriver) wrapRow(ctx context.Context, row *Row, req derive.Request) (out Out, undo func(), err error) {
+	req.Extractable = true        // to be wrapped; it stays sensitive
+	req.Usage = derive.UseEncrypt // for its check value, computed in the token
+	res, err := d.derive(ctx, req)
+	if err != nil {
+		return Out{}, nil, err
+	}
+	defer func() {
+		// Destroy DK on every path, panics and cancellation included.
+		if derr := d.Token.Destroy(context.WithoutCancel(ctx), res.Key); derr != nil && err == nil {
+			err = derr
+		}
+		if err != nil {
+			out = Out{}
+		}
+	}()
+	kcv, err := d.Token.CheckValue(ctx, res.Key)
+	if err != nil {
+		return Out{}, nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Out{}, nil, err
+	}
+	wrapped, err := WrapKey(d.Token, d.Wrap, res.Key)
+	if err != nil {
+		return Out{}, nil, err
+	}
+	return Out{ID: row.ID, Key: hex.EncodeToString(wrapped), KCV: hex.EncodeToString(kcv),
+		Strategy: string(res.Strategy), KDF: res.Function.Name()}, nil, nil
+}
+
+// WrapKey wraps k under w.Key with w's mechanism (C_WrapKey, in a session of
+// the token's pool). k must be extractable; its value never reaches the host
+// in the clear.
+func WrapKey(tok *derive.Token, w *Wrap, k *derive.Key) ([]byte, error) {
+	var param []byte
+	if w.Mech.iv {
+		param = w.IV
+		if param == nil {
+			param = make([]byte, 8)
+		}
+	}
+	var wrapped []byte
+	err := tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		var err error
+		wrapped, err = c.WrapKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(w.Mech.CKM, param)}, w.Key.Handle, k.Handle)
+		return err
+	})
+	if err != nil {
+		return nil, &derive.TokenError{Step: "wrap DK under " + w.Key.Label + " (" + w.Mech.Name + ")", Call: "C_WrapKey", Err: err}
+	}
+	return wrapped, nil
+}
+
+// keepRow derives DK as a token object labelled from the template. If a key
+// with that label exists (the row's key, left by a run that was stopped
+// before writing its row), it is adopted when it is the same key.
+func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Out, func(), error) {
+	label := strings.ReplaceAll(d.LabelTemplate, "{id}", row.ID)
+	d.mu.Lock()
+	if d.flight == nil {
+		d.flight = map[string]bool{}
+	}
+	if d.flight[label] {
+		d.mu.Unlock()
+		return Out{}, nil, fmt.Errorf("%w: id %q repeats a row being derived", ErrBadRow, row.ID)
+	}
+	d.flight[label] = true
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.flight, label)
+		d.mu.Unlock()
+	}()
+
+	var existing *derive.Key
+	var err error
+	d.mu.Lock()
+	lookUp := d.labels == nil || d.labels.has(label)
+	d.mu.Unlock()
+	if lookUp {
+		existing, err = d.Token.FindKey(ctx, label)
+	} else {
+		err = derive.ErrNotFound // Scan found no key so labelled
+	}
+	switch {
+	case err == nil:
+		return d.adopt(ctx, row, req, existing)
+	case errors.Is(err, derive.ErrAmbiguous):
+		return Out{}, nil, fmt.Errorf("several keys are labelled %q already", label)
+	case !errors.Is(err, derive.ErrNotFound):
+		return Out{}, nil, err
+	}
+	req.Label, req.Persistent = label, true
+	// Token objects are made one at a time: SoftHSM2 2.6.1's file store
+	// loses the attributes of token objects made from several sessions at
+	// once (C_DeriveKey answers CKR_GENERAL_ERROR, or the key reads back
+	// with CKA_SENSITIVE and CKA_TOKEN false, which Derive refuses and
+	// destroys). The look-ups and check values still run in parallel.
+	d.create.Lock()
+	res, err := d.derive(ctx, req)
+	d.create.Unlock()
+	if err != nil {
+		return Out{}, nil, err
+	}
+	d.mu.Lock()
+	if d.labels != nil {
+		d.labels.made1(label)
+	}
+	d.mu.Unlock()
+	kcv, err := d.Token.CheckValue(ctx, res.Key)
+	if err != nil {
+		d.Token.Destroy(context.WithoutCancel(ctx), res.Key)
+		return Out{}, nil, err
+	}
+	undo := func() { d.Token.Destroy(context.WithoutCancel(ctx), res.Key) }
+	return Out{ID: row.ID, Key: label, KCV: hex.EncodeToString(kcv),
+		Strategy: string(res.Strategy), KDF: res.Function.Name()}, undo, nil
+}
+
+// Scan lists the labels of the token's secret keys once, before a
+// keep-mode run, so that rows look a label up only when a key with that
+// label existed when the run started; without Scan, every row looks its
+// label up in the token (C_FindObjects), which costs as much as the
+// derivation on tokens whose look-ups grow with the number of objects
+// (SoftHSM2's file store reads every object file on each one). It keeps
+// the 16-byte digests of the labels that fit LabelTemplate, and those of
+// the keys the run makes (so that a repeated id finds its first key):
+// memory that grows with the keys kept in the token, some 40 bytes each.
+//
+// A key made under a label of the template by another process after Scan
+// is not seen: one run at a time per label template.
+func (d *Deriver) Scan(ctx context.Context) (int, error) {
+	prefix, suffix, _ := strings.Cut(d.LabelTemplate, "{id}")
+	if i := strings.LastIndex(suffix, "{id}"); i >= 0 {
+		suffix = suffix[i+len("{id}"):]
+	}
+	set := &labelSet{}
+	err := d.Token.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		if err := c.FindObjectsInit(s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY)}); err != nil {
+			return err
+		}
+		var hs []pkcs11.ObjectHandle
+		for {
+			got, _, err := c.FindObjects(s, 1024)
+			if err != nil {
+				c.FindObjectsFinal(s)
+				return err
+			}
+			if len(got) == 0 {
+				break
+			}
+			hs = append(hs, got...)
+		}
+		if err := c.FindObjectsFinal(s); err != nil {
+			return err
+		}
+		for i, h := range hs {
+			if i%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			a, err := c.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil)})
+			if err != nil {
+				continue // a key deleted meanwhile, or one whose label is not readable
+			}
+			if l := string(a[0].Value); strings.HasPrefix(l, prefix) && strings.HasSuffix(l, suffix) && len(l) >= len(prefix)+len(suffix) {
+				set.add(l)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, &derive.TokenError{Step: "list the labels of the token's secret keys", Call: "C_FindObjects", Err: err}
+	}
+	set.sort()
+	d.mu.Lock()
+	d.labels = set
+	d.mu.Unlock()
+	return len(set.d), nil
+}
+
+// labelSet is a set of labels, as 16-byte digests: those Scan found, sorted,
+// and those the run made since (a repeated id must find its first key).
+// The caller holds Deriver.mu, but for add and sort during Scan.
+type labelSet struct {
+	d    [][16]byte
+	made map[[16]byte]bool
+}
+
+func (s *labelSet) add(l string) { s.d = append(s.d, digest(l)) }
+
+func (s *labelSet) sort() {
+	slices.SortFunc(s.d, func(a, b [16]byte) int { return bytes.Compare(a[:], b[:]) })
+}
+
+func (s *labelSet) made1(l string) {
+	if s.made == nil {
+		s.made = map[[16]byte]bool{}
+	}
+	s.made[digest(l)] = true
+}
+
+func (s *labelSet) has(l string) bool {
+	d := digest(l)
+	_, ok := slices.BinarySearchFunc(s.d, d, func(a, b [16]byte) int { return bytes.Compare(a[:], b[:]) })
+	return ok || s.made[d]
+}
+
+// adopt takes an existing key labelled like the row's key as the row's key
+// if it is: a sensitive, non-extractable token object of the right type
+// whose check value is that of the row's key, derived again as a session
+// object to compare. Anything else is somebody else's key, and the row
+// fails; the key is left alone.
+func (d *Deriver) adopt(ctx context.Context, row *Row, req derive.Request, k *derive.Key) (Out, func(), error) {
+	kt := req.KeyType
+	if !k.Token || !k.Sensitive || k.Extractable || k.Type != kt.CKK() || k.Len != kt.Len() || !k.Encrypt {
+		return Out{}, nil, fmt.Errorf("a key labelled %q exists already and is not one this batch makes", k.Label)
+	}
+	res, err := d.derive(ctx, req) // a session object: it is only compared
+	if err != nil {
+		return Out{}, nil, err
+	}
+	kcv, err := d.Token.CheckValue(ctx, res.Key)
+	if derr := d.Token.Destroy(context.WithoutCancel(ctx), res.Key); err == nil {
+		err = derr
+	}
+	if err != nil {
+		return Out{}, nil, err
+	}
+	old, err := d.Token.CheckValue(ctx, k)
+	if err != nil {
+		return Out{}, nil, err
+	}
+	if string(old) != string(kcv) {
+		return Out{}, nil, fmt.Errorf("a different key is labelled %q already (check value %x; this row's key has %x)", k.Label, old, kcv)
+	}
+	d.adopted.Add(1)
+	return Out{ID: row.ID, Key: k.Label, KCV: hex.EncodeToString(kcv),
+		Strategy: string(res.Strategy), KDF: res.Function.Name()}, nil, nil
+}
