@@ -85,10 +85,10 @@ func (f SHA256Concat) deriveNative(s *session, base *Key, data []byte, tmpl []*p
 	// included. A failed destruction fails the derivation (and DK is
 	// destroyed): an intermediate left behind is a copy of K.
 	defer func() {
-		derr := s.destroy("destroy K || data", kdh)
+		derr := s.cleanup("destroy K || data", kdh)
 		if derr != nil && err == nil {
 			if dk != 0 {
-				s.destroy("destroy DK after failure", dk)
+				s.cleanup("destroy DK after failure", dk)
 			}
 			dk, err = 0, derr
 		}

@@ -425,7 +425,7 @@ func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Requ
 	// included.
 	defer func() {
 		if res == nil {
-			s.destroy("destroy DK after failure", h)
+			s.cleanup("destroy DK after failure", h)
 		}
 	}()
 	dk, err := readOwnKey(s, h, r.KeyType, r.Label)
@@ -470,9 +470,11 @@ func checkKey(dk *Key, r *Request) error {
 
 // refused reports whether err is a token's refusal of a mechanism or of a
 // key's use with it — worth trying another strategy — rather than a fault.
+// Reading DK back or destroying an object is no use of a mechanism: a
+// failure there is a fault, whatever the CKR.
 func refused(err error) bool {
 	var te *TokenError
-	if !errors.As(err, &te) {
+	if !errors.As(err, &te) || te.Call == "C_GetAttributeValue" || te.Call == "C_DestroyObject" {
 		return false
 	}
 	switch te.CKR() {

@@ -302,7 +302,7 @@ func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage
 		err = checkKey(k, r)
 	}
 	if err != nil {
-		s.destroy("destroy key after failure", h)
+		s.cleanup("destroy key after failure", h)
 		return nil, err
 	}
 	return k, nil

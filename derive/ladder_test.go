@@ -3,7 +3,6 @@ package derive
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"testing"
 
@@ -140,74 +139,4 @@ func TestSoftHSM2WithoutEncryptData(t *testing.T) {
 	assert.Contains(t, err.Error(), "does not list CKM_AES_ECB_ENCRYPT_DATA")
 	assert.Equal(t, objects, lt.objects(t))
 	t.Log(err)
-}
-
-// callsOf are the PKCS#11 functions the strategies call.
-var callsOf = []string{"C_DeriveKey", "C_GetAttributeValue", "C_SignInit", "C_Sign", "C_EncryptInit", "C_Encrypt", "C_UnwrapKey"}
-
-// TestFaultsAtEveryCall fails each call of each strategy in turn: every time
-// an error naming the step and the call, no object left behind, and the
-// next derivation works.
-func TestFaultsAtEveryCall(t *testing.T) {
-	lt, w := wrapped(t, fwd.Config{})
-	ctx := context.Background()
-	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-	iv := randomBytes(t, 16)
-	for _, c := range []struct {
-		st Strategy
-		f  Function
-	}{
-		{Native, Encrypt{Cipher: AES, Mode: CBC, IV: iv}},
-		{MACUnwrap, Encrypt{Cipher: AES, Mode: CBC, IV: iv}},
-		{CMACUnwrap, Encrypt{Cipher: AES, Mode: CBC, IV: iv}},
-		{Unwrap, Decrypt{Cipher: AES, Mode: ECB}},
-	} {
-		t.Run(string(c.st), func(t *testing.T) {
-			r := Request{Function: c.f, Data: randomBytes(t, 32), KeyType: KeyAES256, Strategy: c.st}
-			fwd.Configure(t, w, fwd.Config{})
-			clean, err := lt.tok.Derive(ctx, base, r)
-			require.NoError(t, err)
-			wantKCV, err := lt.tok.CheckValue(ctx, clean.Key)
-			require.NoError(t, err)
-			require.NoError(t, lt.tok.Destroy(ctx, clean.Key))
-			counts := map[string]int{}
-			fwd.Configure(t, w, fwd.Config{})
-			res, err := lt.tok.Derive(ctx, base, r)
-			require.NoError(t, err)
-			total := 0
-			for _, fn := range callsOf {
-				counts[fn] = fwd.Calls(t, w, fn)
-				total += counts[fn]
-			}
-			assert.Equal(t, res.Calls, total, "the result's call count is what crossed the API")
-			require.NoError(t, lt.tok.Destroy(ctx, res.Key))
-			objects := lt.objects(t)
-			faults := 0
-			for _, fn := range callsOf {
-				for n := 1; n <= counts[fn]; n++ {
-					for _, ckr := range []uint{pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_FUNCTION_FAILED} {
-						fwd.Configure(t, w, fwd.Config{Faults: []fwd.Fault{{Func: fn, N: n, CKR: ckr}}})
-						_, err := lt.tok.Derive(ctx, base, r)
-						require.Error(t, err, "%s #%d", fn, n)
-						faults++
-						var te *TokenError
-						require.True(t, errors.As(err, &te), "%s #%d: %v", fn, n, err)
-						assert.Equal(t, fn, te.Call, "%s #%d: the error names the call: %v", fn, n, err)
-						assert.NotEmpty(t, te.Step)
-						assert.Equal(t, ckr, te.CKR())
-						assert.Equal(t, objects, lt.objects(t), "%s #%d left an object", fn, n)
-
-						fwd.Configure(t, w, fwd.Config{})
-						again, err := lt.tok.Derive(ctx, base, r)
-						require.NoError(t, err, "the derivation after a fault")
-						kcv, err := lt.tok.CheckValue(ctx, again.Key)
-						require.NoError(t, err)
-						assert.Equal(t, wantKCV, kcv)
-						require.NoError(t, lt.tok.Destroy(ctx, again.Key))
-					}
-				}
-			}
-			t.Logf("%s: %d faults injected, calls per derivation %v", c.st, faults, counts)
-		})
-	}
 }

@@ -2,6 +2,7 @@ package derive
 
 import (
 	"encoding/binary"
+	"errors"
 
 	"github.com/miekg/pkcs11"
 
@@ -24,6 +25,42 @@ type session struct {
 	h        pkcs11.SessionHandle
 	calls    int
 	strategy Strategy
+
+	seen uint64   // the Token's losses when the session was last known alive
+	lost lossKind // what the failed calls said was lost, if anything
+}
+
+// lossKind is what a failed call says is gone besides the call itself.
+type lossKind uint8
+
+const (
+	lossLogin   lossKind = iota + 1 // CKR_USER_NOT_LOGGED_IN: the login
+	lossSession                     // the session (and maybe every other)
+)
+
+// lostSession reports whether err says the session is gone: closed, or its
+// token removed (which closes every session of the token).
+func lostSession(err error) bool {
+	var ck pkcs11.Error
+	if !errors.As(err, &ck) {
+		return false
+	}
+	switch ck {
+	case pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_DEVICE_REMOVED:
+		return true
+	}
+	return false
+}
+
+// note records what a failed call says was lost, for the Token to restore
+// (see Token.release).
+func (s *session) note(err error) {
+	switch {
+	case lostSession(err):
+		s.lost = lossSession
+	case errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)) && s.lost == 0:
+		s.lost = lossLogin
+	}
 }
 
 // ckErr is the error of a PKCS#11 return value, or nil.
@@ -38,6 +75,7 @@ func ckErr(rv uint) error {
 func one(m []*pkcs11.Mechanism) (uint, []byte) { return m[0].Mechanism, m[0].Parameter }
 
 func (s *session) fail(step, call string, err error) error {
+	s.note(err)
 	return &TokenError{Strategy: s.strategy, Step: step, Call: call, Err: err}
 }
 
@@ -70,6 +108,18 @@ func (s *session) destroy(step string, h pkcs11.ObjectHandle) error {
 		return s.fail(step, "C_DestroyObject", err)
 	}
 	return nil
+}
+
+// cleanup destroys an object p11derive made and must not leave behind (an
+// intermediate, or DK after a failure). A failure is tried once more, unless
+// the session is gone (its session objects went with it); the error is the
+// first failure's, for the caller to report.
+func (s *session) cleanup(step string, h pkcs11.ObjectHandle) error {
+	err := s.destroy(step, h)
+	if err != nil && s.lost != lossSession {
+		s.destroy(step, h)
+	}
+	return err
 }
 
 // attributes reads attributes of an object. Attributes the token does not

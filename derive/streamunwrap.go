@@ -125,11 +125,15 @@ func (s streamUnwrap) run(ctx context.Context, sess *session, base *Key, r *Requ
 	}
 
 	// Intermediates: generic secrets that may only derive, destroyed on
-	// every path, panics included.
+	// every path, panics included. Each holds blocks of DK: if one cannot
+	// be destroyed, the derivation fails (and DK is destroyed).
 	var made []pkcs11.ObjectHandle
 	defer func() {
 		for _, o := range made {
-			sess.destroy("destroy intermediate block key", o)
+			if derr := sess.cleanup("destroy intermediate block key", o); derr != nil && err == nil {
+				sess.cleanup("destroy DK after failure", h)
+				h, err = 0, derr
+			}
 		}
 	}()
 	blockTmpl := func(n int) []*pkcs11.Attribute {

@@ -47,6 +47,14 @@ type Config struct {
 //
 // Session objects (the default for derived keys) live as long as the
 // session that made them, and Token keeps its sessions open until Close.
+//
+// If the token loses sessions behind the Token's back (a reset, a removal,
+// another library of the process closing them or logging out), the call
+// that meets a dead session fails with the token's error; the Token drops
+// that session (its session objects, derived keys included, went with it),
+// and the next call re-opens what it needs and logs in again with the PIN
+// it was given. A C_Login that fails then is never retried:
+// the Token answers its error from then on.
 type Token struct {
 	mod    *module
 	slot   uint
@@ -55,9 +63,16 @@ type Token struct {
 	anchor pkcs11.SessionHandle // held open for the token's life: keeps the login
 
 	mu     sync.Mutex
-	idle   []pkcs11.SessionHandle
+	idle   []pooled
 	all    map[pkcs11.SessionHandle]bool
 	closed bool
+	// losses counts the calls that said a session, or the login, was lost
+	// (see session.note); restored is its value when the anchor and the
+	// login were last checked, and loginErr a C_Login that failed then
+	// (never retried).
+	losses, restored uint64
+	loginErr         error
+	restoreMu        sync.Mutex // one restore at a time
 
 	mechOnce sync.Once
 	mechs    map[uint]bool
@@ -231,8 +246,9 @@ func orNone(s []string) string {
 	return strings.Join(s, "; ")
 }
 
-// login logs the application in. It is called once per Open: a failed
-// C_Login is never retried, since tokens lock PINs after a few wrong tries.
+// login logs the application in: at Open, and again by restore if the
+// login was lost. A failed C_Login is never retried, since tokens lock PINs
+// after a few wrong tries.
 func (t *Token) login(s pkcs11.SessionHandle) error {
 	err := t.mod.ctx.Login(s, pkcs11.CKU_USER, t.pin)
 	if err == nil || errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
@@ -261,13 +277,13 @@ func (t *Token) Close() error {
 		return nil
 	}
 	t.closed = true
-	all := t.all
+	all, anchor := t.all, t.anchor
 	t.all, t.idle = nil, nil
 	t.mu.Unlock()
 	for s := range all {
 		t.mod.ctx.CloseSession(s)
 	}
-	t.mod.ctx.CloseSession(t.anchor)
+	t.mod.ctx.CloseSession(anchor)
 	t.mod.release()
 	return nil
 }
@@ -280,23 +296,59 @@ func (t *Token) WithSession(fn func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) err
 		return err
 	}
 	defer t.release(s)
-	return fn(t.mod.ctx, s.h)
+	err = fn(t.mod.ctx, s.h)
+	s.note(err)
+	return err
+}
+
+// pooled is an idle session, and the Token's losses when it was last known
+// to be alive.
+type pooled struct {
+	h    pkcs11.SessionHandle
+	seen uint64
 }
 
 // session takes a session from the pool, opening one if none is idle.
+//
+// After a call said a session or the login was lost (a session closed
+// behind p11derive's back, a token removed and put back), restore first
+// re-opens the anchor session and logs in again if needed, and sessions
+// pooled before the loss are checked with C_GetSessionInfo: those the token
+// no longer knows are forgotten.
 func (t *Token) session() (*session, error) {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return nil, ErrClosed
-	}
-	if n := len(t.idle); n > 0 {
-		h := t.idle[n-1]
+	for {
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if t.losses != t.restored || t.loginErr != nil {
+			t.mu.Unlock()
+			if err := t.restore(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		losses := t.losses
+		n := len(t.idle)
+		if n == 0 {
+			t.mu.Unlock()
+			return t.openSession(losses)
+		}
+		p := t.idle[n-1]
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		return &session{token: t, ctx: t.mod.ctx, fast: t.mod.fast, h: h}, nil
+		if p.seen != losses {
+			if _, err := t.mod.ctx.GetSessionInfo(p.h); lostSession(err) {
+				t.forget(p.h)
+				continue
+			}
+		}
+		return &session{token: t, ctx: t.mod.ctx, fast: t.mod.fast, h: p.h, seen: losses}, nil
 	}
-	t.mu.Unlock()
+}
+
+func (t *Token) openSession(losses uint64) (*session, error) {
 	h, err := t.mod.ctx.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
 		return nil, &TokenError{Step: "open session", Call: "C_OpenSession", Err: err}
@@ -308,17 +360,93 @@ func (t *Token) session() (*session, error) {
 		return nil, ErrClosed
 	}
 	t.all[h] = true
-	return &session{token: t, ctx: t.mod.ctx, fast: t.mod.fast, h: h}, nil
+	return &session{token: t, ctx: t.mod.ctx, fast: t.mod.fast, h: h, seen: losses}, nil
 }
 
+// release returns s to the pool, unless a call said it is gone: then it is
+// forgotten, and the next session() restores what the loss may have taken.
 func (t *Token) release(s *session) {
 	t.calls.Add(int64(s.calls))
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if s.lost != 0 {
+		t.losses++
+	}
 	if t.closed {
 		return
 	}
-	t.idle = append(t.idle, s.h)
+	if s.lost == lossSession {
+		delete(t.all, s.h)
+		return
+	}
+	t.idle = append(t.idle, pooled{s.h, s.seen})
+}
+
+// forget drops a session the token no longer knows. It is not closed: its
+// handle may already name a session opened since.
+func (t *Token) forget(h pkcs11.SessionHandle) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.all, h)
+}
+
+// restore re-opens the anchor session if the token lost it, and logs in
+// again with the Token's PIN if the login was lost with it. A C_Login that
+// fails is never retried (tokens lock PINs after a few wrong tries): the
+// Token answers its error from then on.
+func (t *Token) restore() error {
+	t.restoreMu.Lock()
+	defer t.restoreMu.Unlock()
+	t.mu.Lock()
+	losses, done, anchor, loginErr := t.losses, t.losses == t.restored, t.anchor, t.loginErr
+	t.mu.Unlock()
+	if loginErr != nil {
+		return loginErr
+	}
+	if done {
+		return nil
+	}
+	ctx := t.mod.ctx
+	info, err := ctx.GetSessionInfo(anchor)
+	if lostSession(err) {
+		if anchor, err = ctx.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION); err != nil {
+			return &TokenError{Step: "re-open session", Call: "C_OpenSession", Err: err}
+		}
+		t.mu.Lock()
+		closed := t.closed
+		if !closed {
+			t.anchor = anchor
+		}
+		t.mu.Unlock()
+		if closed {
+			ctx.CloseSession(anchor)
+			return ErrClosed
+		}
+		info, err = ctx.GetSessionInfo(anchor)
+	}
+	if err != nil {
+		return &TokenError{Step: "check login", Call: "C_GetSessionInfo", Err: err}
+	}
+	if t.pin != "" && !loggedIn(info.State) {
+		if err := t.login(anchor); err != nil {
+			t.mu.Lock()
+			t.loginErr = err
+			t.mu.Unlock()
+			return err
+		}
+	}
+	t.mu.Lock()
+	t.restored = losses
+	t.mu.Unlock()
+	return nil
+}
+
+func loggedIn(state uint) bool {
+	switch state {
+	case pkcs11.CKS_RO_USER_FUNCTIONS, pkcs11.CKS_RW_USER_FUNCTIONS, pkcs11.CKS_RW_SO_FUNCTIONS:
+		return true
+	}
+	return false
 }
 
 // mechanisms returns the set of mechanisms the token lists, read once.
