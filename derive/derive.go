@@ -526,6 +526,22 @@ func (m *memo) refusedMechanisms(base pkcs11.ObjectHandle, s Strategy, mechs []u
 	return m.refused[refusal{base, s, fmt.Sprint(mechs)}]
 }
 
+// forget drops what the memo holds for a destroyed key's handle.
+func (m *memo) forget(base pkcs11.ObjectHandle) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.byKey {
+		if k.base == base {
+			delete(m.byKey, k)
+		}
+	}
+	for k := range m.refused {
+		if k.base == base {
+			delete(m.refused, k)
+		}
+	}
+}
+
 func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f Function) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -256,3 +256,17 @@ func TestConcurrentDerivations(t *testing.T) {
 		assert.Equal(t, objects, lt.objects(t))
 	})
 }
+
+// TestDestroyForgetsRefusals: what a token refused for a key is forgotten
+// when the key is destroyed, since tokens reuse handles.
+func TestDestroyForgetsRefusals(t *testing.T) {
+	lt := tokens(t)[0] // SoftHSM2 refuses mac-unwrap
+	ctx := context.Background()
+	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
+	_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+	require.Error(t, err)
+	require.NotNil(t, lt.tok.memo.failed(base.Handle, MACUnwrap, Encrypt{Cipher: AES, Mode: ECB}), "the refusal is remembered")
+	require.NoError(t, lt.tok.Destroy(ctx, base))
+	assert.Nil(t, lt.tok.memo.failed(base.Handle, MACUnwrap, Encrypt{Cipher: AES, Mode: ECB}), "and forgotten with the key")
+	assert.False(t, lt.tok.memo.refusedMechanisms(base.Handle, MACUnwrap, []uint{pkcs11.CKM_AES_MAC_GENERAL, pkcs11.CKM_AES_ECB}))
+}

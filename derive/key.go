@@ -210,7 +210,13 @@ func (t *Token) Destroy(ctx context.Context, k *Key) error {
 		return err
 	}
 	defer t.release(s)
-	return s.destroy("destroy key "+k.name(), k.Handle)
+	if err := s.destroy("destroy key "+k.name(), k.Handle); err != nil {
+		return err
+	}
+	// Tokens reuse handles: what a token refused for this key must not
+	// stick to the next key that gets its handle.
+	t.memo.forget(k.Handle)
+	return nil
 }
 
 // CheckValue computes the key's check value inside the token: the first 3
