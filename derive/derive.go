@@ -123,6 +123,9 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 	if err := validate(base, &r); err != nil {
 		return nil, err
 	}
+	if r.Persistent && t.readOnly {
+		return nil, inputErr("persistent", "the token was opened read-only (Config.ReadOnly): it can make session keys only")
+	}
 	for i, f := range r.Allow {
 		if f == nil {
 			return nil, inputErr("allow", "substitute %d is nil", i+1)

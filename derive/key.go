@@ -280,6 +280,9 @@ func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage
 	if usage == 0 {
 		return nil, inputErr("usage", "a key with no usage is of no use")
 	}
+	if persistent && t.readOnly {
+		return nil, inputErr("persistent", "the token was opened read-only (Config.ReadOnly): it can make session keys only")
+	}
 	r := &Request{KeyType: kt, Label: label, Persistent: persistent, Usage: usage}
 	tmpl := t.template(r)
 	// C_GenerateKey takes no CKA_KEY_TYPE/CKA_CLASS on some tokens; both are

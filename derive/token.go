@@ -40,6 +40,11 @@ type Config struct {
 	// PIN is the user PIN. When empty, p11derive does not log in (tokens
 	// such as NSS softoken allow session objects without login).
 	PIN string
+
+	// ReadOnly opens read-only sessions: session objects only, nothing on
+	// the token can change (the probe's mode). Requests for persistent keys
+	// are then refused before any call.
+	ReadOnly bool
 }
 
 // Token is an open connection to one PKCS#11 token. It is safe for
@@ -61,6 +66,8 @@ type Token struct {
 	info   pkcs11.TokenInfo
 	pin    string
 	anchor pkcs11.SessionHandle // held open for the token's life: keeps the login
+	// readOnly: sessions without CKF_RW_SESSION (Config.ReadOnly).
+	readOnly bool
 
 	mu     sync.Mutex
 	idle   []pooled
@@ -94,7 +101,7 @@ func Open(cfg Config) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Token{mod: mod, pin: cfg.PIN, all: map[pkcs11.SessionHandle]bool{}}
+	t := &Token{mod: mod, pin: cfg.PIN, readOnly: cfg.ReadOnly, all: map[pkcs11.SessionHandle]bool{}}
 	if err := t.open(sel); err != nil {
 		mod.release()
 		return nil, err
@@ -225,7 +232,7 @@ func (t *Token) open(sel selector) error {
 			len(matches), sel, strings.Join(seen, "; "), ErrAmbiguous)
 	}
 	t.slot = matches[0]
-	s, err := ctx.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	s, err := ctx.OpenSession(t.slot, t.sessionFlags())
 	if err != nil {
 		return &TokenError{Step: "open session", Call: "C_OpenSession", Err: err}
 	}
@@ -256,6 +263,14 @@ func (t *Token) login(s pkcs11.SessionHandle) error {
 	}
 	// The error names the CKR code only: never the PIN.
 	return &TokenError{Step: "log in", Call: "C_Login", Err: err}
+}
+
+// sessionFlags are the C_OpenSession flags of the Token's sessions.
+func (t *Token) sessionFlags() uint {
+	if t.readOnly {
+		return pkcs11.CKF_SERIAL_SESSION
+	}
+	return pkcs11.CKF_SERIAL_SESSION | pkcs11.CKF_RW_SESSION
 }
 
 // Info is the token's CK_TOKEN_INFO, read when it was opened.
@@ -349,7 +364,7 @@ func (t *Token) session() (*session, error) {
 }
 
 func (t *Token) openSession(losses uint64) (*session, error) {
-	h, err := t.mod.ctx.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	h, err := t.mod.ctx.OpenSession(t.slot, t.sessionFlags())
 	if err != nil {
 		return nil, &TokenError{Step: "open session", Call: "C_OpenSession", Err: err}
 	}
@@ -409,7 +424,7 @@ func (t *Token) restore() error {
 	ctx := t.mod.ctx
 	info, err := ctx.GetSessionInfo(anchor)
 	if lostSession(err) {
-		if anchor, err = ctx.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION); err != nil {
+		if anchor, err = ctx.OpenSession(t.slot, t.sessionFlags()); err != nil {
 			return &TokenError{Step: "re-open session", Call: "C_OpenSession", Err: err}
 		}
 		t.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -109,4 +110,34 @@ func itoa(u uint) string {
 		b = append([]byte{byte('0' + u%10)}, b...)
 	}
 	return string(b)
+}
+
+// TestReadOnly opens read-only sessions: session keys derive, persistent
+// ones are refused before any call.
+func TestReadOnly(t *testing.T) {
+	for _, lt := range tokens(t) {
+		t.Run(lt.kind, func(t *testing.T) {
+			cfg := Config{Module: lt.lab.Module, Slot: ptr(lt.tok.SlotID()), ReadOnly: true}
+			if lt.lab.Login {
+				cfg.PIN = lt.lab.PIN
+			}
+			tok, err := Open(cfg)
+			require.NoError(t, err)
+			defer tok.Close()
+			ctx := context.Background()
+			base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+			res, err := tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+			require.NoError(t, err)
+			require.NoError(t, tok.Destroy(ctx, res.Key))
+			require.NoError(t, tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+				info, err := c.GetSessionInfo(s)
+				if err == nil {
+					assert.Zero(t, info.Flags&pkcs11.CKF_RW_SESSION, "a read-write session")
+				}
+				return err
+			}))
+			_, err = tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128, Label: "x", Persistent: true})
+			assert.ErrorIs(t, err, ErrInvalidInput)
+		})
+	}
 }

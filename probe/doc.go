@@ -35,7 +35,9 @@
 //
 // Everything the probe makes is a session object, destroyed before Run
 // returns, on every path; it never modifies an object it did not make, and
-// never logs in by itself (derive.Open does, if given a PIN). With
+// never logs in by itself (derive.Open does, if given a PIN). Session
+// objects need no read-write session: open the token with
+// derive.Config{ReadOnly: true}, as p11derive probe does. With
 // Options.ListOnly it makes nothing at all.
 //
 // # Statuses

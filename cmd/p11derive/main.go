@@ -123,8 +123,11 @@ func (f *tokenFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.pinFile, "pin-file", "", "`file` holding the user PIN")
 }
 
-func (f *tokenFlags) open() (*derive.Token, error) {
-	cfg := derive.Config{Module: f.module, InitArgs: f.initArgs, Label: f.label, URI: f.uri}
+func (f *tokenFlags) open() (*derive.Token, error) { return f.openWith(false) }
+
+// openWith opens the token, with read-only sessions if readOnly.
+func (f *tokenFlags) openWith(readOnly bool) (*derive.Token, error) {
+	cfg := derive.Config{Module: f.module, InitArgs: f.initArgs, Label: f.label, URI: f.uri, ReadOnly: readOnly}
 	if f.slot >= 0 {
 		slot := uint(f.slot)
 		cfg.Slot = &slot

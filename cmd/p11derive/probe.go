@@ -51,7 +51,8 @@ func cmdProbe(args []string, stdout io.Writer) error {
 			opts.Functions = append(opts.Functions, k)
 		}
 	}
-	tok, err := tf.open()
+	// The probe makes session objects only: read-only sessions suffice.
+	tok, err := tf.openWith(true)
 	if err != nil {
 		return err
 	}
