@@ -24,6 +24,7 @@ const (
 	HMACSHA384                // CKM_SHA384_HMAC, h = 48 bytes
 	HMACSHA512                // CKM_SHA512_HMAC, h = 64 bytes
 	AESCMAC                   // CKM_AES_CMAC, h = 16 bytes; the base key is an AES key
+	DES3CMAC                  // CKM_DES3_CMAC, h = 8 bytes; the base key is a DES2 or DES3 key
 )
 
 func (p PRF) String() string {
@@ -36,6 +37,8 @@ func (p PRF) String() string {
 		return "hmac-sha512"
 	case AESCMAC:
 		return "aes-cmac"
+	case DES3CMAC:
+		return "des3-cmac"
 	}
 	return fmt.Sprintf("prf(%d)", uint8(p))
 }
@@ -52,6 +55,8 @@ func (p PRF) Size() int {
 		return 64
 	case AESCMAC:
 		return 16
+	case DES3CMAC:
+		return 8
 	}
 	return 0
 }
@@ -67,12 +72,14 @@ func (p PRF) mechanism() uint {
 		return pkcs11.CKM_SHA512_HMAC
 	case AESCMAC:
 		return pkcs11.CKM_AES_CMAC
+	case DES3CMAC:
+		return pkcs11.CKM_DES3_CMAC
 	}
 	return 0
 }
 
 func prfByName(s string) (PRF, bool) {
-	for _, p := range []PRF{HMACSHA256, HMACSHA384, HMACSHA512, AESCMAC} {
+	for _, p := range []PRF{HMACSHA256, HMACSHA384, HMACSHA512, AESCMAC, DES3CMAC} {
 		if p.String() == s {
 			return p, true
 		}
@@ -310,6 +317,12 @@ func (f SP800108) checkBase(base *Key) error {
 		}
 		return &KeyError{Key: base.name(), Reason: ErrKeyType,
 			Problem: fmt.Sprintf("%s with aes-cmac needs an AES key, the base key has type %s", f.Name(), ckkName(base.Type))}
+	case DES3CMAC:
+		if base.Type == pkcs11.CKK_DES2 || base.Type == pkcs11.CKK_DES3 {
+			return nil
+		}
+		return &KeyError{Key: base.name(), Reason: ErrKeyType,
+			Problem: fmt.Sprintf("%s with des3-cmac needs a DES2 or DES3 key, the base key has type %s", f.Name(), ckkName(base.Type))}
 	default:
 		if hmacKeyType(base.Type) {
 			return nil
@@ -337,7 +350,7 @@ func (f SP800108) validate(data []byte, out KeyType) error {
 	}
 	h := f.PRF.Size()
 	if h == 0 {
-		return inputErr("prf", "unknown PRF %v (hmac-sha256, hmac-sha384, hmac-sha512, aes-cmac)", f.PRF)
+		return inputErr("prf", "unknown PRF %v (hmac-sha256, hmac-sha384, hmac-sha512, aes-cmac, des3-cmac)", f.PRF)
 	}
 	if f.Mode == SP800108Counter && len(f.IV) != 0 {
 		return inputErr("iv", "%s takes no IV (only feedback mode does), got %d bytes", f.Name(), len(f.IV))
@@ -418,7 +431,7 @@ func parseSP800108(name string, m map[string]string) (Function, error) {
 	if s := strings.ToLower(strings.TrimSpace(p.str("prf"))); s != "" {
 		prf, ok := prfByName(s)
 		if !ok {
-			return nil, inputErr("prf", "unknown PRF %q (hmac-sha256, hmac-sha384, hmac-sha512, aes-cmac)", s)
+			return nil, inputErr("prf", "unknown PRF %q (hmac-sha256, hmac-sha384, hmac-sha512, aes-cmac, des3-cmac)", s)
 		}
 		f.PRF = prf
 	}

@@ -209,6 +209,18 @@ func specsFor(name string) []*spec {
 		s := &spec{kdf: name, out: out, base: baseGeneric, data: dataKDF}
 		s.ref = func(key []byte) ([]byte, error) { return ref.SHA256Concat(key, s.data)[:out.Len()], nil }
 		return []*spec{s}
+	case "xor-data":
+		// K XOR data, from the AES test key into an AES-128 key.
+		s := &spec{kdf: name, out: out, base: baseAES, data: dataAES}
+		data := s.data
+		s.ref = func(key []byte) ([]byte, error) {
+			x := make([]byte, out.Len())
+			for i := range x {
+				x[i] = key[i] ^ data[i]
+			}
+			return x, nil
+		}
+		return []*spec{s}
 	}
 	// A function this probe does not know: try it with AES data and an
 	// AES base key, without a reference (cross-check only).

@@ -29,9 +29,8 @@
 // error matching derive.ErrUnsupported).
 //
 // Version B is the same C_DeriveKey with CKM_DES3_CMAC as the PRF (PKCS#11
-// v3.0 allows it). Package derive has no TDES-CMAC PRF, so this package
-// makes the call itself, with derive's key template and checks. Neither
-// lab token runs it (NSS softoken answers CKR_MECHANISM_PARAM_INVALID,
+// v3.0 allows it: derive.SP800108 with derive.DES3CMAC). Neither lab token
+// runs it (NSS softoken answers CKR_MECHANISM_PARAM_INVALID,
 // SoftHSM2 has no SP 800-108): on them it is refused with an error matching
 // scheme.ErrNotComputable and derive.ErrUnsupported, leaving nothing
 // behind. It is computed on tokens that run the mechanism, but was not
@@ -39,9 +38,9 @@
 // key: CMAC's subkey K1 is derived from E_K(0), a secret the token would
 // have to XOR into the data.
 //
-// Versions A and C are one C_DeriveKey with CKM_XOR_BASE_AND_DATA (the XOR
-// of the key with public data, a standard mechanism; NSS softoken runs it,
-// SoftHSM2 does not). No XOR of two secret values is needed by any version.
+// Versions A and C are one C_DeriveKey with CKM_XOR_BASE_AND_DATA
+// (derive.XORData: the XOR of the key with public data, a standard
+// mechanism; NSS softoken runs it, SoftHSM2 does not). No XOR of two secret values is needed by any version.
 //
 // The KBPK needs CKA_DERIVE. By default the KBEK can encrypt and decrypt
 // and the KBAK can sign and verify (MAC), nothing more.
@@ -49,6 +48,7 @@ package tr31
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -57,7 +57,6 @@ import (
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/derive/internal/chain"
 	"github.com/p11derive/p11derive/derive/scheme"
-	"github.com/p11derive/p11derive/mechanisms"
 )
 
 // Version is a key block version ID.
@@ -174,27 +173,25 @@ func Derive(ctx context.Context, tok *derive.Token, kbpk *derive.Key, v Version,
 		default:
 			return nil, keyTypeErr(kbpk, v, "a double- or triple-length DES key (CKK_DES2, CKK_DES3)")
 		}
-		req := o.Request(nil, nil, kt, k.DefaultUsage())
-		var raw chain.Raw
+		var f derive.Function
+		var data []byte
 		if v == VersionB {
-			raw = chain.Raw{Mechanism: mechanisms.CKM_SP800_108_COUNTER_KDF, Function: "sp800-108-counter with the des3-cmac PRF",
-				Params: &mechanisms.SP800108KDFParams{PRFType: pkcs11.CKM_DES3_CMAC, DataParams: []mechanisms.PRFDataParam{
-					mechanisms.IterationVariable{Format: &mechanisms.CounterFormat{WidthInBits: 8}},
-					mechanisms.ByteArray{byte(k.usage() >> 8), byte(k.usage()), 0x00, byte(alg >> 8), byte(alg)},
-					mechanisms.DKMLength{Method: mechanisms.CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, WidthInBits: 16},
-				}}}
+			f = derive.SP800108{Mode: derive.SP800108Counter, PRF: derive.DES3CMAC, Layout: Layout(k, alg)}
 		} else {
-			mask := make([]byte, kt.Len())
-			for i := range mask {
-				mask[i] = k.variant()
+			f = derive.XORData{}
+			data = make([]byte, kt.Len())
+			for i := range data {
+				data[i] = k.variant()
 			}
-			raw = chain.Raw{Mechanism: pkcs11.CKM_XOR_BASE_AND_DATA, Function: "xor-base-and-data",
-				Params: &mechanisms.KeyDerivationStringData{Data: mask}}
 		}
-		return chain.Run(ctx, tok, func(c *chain.Chain) error {
-			_, err := c.FinalRaw("tr31 "+v.String(), kbpk, raw, req)
+		res, err := chain.Run(ctx, tok, func(c *chain.Chain) error {
+			_, err := c.Final(kbpk, o.Request(f, data, kt, k.DefaultUsage()))
 			return err
 		})
+		if err != nil && errors.Is(err, derive.ErrUnsupported) && !errors.Is(err, scheme.ErrNotComputable) {
+			err = &scheme.RefusedError{Scheme: "tr31 " + v.String(), Reason: "the token refused " + f.Name(), Err: err}
+		}
+		return res, err
 	}
 	return nil, scheme.Inputf("tr31", "version", "unknown key block version %q (A, B, C or D)", string(v))
 }
