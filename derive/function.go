@@ -92,13 +92,10 @@ type nativeFunction interface {
 	deriveNative(s *session, base *Key, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
 }
 
-// checkCipherKey is checkBase for the block-cipher functions.
-func checkCipherKey(f Function, c Cipher, base *Key) error {
-	if base.Cipher() != c {
-		return &KeyError{Key: base.name(), Reason: ErrKeyType,
-			Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", f.Name(), c, ckkName(base.Type))}
-	}
-	return nil
+// cipherKeyError is checkBase's error for the block-cipher functions.
+func cipherKeyError(name string, c Cipher, base *Key) error {
+	return &KeyError{Key: base.name(), Reason: ErrKeyType,
+		Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", name, c, ckkName(base.Type))}
 }
 
 // Encrypt is DK = E(data, K): the encryption of the derivation data under the
@@ -119,7 +116,12 @@ type Encrypt struct {
 // Name returns the function's name: "aes-ecb", "des3-cbc" and so on.
 func (f Encrypt) Name() string { return f.Cipher.String() + "-" + f.Mode.String() }
 
-func (f Encrypt) checkBase(base *Key) error { return checkCipherKey(f, f.Cipher, base) }
+func (f Encrypt) checkBase(base *Key) error {
+	if base.Cipher() != f.Cipher {
+		return cipherKeyError(f.Name(), f.Cipher, base)
+	}
+	return nil
+}
 
 func (f Encrypt) validate(data []byte, out KeyType) error {
 	return validateBlocks(f.Cipher, f.Mode, f.IV, data, out)

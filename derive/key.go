@@ -210,7 +210,10 @@ func (t *Token) Destroy(ctx context.Context, k *Key) error {
 		return err
 	}
 	defer t.release(s)
-	if err := s.destroy("destroy key "+k.name(), k.Handle); err != nil {
+	if err := s.destroy("destroy key", k.Handle); err != nil {
+		if te, ok := err.(*TokenError); ok {
+			te.Step += " " + k.name() // named on failure only: no formatting on the hot path
+		}
 		return err
 	}
 	// Tokens reuse handles: what a token refused for this key must not

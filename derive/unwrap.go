@@ -33,7 +33,12 @@ func (f Decrypt) validate(data []byte, out KeyType) error {
 	return validateBlocks(f.Cipher, f.Mode, f.IV, data, out)
 }
 
-func (f Decrypt) checkBase(base *Key) error { return checkCipherKey(f, f.Cipher, base) }
+func (f Decrypt) checkBase(base *Key) error {
+	if base.Cipher() != f.Cipher {
+		return cipherKeyError(f.Name(), f.Cipher, base)
+	}
+	return nil
+}
 
 func (f Decrypt) profile(p *Profile) { p.setHex("iv", f.IV) }
 
