@@ -19,7 +19,7 @@ func analyseKey(ctx context.Context, tok *derive.Token, opts Options, all []*spe
 	if err != nil {
 		return nil, err
 	}
-	kr := &KeyReport{Label: k.Label, Type: keyTypeName(k.Type), Len: k.Len, TokenObject: k.Token,
+	kr := &KeyReport{Label: k.Label, Type: derive.KeyTypeName(k.Type), Len: k.Len, TokenObject: k.Token,
 		Attributes: map[string]bool{
 			"CKA_SENSITIVE": k.Sensitive, "CKA_EXTRACTABLE": k.Extractable,
 			"CKA_ALWAYS_SENSITIVE": k.AlwaysSensitive, "CKA_NEVER_EXTRACTABLE": k.NeverExtractable,
@@ -181,20 +181,4 @@ func readUnwrapTemplate(tok *derive.Token, module string, k *derive.Key) UnwrapT
 type rawAttr struct {
 	typ   uint
 	value []byte
-}
-
-func keyTypeName(ckk uint) string {
-	switch ckk {
-	case pkcs11.CKK_AES:
-		return "aes"
-	case pkcs11.CKK_DES:
-		return "des"
-	case pkcs11.CKK_DES2:
-		return "des2"
-	case pkcs11.CKK_DES3:
-		return "des3"
-	case pkcs11.CKK_GENERIC_SECRET:
-		return "generic"
-	}
-	return fmt.Sprintf("%#x", ckk)
 }
