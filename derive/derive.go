@@ -135,7 +135,12 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 		}
 	}
 	var reasons []StrategyReason
-	for i, f := range append([]Function{r.Function}, r.Allow...) {
+	// The requested function first, then the allowed substitutes in order.
+	for i := 0; i <= len(r.Allow); i++ {
+		f := r.Function
+		if i > 0 {
+			f = r.Allow[i-1]
+		}
 		rf := r
 		rf.Function = f
 		if i > 0 {

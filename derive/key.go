@@ -61,10 +61,7 @@ func (t *Token) FindKey(ctx context.Context, label string) (*Key, error) {
 	if label == "" {
 		return nil, inputErr("key", "no key label given")
 	}
-	if err := contextDone(ctx); err != nil {
-		return nil, err
-	}
-	s, err := t.session()
+	s, err := t.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -92,10 +89,7 @@ func (t *Token) FindKey(ctx context.Context, label string) (*Key, error) {
 
 // Key reads the attributes of the secret key with handle h.
 func (t *Token) Key(ctx context.Context, h pkcs11.ObjectHandle) (*Key, error) {
-	if err := contextDone(ctx); err != nil {
-		return nil, err
-	}
-	s, err := t.session()
+	s, err := t.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -202,10 +196,7 @@ func keyFrom(h pkcs11.ObjectHandle, v map[uint][]byte, ckk uint) (*Key, error) {
 // Destroy destroys the key object. Use it for derived keys the caller no
 // longer needs; p11derive never destroys a base key.
 func (t *Token) Destroy(ctx context.Context, k *Key) error {
-	if err := contextDone(ctx); err != nil {
-		return err
-	}
-	s, err := t.session()
+	s, err := t.acquire(ctx)
 	if err != nil {
 		return err
 	}
@@ -241,10 +232,7 @@ func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
 	if !k.Encrypt {
 		return nil, &KeyError{Key: k.name(), Reason: ErrMissingAttribute, Problem: "a check value needs CKA_ENCRYPT"}
 	}
-	if err := contextDone(ctx); err != nil {
-		return nil, err
-	}
-	s, err := t.session()
+	s, err := t.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -296,10 +284,7 @@ func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage
 			gen = append(gen, a)
 		}
 	}
-	if err := contextDone(ctx); err != nil {
-		return nil, err
-	}
-	s, err := t.session()
+	s, err := t.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}

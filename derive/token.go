@@ -323,6 +323,15 @@ type pooled struct {
 	seen uint64
 }
 
+// acquire takes a session for an operation of ctx, unless ctx is done: the
+// preamble of every Token method that makes PKCS#11 calls.
+func (t *Token) acquire(ctx context.Context) (*session, error) {
+	if err := contextDone(ctx); err != nil {
+		return nil, err
+	}
+	return t.session()
+}
+
 // session takes a session from the pool, opening one if none is idle.
 //
 // After a call said a session or the login was lost (a session closed
