@@ -172,7 +172,7 @@ func TestConcurrentLoginLost(t *testing.T) {
 	ecb := Encrypt{Cipher: AES, Mode: ECB}
 	objects := lt.objects(t)
 	for round := 1; round <= 3; round++ {
-		require.NoError(t, lt.tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error { return c.Logout(s) }))
+		require.NoError(t, withSession(lt.tok, func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error { return c.Logout(s) }))
 		fwd.Configure(t, w, fwd.Config{})
 		var (
 			wg       sync.WaitGroup

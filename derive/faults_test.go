@@ -211,7 +211,7 @@ func runFaults(t *testing.T, lt *labToken, w *lab.Token, cfg fwd.Config, key []b
 								}
 							}
 							require.Len(t, dropped, 1, "%s: the failed session is dropped", what)
-							require.NoError(t, lt.tok.Ctx().CloseSession(dropped[0]))
+							require.NoError(t, testCtx(lt.tok).CloseSession(dropped[0]))
 						} else {
 							assert.Equal(t, before, after, "%s: the session stays in the pool", what)
 						}
@@ -302,7 +302,7 @@ func TestSessionsLost(t *testing.T) {
 
 		for round := 1; round <= 2; round++ {
 			// Every session of the application gone, and the login with them.
-			require.NoError(t, lt.tok.Ctx().CloseAllSessions(lt.tok.SlotID()))
+			require.NoError(t, testCtx(lt.tok).CloseAllSessions(lt.tok.SlotID()))
 			fwd.Configure(t, w, fwd.Config{})
 			_, err := lt.tok.Derive(ctx, base, r)
 			require.Error(t, err)
@@ -321,7 +321,7 @@ func TestSessionsLost(t *testing.T) {
 
 		// Now the PIN is refused when the Token logs in again: it says so,
 		// and never calls C_Login again.
-		require.NoError(t, lt.tok.Ctx().CloseAllSessions(lt.tok.SlotID()))
+		require.NoError(t, testCtx(lt.tok).CloseAllSessions(lt.tok.SlotID()))
 		fwd.Configure(t, w, fwd.Config{Faults: []fwd.Fault{{Func: "C_Login", N: 1, CKR: pkcs11.CKR_PIN_INCORRECT}}})
 		_, err := lt.tok.Derive(ctx, base, r)
 		require.ErrorIs(t, err, pkcs11.Error(pkcs11.CKR_SESSION_HANDLE_INVALID))
@@ -371,7 +371,7 @@ func TestSessionsLost(t *testing.T) {
 			all[lt.tok.anchor] = true
 			lt.tok.mu.Unlock()
 			for h := range all {
-				require.NoError(t, lt.tok.Ctx().CloseSession(h))
+				require.NoError(t, testCtx(lt.tok).CloseSession(h))
 			}
 		}
 		derive()

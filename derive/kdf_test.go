@@ -221,7 +221,7 @@ func TestSHA256ConcatKnownAnswer(t *testing.T) {
 			require.NoError(t, err)
 			defer lt.tok.Destroy(ctx, res.Key)
 			assert.Equal(t, objects+1, lt.objects(t), "the intermediate K || data was left behind")
-			assert.Equal(t, 3+lt.readBack(), res.Calls)
+			assert.Equal(t, 3+readBack, res.Calls)
 			sum := sha256.Sum256(append(append([]byte{}, key...), data...))
 			assertKeyValue(t, lt, res.Key, KeyAES128, sum[:16])
 		})

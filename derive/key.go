@@ -32,6 +32,17 @@ func (k *Key) name() string {
 	return fmt.Sprintf("handle %d", k.Handle)
 }
 
+// known reports whether the token gave the boolean attribute cka when the
+// key was read (a false field may also mean "not given").
+func (k *Key) known(cka uint) bool {
+	for _, u := range k.unknown {
+		if u == cka {
+			return false
+		}
+	}
+	return true
+}
+
 // Cipher is the block cipher the key is a key of, or 0 for other types.
 func (k *Key) Cipher() Cipher {
 	switch k.Type {
@@ -70,13 +81,9 @@ func (t *Token) FindKey(ctx context.Context, label string) (*Key, error) {
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 	}
-	if err := s.ctx.FindObjectsInit(s.h, tmpl); err != nil {
-		return nil, s.fail("find key "+label, "C_FindObjectsInit", err)
-	}
-	hs, _, err := s.ctx.FindObjects(s.h, 2)
-	s.ctx.FindObjectsFinal(s.h)
+	hs, err := s.find("find key "+label, tmpl, 2)
 	if err != nil {
-		return nil, s.fail("find key "+label, "C_FindObjects", err)
+		return nil, err
 	}
 	switch len(hs) {
 	case 0:
@@ -289,10 +296,9 @@ func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage
 		return nil, err
 	}
 	defer t.release(s)
-	s.calls++
-	h, err := s.ctx.GenerateKey(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, gen)
+	h, err := s.generateKey("generate key", mech, gen)
 	if err != nil {
-		return nil, s.fail("generate key", "C_GenerateKey", err)
+		return nil, err
 	}
 	k, err := readOwnKey(s, h, kt, label)
 	if err == nil {

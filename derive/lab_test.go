@@ -95,13 +95,13 @@ func (lt *labToken) importKey(t testing.TB, ckk uint, value []byte, extra ...*pk
 		tmpl = append(tmpl, set[typ])
 	}
 	var h pkcs11.ObjectHandle
-	require.NoError(t, lt.tok.WithSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	require.NoError(t, withSession(lt.tok, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
 		var err error
 		h, err = ctx.CreateObject(s, tmpl)
 		return err
 	}))
 	t.Cleanup(func() {
-		lt.tok.WithSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error { return ctx.DestroyObject(s, h) })
+		withSession(lt.tok, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error { return ctx.DestroyObject(s, h) })
 	})
 	k, err := lt.tok.Key(context.Background(), h)
 	require.NoError(t, err)
@@ -112,7 +112,7 @@ func (lt *labToken) importKey(t testing.TB, ckk uint, value []byte, extra ...*pk
 func (lt *labToken) objects(t *testing.T) int {
 	t.Helper()
 	var n int
-	require.NoError(t, lt.tok.WithSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	require.NoError(t, withSession(lt.tok, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
 		if err := ctx.FindObjectsInit(s, nil); err != nil {
 			return err
 		}
@@ -138,20 +138,44 @@ func randomBytes(t testing.TB, n int) []byte {
 	return b
 }
 
-// readBack is the PKCS#11 calls that reading DK's attributes back takes:
-// one on the fast path, two through miekg/pkcs11.
-func (lt *labToken) readBack() int {
-	if lt.tok.mod.fast != nil {
-		return 1
+// The PKCS#11 calls of the steps counted by the tests: reading DK's
+// attributes back is one C_GetAttributeValue (sizes known); an Init and
+// one-shot pair (C_SignInit + C_Sign) is two.
+const (
+	readBack = 1
+	twoStep  = 2
+)
+
+// testCtxs holds, per module path, a miekg/pkcs11 context for the tests'
+// own PKCS#11 calls (making keys of known value, counting objects, closing
+// sessions behind the Token's back). The API has no raw session; tests
+// borrow the pool's. SoftHSM2 and NSS softoken hand every C_GetFunctionList
+// the same list, so miekg's calls reach the same sessions as the Token's
+// (p11-kit's modules do not: tests through them use the API only).
+var testCtxs sync.Map
+
+func testCtx(t *Token) *pkcs11.Ctx {
+	if c, ok := testCtxs.Load(t.mod.path); ok {
+		return c.(*pkcs11.Ctx)
 	}
-	return 2
+	c := pkcs11.New(t.mod.path)
+	if c == nil {
+		panic("cannot load " + t.mod.path)
+	}
+	c.Initialize() // CKR_CRYPTOKI_ALREADY_INITIALIZED: the Token did
+	got, _ := testCtxs.LoadOrStore(t.mod.path, c)
+	return got.(*pkcs11.Ctx)
 }
 
-// twoStep is the calls of an Init + one-shot call pair (C_SignInit +
-// C_Sign): two on the fast path, three through miekg/pkcs11.
-func (lt *labToken) twoStep() int {
-	if lt.tok.mod.fast != nil {
-		return 2
+// withSession runs fn with a session of t's pool, as the Token's own
+// operations do (a lost session is noted and dropped).
+func withSession(t *Token, fn func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error) error {
+	s, err := t.session()
+	if err != nil {
+		return err
 	}
-	return 3
+	defer t.release(s)
+	err = fn(testCtx(t), s.h)
+	s.note(err)
+	return err
 }

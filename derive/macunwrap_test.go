@@ -64,9 +64,9 @@ func TestMACUnwrapKnownAnswers(t *testing.T) {
 						assert.Equal(t, st, res.Strategy)
 						assert.Equal(t, before+1, lt.objects(t), "intermediate objects left behind")
 						k := blocksFor(c.f.Cipher, c.out)
-						want := lt.twoStep()*k + 1 + lt.readBack()
+						want := twoStep*k + 1 + readBack
 						if st == CMACUnwrap {
-							want += lt.twoStep()
+							want += twoStep
 						}
 						assert.Equal(t, want, res.Calls)
 						assert.True(t, res.Key.Sensitive)

@@ -3,17 +3,17 @@ package derive
 import (
 	"errors"
 	"fmt"
-	"runtime"
+	"io/fs"
+	"os"
+	"strings"
 	"sync"
-	"unsafe"
-
-	"github.com/miekg/pkcs11"
 
 	"github.com/p11derive/p11derive/internal/ck"
 )
 
 // A module is one loaded PKCS#11 library, shared by every Token of this
-// process that names the same path.
+// process that names the same path. It holds the module's one function
+// list (see ck.Open): every PKCS#11 call p11derive makes goes through it.
 //
 // p11derive never calls C_Finalize and never unloads a module: another
 // library of the process (crypto11, or a Token opened later) may be using
@@ -21,12 +21,7 @@ import (
 // first Open until the process exits.
 type module struct {
 	path string
-	ctx  *pkcs11.Ctx
-	// fast makes the hot calls (derive, unwrap, destroy, attributes,
-	// encrypt, sign) in one cgo crossing each, and C_GetAttributeValue in
-	// one PKCS#11 call instead of miekg's two; nil if the module's function
-	// list could not be had, and then miekg makes every call.
-	fast *ck.Module
+	ck   *ck.Module
 	refs int
 }
 
@@ -42,30 +37,36 @@ func loadModule(path, initArgs string) (*module, error) {
 		m.refs++
 		return m, nil
 	}
-	ctx := pkcs11.New(path)
-	if ctx == nil {
-		return nil, fmt.Errorf("p11derive: cannot load PKCS#11 module %q: %w", path, ErrNotFound)
-	}
-	var opts []pkcs11.InitializeOption
-	if initArgs != "" {
-		// The module reads pReserved during C_Initialize only; a NUL-terminated
-		// Go byte slice holds no Go pointers, so cgo may pass it.
-		args := append([]byte(initArgs), 0)
-		defer runtime.KeepAlive(args)
-		opts = append(opts, pkcs11.InitializeWithReserved(unsafe.Pointer(&args[0])))
-	}
 	// CKR_CRYPTOKI_ALREADY_INITIALIZED means another library of this process
-	// (crypto11, say) initialised the module first: that is fine.
-	if err := ctx.Initialize(opts...); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
-		ctx.Destroy()
-		return nil, &TokenError{Step: "initialise module " + path, Call: "C_Initialize", Err: err}
+	// (crypto11, say) initialised the module first: ck.Open accepts it.
+	c, err := ck.Open(path, initArgs)
+	if err != nil {
+		return nil, moduleErr(path, err)
 	}
-	m := &module{path: path, ctx: ctx, refs: 1}
-	if fast, err := ck.Load(path); err == nil {
-		m.fast = fast
-	}
+	m := &module{path: path, ck: c, refs: 1}
 	modules[path] = m
 	return m, nil
+}
+
+// moduleErr says why the module at path could not be had: a file that is
+// not there (ErrNotFound), one that is not a PKCS#11 module, or the
+// module's own refusal (a *TokenError with its CKR).
+func moduleErr(path string, err error) error {
+	var le *ck.LoadError
+	if !errors.As(err, &le) {
+		return fmt.Errorf("p11derive: cannot load PKCS#11 module %q: %w", path, err)
+	}
+	if le.Err != nil {
+		call := "C_Initialize"
+		if strings.Contains(le.Problem, "C_GetFunctionList") {
+			call = "C_GetFunctionList"
+		}
+		return &TokenError{Step: "initialise module " + path, Call: call, Err: le.Err}
+	}
+	if _, serr := os.Stat(path); errors.Is(serr, fs.ErrNotExist) {
+		return fmt.Errorf("p11derive: cannot load PKCS#11 module %q: no such file: %w", path, ErrNotFound)
+	}
+	return fmt.Errorf("p11derive: cannot load PKCS#11 module %q: %s", path, le.Problem)
 }
 
 func (m *module) release() {

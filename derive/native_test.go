@@ -144,7 +144,7 @@ func TestNativeKnownAnswers(t *testing.T) {
 				defer lt.tok.Destroy(ctx, res.Key)
 				assert.Equal(t, Native, res.Strategy)
 				assert.Equal(t, c.f.Name(), res.Function.Name())
-				assert.Equal(t, 1+lt.readBack(), res.Calls, "C_DeriveKey, then C_GetAttributeValue to read DK back")
+				assert.Equal(t, 1+readBack, res.Calls, "C_DeriveKey, then C_GetAttributeValue to read DK back")
 				assert.Equal(t, before+1, lt.objects(t))
 				assert.True(t, res.Key.Sensitive)
 				assert.False(t, res.Key.Extractable)
@@ -169,7 +169,7 @@ func assertHMAC(t *testing.T, lt *labToken, k *Key, want []byte) {
 	t.Helper()
 	msg := []byte("p11derive generic secret check")
 	var got []byte
-	require.NoError(t, lt.tok.WithSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+	require.NoError(t, withSession(lt.tok, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
 		if err := ctx.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}, k.Handle); err != nil {
 			return err
 		}

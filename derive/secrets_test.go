@@ -175,7 +175,7 @@ func TestNoSecretsInErrorsOrOutput(t *testing.T) {
 	// SoftHSM2, its PIN changed to the distinctive one.
 	tok, err := Open(Config{Module: w.Module, Slot: &w.SlotID, PIN: l.PIN})
 	require.NoError(t, err)
-	require.NoError(t, tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error { return c.SetPIN(s, l.PIN, secretPIN) }))
+	require.NoError(t, withSession(tok, func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error { return c.SetPIN(s, l.PIN, secretPIN) }))
 	tok.Close()
 	tok, err = Open(Config{Module: w.Module, Slot: &w.SlotID, PIN: secretPIN})
 	require.NoError(t, err)
@@ -227,7 +227,7 @@ func TestNoSecretsInErrorsOrOutput(t *testing.T) {
 	faultAll(hsm, w, base, r)
 
 	// The login lost, and restored with the PIN; then refused.
-	require.NoError(t, tok.Ctx().CloseAllSessions(tok.SlotID()))
+	require.NoError(t, testCtx(tok).CloseAllSessions(tok.SlotID()))
 	_, err = tok.Derive(ctx, base, r)
 	g.err(err)
 	base, err = tok.FindKey(ctx, "secret-base")
@@ -235,7 +235,7 @@ func TestNoSecretsInErrorsOrOutput(t *testing.T) {
 	res, err := tok.Derive(ctx, base, r)
 	require.NoError(t, err, "the login is restored with the distinctive PIN")
 	g.result(res)
-	require.NoError(t, tok.Ctx().CloseAllSessions(tok.SlotID()))
+	require.NoError(t, testCtx(tok).CloseAllSessions(tok.SlotID()))
 	fwd.Configure(t, w, fwd.Config{Faults: []fwd.Fault{{Func: "C_Login", N: 1, CKR: pkcs11.CKR_PIN_INCORRECT}}})
 	for i := 0; i < 3; i++ {
 		_, err = tok.Derive(ctx, base, r)

@@ -13,15 +13,12 @@ import (
 // counts the PKCS#11 calls made through it as they reach the module and
 // names each failure.
 //
-// The hot calls go through internal/ck (one cgo crossing, one PKCS#11 call
-// each, output buffers sized here) when the module's function list could be
-// had; otherwise through miekg/pkcs11, which makes two PKCS#11 calls for
-// the functions with variable-length output (one for the length, one for
-// the value), and the count says so.
+// Every call goes through internal/ck, over the module's one function list:
+// one cgo crossing and one PKCS#11 call each, output buffers sized here.
+// There is no other way to the token.
 type session struct {
 	token    *Token
-	ctx      *pkcs11.Ctx
-	fast     *ck.Module
+	ck       *ck.Module
 	h        pkcs11.SessionHandle
 	calls    int
 	strategy Strategy
@@ -81,31 +78,18 @@ func (s *session) fail(step, call string, err error) error {
 
 func (s *session) deriveKey(step string, m []*pkcs11.Mechanism, base pkcs11.ObjectHandle, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
-	var h pkcs11.ObjectHandle
-	var err error
-	if s.fast != nil {
-		mech, param := one(m)
-		hh, rv := s.fast.DeriveKey(uint(s.h), mech, param, uint(base), tmpl)
-		h, err = pkcs11.ObjectHandle(hh), ckErr(rv)
-	} else {
-		h, err = s.ctx.DeriveKey(s.h, m, base, tmpl)
+	mech, param := one(m)
+	h, rv := s.ck.DeriveKey(uint(s.h), mech, param, uint(base), tmpl)
+	if rv != pkcs11.CKR_OK {
+		return 0, s.fail(step, "C_DeriveKey", pkcs11.Error(rv))
 	}
-	if err != nil {
-		return 0, s.fail(step, "C_DeriveKey", err)
-	}
-	return h, nil
+	return pkcs11.ObjectHandle(h), nil
 }
 
 func (s *session) destroy(step string, h pkcs11.ObjectHandle) error {
 	s.calls++
-	var err error
-	if s.fast != nil {
-		err = ckErr(s.fast.DestroyObject(uint(s.h), uint(h)))
-	} else {
-		err = s.ctx.DestroyObject(s.h, h)
-	}
-	if err != nil {
-		return s.fail(step, "C_DestroyObject", err)
+	if rv := s.ck.DestroyObject(uint(s.h), uint(h)); rv != pkcs11.CKR_OK {
+		return s.fail(step, "C_DestroyObject", pkcs11.Error(rv))
 	}
 	return nil
 }
@@ -122,72 +106,59 @@ func (s *session) cleanup(step string, h pkcs11.ObjectHandle) error {
 	return err
 }
 
-// attributes reads attributes of an object. Attributes the token does not
-// give (absent or sensitive) come back with a nil Value.
+// attributes reads attributes of any length (labels, IDs) of an object:
+// two C_GetAttributeValue calls, one for the lengths, one for the values.
+// Attributes the token does not give (absent or sensitive) are absent from
+// the map. Some tokens answer CKR_ATTRIBUTE_TYPE_INVALID for the whole call
+// when one type is unknown, filling in nothing; the types are then read one
+// at a time.
 func (s *session) attributes(step string, h pkcs11.ObjectHandle, types ...uint) (map[uint][]byte, error) {
-	tmpl := make([]*pkcs11.Attribute, len(types))
+	vals, calls, rv := s.ck.ReadAttributes(uint(s.h), uint(h), types)
+	s.calls += calls
+	out := make(map[uint][]byte, len(types))
+	switch rv {
+	case pkcs11.CKR_OK:
+	case pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_ATTRIBUTE_SENSITIVE:
+		if len(types) > 1 {
+			for _, t := range types {
+				one, calls, rv := s.ck.ReadAttributes(uint(s.h), uint(h), []uint{t})
+				s.calls += calls
+				if rv != pkcs11.CKR_OK && rv != pkcs11.CKR_ATTRIBUTE_TYPE_INVALID && rv != pkcs11.CKR_ATTRIBUTE_SENSITIVE {
+					return nil, s.fail(step, "C_GetAttributeValue", pkcs11.Error(rv))
+				}
+				if one != nil && one[0] != nil {
+					out[t] = one[0]
+				}
+			}
+			return out, nil
+		}
+	default:
+		return nil, s.fail(step, "C_GetAttributeValue", pkcs11.Error(rv))
+	}
 	for i, t := range types {
-		tmpl[i] = pkcs11.NewAttribute(t, nil)
-	}
-	s.calls += 2
-	got, err := s.ctx.GetAttributeValue(s.h, h, tmpl)
-	if err != nil {
-		s.calls-- // the length query failed: no second call was made
-		// Some tokens answer CKR_ATTRIBUTE_TYPE_INVALID for the whole call
-		// when one type is unknown; read one at a time then.
-		if !isCKR(err, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_ATTRIBUTE_SENSITIVE) {
-			return nil, s.fail(step, "C_GetAttributeValue", err)
+		if vals[i] != nil {
+			out[t] = vals[i]
 		}
-		out := make(map[uint][]byte, len(types))
-		for _, t := range types {
-			s.calls += 2
-			a, err := s.ctx.GetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(t, nil)})
-			if err != nil {
-				s.calls--
-			}
-			if err == nil && len(a) == 1 {
-				out[t] = a[0].Value
-			} else if err != nil && !isCKR(err, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_ATTRIBUTE_SENSITIVE) {
-				return nil, s.fail(step, "C_GetAttributeValue", err)
-			}
-		}
-		return out, nil
-	}
-	out := make(map[uint][]byte, len(got))
-	for _, a := range got {
-		out[a.Type] = a.Value
 	}
 	return out, nil
 }
 
+// encrypt encrypts in (one block at most: 64 bytes of room covers any
+// cipher's block and the upper bounds tokens answer, NSS saying 48 for one
+// AES block) in two calls: C_EncryptInit, C_Encrypt.
 func (s *session) encrypt(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, in []byte) ([]byte, error) {
-	if s.fast != nil {
-		// One block at most: 64 bytes of room covers any cipher's block
-		// and the upper bounds tokens answer (NSS says 48 for one AES block).
-		s.calls++
-		mech, param := one(m)
-		if err := ckErr(s.fast.EncryptInit(uint(s.h), mech, param, uint(key))); err != nil {
-			return nil, s.fail(step, "C_EncryptInit", err)
-		}
-		s.calls++
-		out := make([]byte, len(in)+64)
-		n, rv := s.fast.Encrypt(uint(s.h), in, out)
-		if err := ckErr(rv); err != nil {
-			return nil, s.fail(step, "C_Encrypt", err)
-		}
-		return out[:n], nil
+	s.calls++
+	mech, param := one(m)
+	if rv := s.ck.EncryptInit(uint(s.h), mech, param, uint(key)); rv != pkcs11.CKR_OK {
+		return nil, s.fail(step, "C_EncryptInit", pkcs11.Error(rv))
 	}
 	s.calls++
-	if err := s.ctx.EncryptInit(s.h, m, key); err != nil {
-		return nil, s.fail(step, "C_EncryptInit", err)
+	out := make([]byte, len(in)+64)
+	n, rv := s.ck.Encrypt(uint(s.h), in, out)
+	if rv != pkcs11.CKR_OK {
+		return nil, s.fail(step, "C_Encrypt", pkcs11.Error(rv))
 	}
-	s.calls += 2
-	out, err := s.ctx.Encrypt(s.h, in)
-	if err != nil {
-		s.calls--
-		return nil, s.fail(step, "C_Encrypt", err)
-	}
-	return out, nil
+	return out[:n], nil
 }
 
 func isCKR(err error, codes ...uint) bool {
@@ -206,14 +177,10 @@ func isCKR(err error, codes ...uint) bool {
 // fixedAttributes reads attributes of fixed size (CK_BBOOL, CK_ULONG) in
 // one C_GetAttributeValue; sizes[i] is the size of types[i] (see
 // fixedSizes). Attributes the token does not give come back absent from the
-// map. Without the fast path it is attributes.
+// map.
 func (s *session) fixedAttributes(step string, h pkcs11.ObjectHandle, types []uint, sizes []int) (map[uint][]byte, error) {
-	if s.fast == nil {
-		return s.attributes(step, h, types...)
-	}
-	maxLen := sizes
 	s.calls++
-	vals, rv := s.fast.GetAttributeValue(uint(s.h), uint(h), types, maxLen)
+	vals, rv := s.ck.GetAttributeValue(uint(s.h), uint(h), types, sizes)
 	if rv != pkcs11.CKR_OK && rv != pkcs11.CKR_ATTRIBUTE_TYPE_INVALID && rv != pkcs11.CKR_ATTRIBUTE_SENSITIVE {
 		return nil, s.fail(step, "C_GetAttributeValue", pkcs11.Error(rv))
 	}
@@ -266,48 +233,119 @@ func boolean(b []byte) (v, ok bool) {
 	return b[0] != 0, true
 }
 
+// sign MACs in with two calls, C_SignInit and C_Sign, with room for any
+// MAC: NSS answers a too-small buffer after absorbing the input, and its
+// retry would MAC the input twice.
 func (s *session) sign(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, in []byte) ([]byte, error) {
-	if s.fast != nil {
-		// Room for any MAC: NSS answers a too-small buffer after absorbing
-		// the input, and its retry would MAC the input twice.
-		s.calls++
-		mech, param := one(m)
-		if err := ckErr(s.fast.SignInit(uint(s.h), mech, param, uint(key))); err != nil {
-			return nil, s.fail(step, "C_SignInit", err)
-		}
-		s.calls++
-		out := make([]byte, 128)
-		n, rv := s.fast.Sign(uint(s.h), in, out)
-		if err := ckErr(rv); err != nil {
-			return nil, s.fail(step, "C_Sign", err)
-		}
-		return out[:n], nil
+	s.calls++
+	mech, param := one(m)
+	if rv := s.ck.SignInit(uint(s.h), mech, param, uint(key)); rv != pkcs11.CKR_OK {
+		return nil, s.fail(step, "C_SignInit", pkcs11.Error(rv))
 	}
 	s.calls++
-	if err := s.ctx.SignInit(s.h, m, key); err != nil {
-		return nil, s.fail(step, "C_SignInit", err)
+	out := make([]byte, 128)
+	n, rv := s.ck.Sign(uint(s.h), in, out)
+	if rv != pkcs11.CKR_OK {
+		return nil, s.fail(step, "C_Sign", pkcs11.Error(rv))
 	}
-	s.calls += 2
-	out, err := s.ctx.Sign(s.h, in)
-	if err != nil {
-		return nil, s.fail(step, "C_Sign", err)
-	}
-	return out, nil
+	return out[:n], nil
 }
 
 func (s *session) unwrapKey(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, wrapped []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
-	var h pkcs11.ObjectHandle
-	var err error
-	if s.fast != nil {
-		mech, param := one(m)
-		hh, rv := s.fast.UnwrapKey(uint(s.h), mech, param, uint(key), wrapped, tmpl)
-		h, err = pkcs11.ObjectHandle(hh), ckErr(rv)
-	} else {
-		h, err = s.ctx.UnwrapKey(s.h, m, key, wrapped, tmpl)
+	mech, param := one(m)
+	h, rv := s.ck.UnwrapKey(uint(s.h), mech, param, uint(key), wrapped, tmpl)
+	if rv != pkcs11.CKR_OK {
+		return 0, s.fail(step, "C_UnwrapKey", pkcs11.Error(rv))
 	}
-	if err != nil {
-		return 0, s.fail(step, "C_UnwrapKey", err)
+	return pkcs11.ObjectHandle(h), nil
+}
+
+// find returns the handles of the objects matching tmpl, at most max
+// (C_FindObjectsInit, C_FindObjects until max or the end, C_FindObjectsFinal).
+// max <= 0 means all of them.
+func (s *session) find(step string, tmpl []*pkcs11.Attribute, max int) ([]pkcs11.ObjectHandle, error) {
+	s.calls++
+	if rv := s.ck.FindObjectsInit(uint(s.h), tmpl); rv != pkcs11.CKR_OK {
+		return nil, s.fail(step, "C_FindObjectsInit", pkcs11.Error(rv))
 	}
-	return h, nil
+	var out []pkcs11.ObjectHandle
+	for max <= 0 || len(out) < max {
+		n := 1024
+		if max > 0 {
+			n = min(n, max-len(out))
+		}
+		s.calls++
+		hs, rv := s.ck.FindObjects(uint(s.h), n)
+		if rv != pkcs11.CKR_OK {
+			s.calls++
+			s.ck.FindObjectsFinal(uint(s.h))
+			return nil, s.fail(step, "C_FindObjects", pkcs11.Error(rv))
+		}
+		for _, h := range hs {
+			out = append(out, pkcs11.ObjectHandle(h))
+		}
+		if len(hs) < n {
+			break
+		}
+	}
+	s.calls++
+	if rv := s.ck.FindObjectsFinal(uint(s.h)); rv != pkcs11.CKR_OK {
+		return nil, s.fail(step, "C_FindObjectsFinal", pkcs11.Error(rv))
+	}
+	return out, nil
+}
+
+func (s *session) generateKey(step string, mech uint, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	s.calls++
+	h, rv := s.ck.GenerateKey(uint(s.h), mech, nil, tmpl)
+	if rv != pkcs11.CKR_OK {
+		return 0, s.fail(step, "C_GenerateKey", pkcs11.Error(rv))
+	}
+	return pkcs11.ObjectHandle(h), nil
+}
+
+func (s *session) createObject(step string, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	s.calls++
+	h, rv := s.ck.CreateObject(uint(s.h), tmpl)
+	if rv != pkcs11.CKR_OK {
+		return 0, s.fail(step, "C_CreateObject", pkcs11.Error(rv))
+	}
+	return pkcs11.ObjectHandle(h), nil
+}
+
+func (s *session) copyObject(step string, h pkcs11.ObjectHandle, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	s.calls++
+	c, rv := s.ck.CopyObject(uint(s.h), uint(h), tmpl)
+	if rv != pkcs11.CKR_OK {
+		return 0, s.fail(step, "C_CopyObject", pkcs11.Error(rv))
+	}
+	return pkcs11.ObjectHandle(c), nil
+}
+
+func (s *session) setAttributes(step string, h pkcs11.ObjectHandle, tmpl []*pkcs11.Attribute) error {
+	s.calls++
+	if rv := s.ck.SetAttributeValue(uint(s.h), uint(h), tmpl); rv != pkcs11.CKR_OK {
+		return s.fail(step, "C_SetAttributeValue", pkcs11.Error(rv))
+	}
+	return nil
+}
+
+// wrapKey wraps key under wrapping in one C_WrapKey, with room for size
+// bytes (the caller knows the wrapped length); a token that needs more
+// answers CKR_BUFFER_TOO_SMALL with the length, and the wrap is made again
+// with that room.
+func (s *session) wrapKey(step string, mech uint, param []byte, wrapping, key pkcs11.ObjectHandle, size int) ([]byte, error) {
+	out := make([]byte, size)
+	s.calls++
+	n, rv := s.ck.WrapKey(uint(s.h), mech, param, uint(wrapping), uint(key), out)
+	if rv == pkcs11.CKR_BUFFER_TOO_SMALL && n > len(out) && n <= 1<<16 {
+		out = make([]byte, n)
+		s.calls++
+		n, rv = s.ck.WrapKey(uint(s.h), mech, param, uint(wrapping), uint(key), out)
+	}
+	if rv != pkcs11.CKR_OK {
+		return nil, s.fail(step, "C_WrapKey", pkcs11.Error(rv))
+	}
+	return out[:n], nil
 }

@@ -366,7 +366,7 @@ func TestCallTraces(t *testing.T) {
 		c := encryptCases(t)[0]
 		require.Equal(t, "aes-ecb", c.f.Name())
 		before := len(log.calls(t))
-		require.NoError(t, lt.tok.WithSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+		require.NoError(t, withSession(lt.tok, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
 			if err := ctx.EncryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_ECB, nil)}, base.Handle); err != nil {
 				return err
 			}

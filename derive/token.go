@@ -2,7 +2,6 @@ package derive
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -199,10 +198,10 @@ func selection(cfg Config) (selector, string, error) {
 }
 
 func (t *Token) open(sel selector) error {
-	ctx := t.mod.ctx
-	slots, err := ctx.GetSlotList(true)
-	if err != nil {
-		return &TokenError{Step: "list slots", Call: "C_GetSlotList", Err: err}
+	c := t.mod.ck
+	slots, rv := c.GetSlotList(true)
+	if rv != pkcs11.CKR_OK {
+		return &TokenError{Step: "list slots", Call: "C_GetSlotList", Err: pkcs11.Error(rv)}
 	}
 	var matches []uint
 	var seen []string
@@ -210,8 +209,8 @@ func (t *Token) open(sel selector) error {
 		if sel.slot != nil && id != *sel.slot {
 			continue
 		}
-		info, err := ctx.GetTokenInfo(id)
-		if err != nil {
+		info, rv := c.GetTokenInfo(id)
+		if rv != pkcs11.CKR_OK {
 			continue // a slot whose token vanished is not a match
 		}
 		seen = append(seen, fmt.Sprintf("slot %d %q serial %q", id, info.Label, info.SerialNumber))
@@ -232,14 +231,14 @@ func (t *Token) open(sel selector) error {
 			len(matches), sel, strings.Join(seen, "; "), ErrAmbiguous)
 	}
 	t.slot = matches[0]
-	s, err := ctx.OpenSession(t.slot, t.sessionFlags())
-	if err != nil {
-		return &TokenError{Step: "open session", Call: "C_OpenSession", Err: err}
+	s, rv := c.OpenSession(t.slot, t.sessionFlags())
+	if rv != pkcs11.CKR_OK {
+		return &TokenError{Step: "open session", Call: "C_OpenSession", Err: pkcs11.Error(rv)}
 	}
-	t.anchor = s
+	t.anchor = pkcs11.SessionHandle(s)
 	if t.pin != "" {
-		if err := t.login(s); err != nil {
-			ctx.CloseSession(s)
+		if err := t.login(t.anchor); err != nil {
+			c.CloseSession(s)
 			return err
 		}
 	}
@@ -257,12 +256,12 @@ func orNone(s []string) string {
 // login was lost. A failed C_Login is never retried, since tokens lock PINs
 // after a few wrong tries.
 func (t *Token) login(s pkcs11.SessionHandle) error {
-	err := t.mod.ctx.Login(s, pkcs11.CKU_USER, t.pin)
-	if err == nil || errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
+	rv := t.mod.ck.Login(uint(s), pkcs11.CKU_USER, t.pin)
+	if rv == pkcs11.CKR_OK || rv == pkcs11.CKR_USER_ALREADY_LOGGED_IN {
 		return nil
 	}
 	// The error names the CKR code only: never the PIN.
-	return &TokenError{Step: "log in", Call: "C_Login", Err: err}
+	return &TokenError{Step: "log in", Call: "C_Login", Err: pkcs11.Error(rv)}
 }
 
 // sessionFlags are the C_OpenSession flags of the Token's sessions.
@@ -279,10 +278,6 @@ func (t *Token) Info() pkcs11.TokenInfo { return t.info }
 // SlotID is the ID of the token's slot.
 func (t *Token) SlotID() uint { return t.slot }
 
-// Ctx returns the module's pkcs11.Ctx, for callers that need PKCS#11 calls
-// p11derive does not make. Do not Finalize or Destroy it.
-func (t *Token) Ctx() *pkcs11.Ctx { return t.mod.ctx }
-
 // Close destroys nothing but closes the token's sessions, which ends the
 // session objects they made, and releases the module.
 func (t *Token) Close() error {
@@ -296,24 +291,11 @@ func (t *Token) Close() error {
 	t.all, t.idle = nil, nil
 	t.mu.Unlock()
 	for s := range all {
-		t.mod.ctx.CloseSession(s)
+		t.mod.ck.CloseSession(uint(s))
 	}
-	t.mod.ctx.CloseSession(anchor)
+	t.mod.ck.CloseSession(uint(anchor))
 	t.mod.release()
 	return nil
-}
-
-// WithSession runs fn with a session of the token's pool, for PKCS#11 calls
-// p11derive does not make itself. The session stays open after fn.
-func (t *Token) WithSession(fn func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error) error {
-	s, err := t.session()
-	if err != nil {
-		return err
-	}
-	defer t.release(s)
-	err = fn(t.mod.ctx, s.h)
-	s.note(err)
-	return err
 }
 
 // pooled is an idle session, and the Token's losses when it was last known
@@ -363,28 +345,29 @@ func (t *Token) session() (*session, error) {
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
 		if p.seen != losses {
-			if _, err := t.mod.ctx.GetSessionInfo(p.h); lostSession(err) {
+			if _, rv := t.mod.ck.GetSessionInfo(uint(p.h)); lostSession(ckErr(rv)) {
 				t.forget(p.h)
 				continue
 			}
 		}
-		return &session{token: t, ctx: t.mod.ctx, fast: t.mod.fast, h: p.h, seen: losses}, nil
+		return &session{token: t, ck: t.mod.ck, h: p.h, seen: losses}, nil
 	}
 }
 
 func (t *Token) openSession(losses uint64) (*session, error) {
-	h, err := t.mod.ctx.OpenSession(t.slot, t.sessionFlags())
-	if err != nil {
-		return nil, &TokenError{Step: "open session", Call: "C_OpenSession", Err: err}
+	sh, rv := t.mod.ck.OpenSession(t.slot, t.sessionFlags())
+	if rv != pkcs11.CKR_OK {
+		return nil, &TokenError{Step: "open session", Call: "C_OpenSession", Err: pkcs11.Error(rv)}
 	}
+	h := pkcs11.SessionHandle(sh)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		t.mod.ctx.CloseSession(h)
+		t.mod.ck.CloseSession(sh)
 		return nil, ErrClosed
 	}
 	t.all[h] = true
-	return &session{token: t, ctx: t.mod.ctx, fast: t.mod.fast, h: h, seen: losses}, nil
+	return &session{token: t, ck: t.mod.ck, h: h, seen: losses}, nil
 }
 
 // release returns s to the pool, unless a call said it is gone: then it is
@@ -430,12 +413,14 @@ func (t *Token) restore() error {
 	if done {
 		return nil
 	}
-	ctx := t.mod.ctx
-	info, err := ctx.GetSessionInfo(anchor)
-	if lostSession(err) {
-		if anchor, err = ctx.OpenSession(t.slot, t.sessionFlags()); err != nil {
-			return &TokenError{Step: "re-open session", Call: "C_OpenSession", Err: err}
+	c := t.mod.ck
+	info, rv := c.GetSessionInfo(uint(anchor))
+	if lostSession(ckErr(rv)) {
+		a, orv := c.OpenSession(t.slot, t.sessionFlags())
+		if orv != pkcs11.CKR_OK {
+			return &TokenError{Step: "re-open session", Call: "C_OpenSession", Err: pkcs11.Error(orv)}
 		}
+		anchor = pkcs11.SessionHandle(a)
 		t.mu.Lock()
 		closed := t.closed
 		if !closed {
@@ -443,13 +428,13 @@ func (t *Token) restore() error {
 		}
 		t.mu.Unlock()
 		if closed {
-			ctx.CloseSession(anchor)
+			c.CloseSession(a)
 			return ErrClosed
 		}
-		info, err = ctx.GetSessionInfo(anchor)
+		info, rv = c.GetSessionInfo(a)
 	}
-	if err != nil {
-		return &TokenError{Step: "check login", Call: "C_GetSessionInfo", Err: err}
+	if rv != pkcs11.CKR_OK {
+		return &TokenError{Step: "check login", Call: "C_GetSessionInfo", Err: pkcs11.Error(rv)}
 	}
 	if t.pin != "" && !loggedIn(info.State) {
 		if err := t.login(anchor); err != nil {
@@ -476,14 +461,14 @@ func loggedIn(state uint) bool {
 // mechanisms returns the set of mechanisms the token lists, read once.
 func (t *Token) mechanisms() (map[uint]bool, error) {
 	t.mechOnce.Do(func() {
-		list, err := t.mod.ctx.GetMechanismList(t.slot)
-		if err != nil {
-			t.mechErr = &TokenError{Step: "list mechanisms", Call: "C_GetMechanismList", Err: err}
+		list, rv := t.mod.ck.GetMechanismList(t.slot)
+		if rv != pkcs11.CKR_OK {
+			t.mechErr = &TokenError{Step: "list mechanisms", Call: "C_GetMechanismList", Err: pkcs11.Error(rv)}
 			return
 		}
 		t.mechs = make(map[uint]bool, len(list))
 		for _, m := range list {
-			t.mechs[m.Mechanism] = true
+			t.mechs[m] = true
 		}
 	})
 	return t.mechs, t.mechErr

@@ -129,7 +129,7 @@ func TestReadOnly(t *testing.T) {
 			res, err := tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
 			require.NoError(t, err)
 			require.NoError(t, tok.Destroy(ctx, res.Key))
-			require.NoError(t, tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
+			require.NoError(t, withSession(tok, func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
 				info, err := c.GetSessionInfo(s)
 				if err == nil {
 					assert.Zero(t, info.Flags&pkcs11.CKF_RW_SESSION, "a read-write session")

@@ -29,11 +29,11 @@ func analyseKey(ctx context.Context, tok *derive.Token, opts Options, all []*spe
 		},
 		Uses: []KeyUse{},
 	}
-	modifiable, known := readBool(tok, k.Handle, pkcs11.CKA_MODIFIABLE)
+	modifiable, known := readBool(ctx, tok, k, pkcs11.CKA_MODIFIABLE)
 	if known {
 		kr.Attributes["CKA_MODIFIABLE"] = modifiable
 	}
-	kr.UnwrapTemplate = readUnwrapTemplate(tok, opts.Module, k)
+	kr.UnwrapTemplate = readUnwrapTemplate(ctx, tok, k)
 	kr.MACUnwrapSafe = kr.UnwrapTemplate.ForcesSensitive && kr.UnwrapTemplate.ForcesNotExtractable
 
 	status := map[string]*Result{}
@@ -127,29 +127,17 @@ func sameKind(kind string, k *derive.Key) bool {
 
 // readBool reads one boolean attribute; known is false if the token does
 // not give it.
-func readBool(tok *derive.Token, h pkcs11.ObjectHandle, cka uint) (v, known bool) {
-	tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		a, err := c.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(cka, nil)})
-		if err == nil && len(a) == 1 && len(a[0].Value) == 1 {
-			v, known = a[0].Value[0] != 0, true
-		}
-		return nil
-	})
-	return v, known
+func readBool(ctx context.Context, tok *derive.Token, k *derive.Key, cka uint) (v, known bool) {
+	a, err := tok.Attributes(ctx, k, cka)
+	if err == nil && len(a[cka]) == 1 {
+		return a[cka][0] != 0, true
+	}
+	return false, false
 }
 
 // readUnwrapTemplate reads the key's CKA_UNWRAP_TEMPLATE.
-func readUnwrapTemplate(tok *derive.Token, module string, k *derive.Key) UnwrapTemplate {
-	if module == "" {
-		return UnwrapTemplate{State: "unreadable", Reason: "the module's path is unknown (Options.Module): the probe reads array attributes directly"}
-	}
-	var entries []rawAttr
-	var present bool
-	err := tok.WithSession(func(_ *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		var err error
-		entries, present, err = readArrayAttribute(module, s, k.Handle, pkcs11.CKA_UNWRAP_TEMPLATE)
-		return err
-	})
+func readUnwrapTemplate(ctx context.Context, tok *derive.Token, k *derive.Key) UnwrapTemplate {
+	entries, present, err := tok.Template(ctx, k, pkcs11.CKA_UNWRAP_TEMPLATE)
 	if err != nil {
 		return UnwrapTemplate{State: "unreadable", Reason: trim(err)}
 	}
@@ -161,24 +149,18 @@ func readUnwrapTemplate(tok *derive.Token, module string, k *derive.Key) UnwrapT
 	}
 	ut := UnwrapTemplate{State: "present", Attributes: map[string]string{}}
 	for _, e := range entries {
-		v := hex.EncodeToString(e.value)
-		isBool := len(e.value) == 1
+		v := hex.EncodeToString(e.Value)
+		isBool := len(e.Value) == 1
 		if isBool {
-			v = fmt.Sprint(e.value[0] != 0)
+			v = fmt.Sprint(e.Value[0] != 0)
 		}
-		ut.Attributes[attrName(e.typ)] = v
+		ut.Attributes[attrName(e.Type)] = v
 		switch {
-		case e.typ == pkcs11.CKA_SENSITIVE && isBool && e.value[0] != 0:
+		case e.Type == pkcs11.CKA_SENSITIVE && isBool && e.Value[0] != 0:
 			ut.ForcesSensitive = true
-		case e.typ == pkcs11.CKA_EXTRACTABLE && isBool && e.value[0] == 0:
+		case e.Type == pkcs11.CKA_EXTRACTABLE && isBool && e.Value[0] == 0:
 			ut.ForcesNotExtractable = true
 		}
 	}
 	return ut
-}
-
-// rawAttr is one entry of an array attribute.
-type rawAttr struct {
-	typ   uint
-	value []byte
 }

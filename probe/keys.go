@@ -32,23 +32,12 @@ func makeBaseKey(ctx context.Context, tok *derive.Token, kind baseKind, noImport
 	label := labelPrefix + kind.String()
 	var importErr error
 	if !noImport {
-		var h pkcs11.ObjectHandle
-		importErr = tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-			var err error
-			if h, err = c.CreateObject(s, importTemplate(kind, label)); err != nil {
-				return fmt.Errorf("C_CreateObject: %w", err)
-			}
-			return nil
-		})
-		if importErr == nil {
-			k, err := tok.Key(ctx, h)
-			if err == nil {
-				bk.key, bk.value, bk.info.Source = k, baseValues[kind], "imported"
-				return bk
-			}
-			destroyHandle(tok, h)
-			importErr = err
+		k, err := tok.Import(ctx, derive.KeySpec{Label: label, Type: kind.keyType(), Usage: importUsage(kind)}, baseValues[kind])
+		if err == nil {
+			bk.key, bk.value, bk.info.Source = k, baseValues[kind], "imported"
+			return bk
 		}
+		importErr = err
 		bk.info.ImportCKR = ckrName(importErr)
 	}
 	usage := derive.UseDerive | derive.UseSign | derive.UseUnwrap | derive.UseEncrypt
@@ -73,31 +62,14 @@ func makeBaseKey(ctx context.Context, tok *derive.Token, kind baseKind, noImport
 	return bk
 }
 
-// importTemplate is a session secret key of the kind's known value that
-// may derive, MAC, unwrap and encrypt, sensitive and not extractable like
-// a real base key.
-func importTemplate(kind baseKind, label string) []*pkcs11.Attribute {
-	t := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, kind.ckk()),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, baseValues[kind]),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+// importUsage is what the probe's imported keys of a kind may do: derive,
+// MAC, unwrap and encrypt (generic secrets: derive and MAC), sensitive and
+// not extractable like a real base key.
+func importUsage(kind baseKind) derive.Usage {
+	if kind == baseGeneric {
+		return derive.UseDerive | derive.UseSign
 	}
-	if kind != baseGeneric {
-		t = append(t,
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true))
-	}
-	return t
-}
-
-func destroyHandle(tok *derive.Token, h pkcs11.ObjectHandle) error {
-	return tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error { return c.DestroyObject(s, h) })
+	return derive.UseDerive | derive.UseSign | derive.UseEncrypt | derive.UseUnwrap
 }
 
 // ckrName is the CKR_ name of the token's answer behind err, or "".

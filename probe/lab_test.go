@@ -65,7 +65,6 @@ func (lt *labToken) objects(t *testing.T) int {
 
 func (lt *labToken) run(t *testing.T, opts Options) *Report {
 	t.Helper()
-	opts.Module = lt.lab.Module
 	before := lt.objects(t)
 	rep, err := Run(context.Background(), lt.tok, opts)
 	require.NoError(t, err)

@@ -97,7 +97,7 @@ func (m *mechInfos) get(mech uint) (*pkcs11.MechanismInfo, error) {
 	var err error
 	if m.tok.Lists(mech) {
 		var mi pkcs11.MechanismInfo
-		mi, err = m.tok.Ctx().GetMechanismInfo(m.tok.SlotID(), []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)})
+		mi, err = m.tok.MechanismInfo(mech)
 		if err == nil {
 			info = &mi
 		}

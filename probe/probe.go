@@ -35,11 +35,6 @@ type Options struct {
 	// changes, and whether its unwrap template makes MAC-unwrap safe. The
 	// key is only read.
 	KeyLabel string
-	// Module is the path of the token's PKCS#11 module, as loaded. The
-	// probe needs it to read array attributes (CKA_UNWRAP_TEMPLATE), which
-	// github.com/miekg/pkcs11 cannot read; without it the unwrap template
-	// is reported unreadable.
-	Module string
 	// Now is the report's clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -70,7 +65,7 @@ func Run(ctx context.Context, tok *derive.Token, opts Options) (*Report, error) 
 	rep := &Report{SchemaVersion: SchemaVersion, Generator: "p11derive probe",
 		Time: start.UTC().Format(time.RFC3339), ListOnly: opts.ListOnly}
 	var err error
-	if rep.Token, err = tokenInfo(tok); err != nil {
+	if rep.Token, err = tokenInfo(ctx, tok); err != nil {
 		return nil, err
 	}
 	// The first C_GetMechanismList: everything else is judged from it.
@@ -100,29 +95,24 @@ func Run(ctx context.Context, tok *derive.Token, opts Options) (*Report, error) 
 	return rep, nil
 }
 
-func tokenInfo(tok *derive.Token) (TokenInfo, error) {
+func tokenInfo(ctx context.Context, tok *derive.Token) (TokenInfo, error) {
 	ti := tok.Info()
 	out := TokenInfo{
 		Label: ti.Label, Manufacturer: ti.ManufacturerID, Model: ti.Model, Serial: ti.SerialNumber,
 		Firmware: version(ti.FirmwareVersion), Hardware: version(ti.HardwareVersion), Slot: tok.SlotID(),
 		Flags: tokenFlags(ti.Flags),
 	}
-	mi, err := tok.Ctx().GetInfo()
+	mi, err := tok.ModuleInfo()
 	if err != nil {
-		return out, errorf("C_GetInfo: %w", err)
+		return out, err
 	}
 	out.Module = ModuleInfo{Description: mi.LibraryDescription, Manufacturer: mi.ManufacturerID,
 		Version: version(mi.LibraryVersion), PKCS11Version: version(mi.CryptokiVersion)}
-	err = tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		si, err := c.GetSessionInfo(s)
-		if err == nil {
-			out.Session = sessionState(si.State)
-		}
-		return err
-	})
+	state, err := tok.SessionState(ctx)
 	if err != nil {
-		return out, errorf("C_GetSessionInfo: %w", err)
+		return out, err
 	}
+	out.Session = sessionState(state)
 	return out, nil
 }
 

@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/miekg/pkcs11"
 	"golang.org/x/sys/unix"
 
 	"github.com/p11derive/p11derive/derive"
@@ -215,26 +214,11 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// copyKey makes a session copy of k in the token (C_CopyObject with
-// CKA_TOKEN false): the same value and attributes, never on the host. It
-// ends with the Token's sessions; Close destroys it sooner. A copy that
-// came out less protected than k is destroyed and refused.
+// copyKey makes a session copy of k in the token (see
+// derive.Token.SessionCopy), under k's label for the messages.
 func copyKey(ctx context.Context, tok *derive.Token, k *derive.Key) (*derive.Key, error) {
-	var h pkcs11.ObjectHandle
-	err := tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		var err error
-		h, err = c.CopyObject(s, k.Handle, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false)})
-		return err
-	})
+	c, err := tok.SessionCopy(ctx, k)
 	if err != nil {
-		return nil, &derive.TokenError{Step: "copy key " + k.Label + " into a session object", Call: "C_CopyObject", Err: err}
-	}
-	c, err := tok.Key(ctx, h)
-	if err == nil && ((k.Sensitive && !c.Sensitive) || (!k.Extractable && c.Extractable) || c.Token) {
-		err = fmt.Errorf("p11derive: the session copy of %q is not protected as the key is", k.Label)
-	}
-	if err != nil {
-		tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error { return c.DestroyObject(s, h) })
 		return nil, err
 	}
 	c.Label = k.Label

@@ -245,17 +245,8 @@ func TestBatchWrapOutUnwraps(t *testing.T) {
 		assert.Equal(t, hex.EncodeToString(want), r[1], r[0])
 
 		// Back into the token with the transport key.
-		var h pkcs11.ObjectHandle
-		require.NoError(t, tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-			h, err = c.UnwrapKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(0x2109, nil)}, transport.Handle, wrapped, []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-				pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-			})
-			return err
-		}))
-		unwrapped, err := tok.Key(bg, h)
+		unwrapped, err := tok.Unwrap(bg, transport, 0x2109 /* CKM_AES_KEY_WRAP */, nil, wrapped,
+			derive.KeySpec{Type: derive.KeyAES128, Usage: derive.UseEncrypt})
 		require.NoError(t, err)
 		got, err := tok.CheckValue(bg, unwrapped)
 		require.NoError(t, err)

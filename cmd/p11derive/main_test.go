@@ -1,19 +1,19 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/miekg/pkcs11"
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/lab"
 )
 
@@ -44,37 +44,55 @@ func testkey(args []string) int {
 		fmt.Fprintln(os.Stderr, "testkey: bad type or value")
 		return 2
 	}
-	slot, _ := strconv.ParseUint(os.Getenv("SLOT"), 10, 0)
-	s := uint(slot)
-	tok, err := derive.Open(derive.Config{Module: os.Getenv("P11DERIVE_MODULE"), InitArgs: os.Getenv("P11DERIVE_INIT_ARGS"),
-		Slot: &s, PIN: os.Getenv("P11DERIVE_PIN")})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer tok.Close()
-	err = tok.WithSession(func(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
-		_, err := ctx.CreateObject(sh, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckk),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, args[0]),
-			pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
-			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
-		})
-		return err
-	})
-	if err == nil {
-		_, err = tok.FindKey(context.Background(), args[0])
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	if err := importTokenKey(args[0], ckk, value); err != nil {
+		fmt.Fprintln(os.Stderr, "testkey:", err)
 		return 1
 	}
 	return 0
+}
+
+// importTokenKey makes the test key through miekg/pkcs11, a test rig's
+// own way to the module (SoftHSM2 and NSS give it the same function list):
+// the command has no way to import a key in the clear, and p11derive's
+// Import makes only sensitive keys, while the scripts need the token's
+// defaults (a key the host may read, to see it warned about).
+func importTokenKey(label string, ckk uint, value []byte) error {
+	c := pkcs11.New(os.Getenv("P11DERIVE_MODULE"))
+	if c == nil {
+		return fmt.Errorf("cannot load %s", os.Getenv("P11DERIVE_MODULE"))
+	}
+	var opts []pkcs11.InitializeOption
+	if a := os.Getenv("P11DERIVE_INIT_ARGS"); a != "" {
+		args := append([]byte(a), 0)
+		defer runtime.KeepAlive(args)
+		opts = append(opts, pkcs11.InitializeWithReserved(unsafe.Pointer(&args[0])))
+	}
+	if err := c.Initialize(opts...); err != nil {
+		return err
+	}
+	defer c.Finalize()
+	slot, _ := strconv.ParseUint(os.Getenv("SLOT"), 10, 0)
+	s, err := c.OpenSession(uint(slot), pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return err
+	}
+	if pin := os.Getenv("P11DERIVE_PIN"); pin != "" {
+		if err := c.Login(s, pkcs11.CKU_USER, pin); err != nil {
+			return err
+		}
+	}
+	_, err = c.CreateObject(s, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckk),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
+	})
+	return err
 }
 
 // TestScripts runs the scripts of testdata/ as separate processes, against

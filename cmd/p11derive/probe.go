@@ -8,8 +8,6 @@ import (
 	"io"
 	"strings"
 
-	pkcs11uri "github.com/stefanberger/go-pkcs11uri"
-
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/probe"
 )
@@ -38,7 +36,7 @@ func cmdProbe(args []string, stdout io.Writer) error {
 	if *runs < 1 {
 		return usageError{errors.New("--runs must be at least 1")}
 	}
-	opts := probe.Options{Runs: *runs, KeyLabel: *keyLabel, ListOnly: *listOnly, NoImport: *noImport, Module: tf.modulePath()}
+	opts := probe.Options{Runs: *runs, KeyLabel: *keyLabel, ListOnly: *listOnly, NoImport: *noImport}
 	known := map[string]bool{}
 	for _, n := range derive.FunctionNames() {
 		known[n] = true
@@ -68,18 +66,4 @@ func cmdProbe(args []string, stdout io.Writer) error {
 		return rep.WriteMarkdown(stdout)
 	}
 	return rep.WriteText(stdout)
-}
-
-// modulePath is the module's path as the token was opened with it: --module,
-// or the URI's module-path.
-func (f *tokenFlags) modulePath() string {
-	if f.module != "" || f.uri == "" {
-		return f.module
-	}
-	u := pkcs11uri.New()
-	if err := u.Parse(f.uri); err != nil {
-		return ""
-	}
-	v, _ := u.GetQueryAttribute("module-path", false)
-	return v
 }

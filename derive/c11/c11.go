@@ -40,7 +40,6 @@ import (
 	"fmt"
 
 	"github.com/ThalesGroup/crypto11"
-	"github.com/miekg/pkcs11"
 
 	"github.com/p11derive/p11derive/derive"
 )
@@ -56,44 +55,30 @@ type Deriver struct {
 func New(c *crypto11.Context, tok *derive.Token) *Deriver { return &Deriver{c11: c, tok: tok} }
 
 // Key returns p11derive's view of a crypto11 secret key: the same object,
-// found by its CKA_ID and CKA_LABEL, which must single it out.
+// found by its CKA_ID and CKA_LABEL, which must single it out. Keys are
+// matched by identity, never by handle: behind p11-kit's proxy crypto11 and
+// p11derive each have a function list of their own, with their own
+// sessions, and a handle of one means nothing to the other.
 func (d *Deriver) Key(ctx context.Context, k *crypto11.SecretKey) (*derive.Key, error) {
 	attrs, err := d.c11.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaId, crypto11.CkaLabel})
 	if err != nil {
 		return nil, fmt.Errorf("p11derive: reading the crypto11 key's CKA_ID and CKA_LABEL: %w", err)
 	}
-	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY)}
-	var id, label []byte
+	var sel derive.Selector
 	if a := attrs[crypto11.CkaId]; a != nil && len(a.Value) > 0 {
-		id = a.Value
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+		sel.ID = a.Value
 	}
 	if a := attrs[crypto11.CkaLabel]; a != nil && len(a.Value) > 0 {
-		label = a.Value
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
+		sel.Label = string(a.Value)
 	}
-	if id == nil && label == nil {
+	if sel.ID == nil && sel.Label == "" {
 		return nil, fmt.Errorf("p11derive: the crypto11 key has neither CKA_ID nor CKA_LABEL to find it by: %w", derive.ErrNotFound)
 	}
-	var hs []pkcs11.ObjectHandle
-	err = d.tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		if err := c.FindObjectsInit(s, tmpl); err != nil {
-			return err
-		}
-		defer c.FindObjectsFinal(s)
-		hs, _, err = c.FindObjects(s, 2)
-		return err
-	})
-	if err != nil {
-		return nil, &derive.TokenError{Step: "find the crypto11 key", Call: "C_FindObjects", Err: err}
+	dk, err := d.tok.Find(ctx, sel)
+	if errors.Is(err, derive.ErrNotFound) {
+		return nil, fmt.Errorf("%w (is the crypto11 context on the same token?)", err)
 	}
-	switch len(hs) {
-	case 0:
-		return nil, fmt.Errorf("p11derive: no secret key with CKA_ID %x and CKA_LABEL %q in this token (is the crypto11 context on the same token?): %w", id, label, derive.ErrNotFound)
-	case 1:
-		return d.tok.Key(ctx, hs[0])
-	}
-	return nil, fmt.Errorf("p11derive: several secret keys have CKA_ID %x and CKA_LABEL %q: %w", id, label, derive.ErrAmbiguous)
+	return dk, err
 }
 
 // Derive computes DK from base and r inside the token, as derive.Token.Derive

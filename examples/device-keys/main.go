@@ -28,8 +28,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/miekg/pkcs11"
-
 	"github.com/p11derive/p11derive/derive"
 )
 
@@ -134,15 +132,10 @@ func deviceKey(ctx context.Context, tok *derive.Token, master, kek *derive.Key, 
 	if kcv, err = tok.CheckValue(ctx, res.Key); err != nil {
 		return nil, nil, err
 	}
-	// C_WrapKey in a session of the token's pool: the wrapped key is DK
-	// encrypted under the transport key, all of it computed in the token.
-	err = tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		var err error
-		wrapped, err = c.WrapKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(ckmAESKeyWrap, nil)}, kek.Handle, res.Key.Handle)
-		return err
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("C_WrapKey: %w", err)
+	// C_WrapKey: the wrapped key is DK encrypted under the transport key,
+	// all of it computed in the token.
+	if wrapped, err = tok.Wrap(ctx, kek, res.Key, ckmAESKeyWrap, nil); err != nil {
+		return nil, nil, err
 	}
 	return wrapped, kcv, nil
 }

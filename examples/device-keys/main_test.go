@@ -70,17 +70,8 @@ func TestDeviceKeys(t *testing.T) {
 
 				// The device's side of the transport key: unwrap, compare.
 				wrapped, _ := hex.DecodeString(f[1])
-				var h pkcs11.ObjectHandle
-				require.NoError(t, tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-					h, err = c.UnwrapKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(ckmAESKeyWrap, nil)}, transport.Handle, wrapped, []*pkcs11.Attribute{
-						pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-						pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-						pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-						pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-					})
-					return err
-				}))
-				k, err := tok.Key(context.Background(), h)
+				k, err := tok.Unwrap(context.Background(), transport, ckmAESKeyWrap, nil, wrapped,
+					derive.KeySpec{Type: derive.KeyAES128, Usage: derive.UseEncrypt})
 				require.NoError(t, err)
 				kcv, err := tok.CheckValue(context.Background(), k)
 				require.NoError(t, err)

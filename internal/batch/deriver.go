@@ -316,7 +316,7 @@ func (d *Deriver) wrapRow(ctx context.Context, row *Row, req derive.Request) (ou
 	if err := ctx.Err(); err != nil {
 		return Out{}, nil, err
 	}
-	wrapped, err := WrapKey(d.Token, d.Wrap, res.Key)
+	wrapped, err := WrapKey(ctx, d.Token, d.Wrap, res.Key)
 	if err != nil {
 		return Out{}, nil, err
 	}
@@ -327,7 +327,7 @@ func (d *Deriver) wrapRow(ctx context.Context, row *Row, req derive.Request) (ou
 // WrapKey wraps k under w.Key with w's mechanism (C_WrapKey, in a session of
 // the token's pool). k must be extractable; its value never reaches the host
 // in the clear.
-func WrapKey(tok *derive.Token, w *Wrap, k *derive.Key) ([]byte, error) {
+func WrapKey(ctx context.Context, tok *derive.Token, w *Wrap, k *derive.Key) ([]byte, error) {
 	var param []byte
 	if w.Mech.iv {
 		param = w.IV
@@ -335,14 +335,9 @@ func WrapKey(tok *derive.Token, w *Wrap, k *derive.Key) ([]byte, error) {
 			param = make([]byte, 8)
 		}
 	}
-	var wrapped []byte
-	err := tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		var err error
-		wrapped, err = c.WrapKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(w.Mech.CKM, param)}, w.Key.Handle, k.Handle)
-		return err
-	})
+	wrapped, err := tok.Wrap(ctx, w.Key, k, w.Mech.CKM, param)
 	if err != nil {
-		return nil, &derive.TokenError{Step: "wrap DK under " + w.Key.Label + " (" + w.Mech.Name + ")", Call: "C_WrapKey", Err: err}
+		return nil, err
 	}
 	return wrapped, nil
 }
@@ -430,44 +425,15 @@ func (d *Deriver) Scan(ctx context.Context) (int, error) {
 	if i := strings.LastIndex(suffix, "{id}"); i >= 0 {
 		suffix = suffix[i+len("{id}"):]
 	}
-	set := &labelSet{}
-	err := d.Token.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		if err := c.FindObjectsInit(s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY)}); err != nil {
-			return err
-		}
-		var hs []pkcs11.ObjectHandle
-		for {
-			got, _, err := c.FindObjects(s, 1024)
-			if err != nil {
-				c.FindObjectsFinal(s)
-				return err
-			}
-			if len(got) == 0 {
-				break
-			}
-			hs = append(hs, got...)
-		}
-		if err := c.FindObjectsFinal(s); err != nil {
-			return err
-		}
-		for i, h := range hs {
-			if i%1024 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			a, err := c.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil)})
-			if err != nil {
-				continue // a key deleted meanwhile, or one whose label is not readable
-			}
-			if l := string(a[0].Value); strings.HasPrefix(l, prefix) && strings.HasSuffix(l, suffix) && len(l) >= len(prefix)+len(suffix) {
-				set.add(l)
-			}
-		}
-		return nil
-	})
+	labels, err := d.Token.Labels(ctx)
 	if err != nil {
-		return 0, &derive.TokenError{Step: "list the labels of the token's secret keys", Call: "C_FindObjects", Err: err}
+		return 0, err
+	}
+	set := &labelSet{}
+	for _, l := range labels {
+		if strings.HasPrefix(l, prefix) && strings.HasSuffix(l, suffix) && len(l) >= len(prefix)+len(suffix) {
+			set.add(l)
+		}
 	}
 	set.sort()
 	d.mu.Lock()

@@ -85,28 +85,23 @@ func runDeriver(t *testing.T, ctx context.Context, d *Deriver, job Job, src, pat
 
 // unwrap brings a wrapped key back into the token with the transport key
 // (C_UnwrapKey) as a session AES key, to compare it by check value.
-func (lt *labToken) unwrap(t *testing.T, w *Wrap, wrapped []byte) *derive.Key {
+func (lt *labToken) unwrap(t *testing.T, w *Wrap, wrapped []byte, n int) *derive.Key {
 	t.Helper()
 	var param []byte
 	if w.Mech.iv {
 		param = w.IV
 	}
-	var h pkcs11.ObjectHandle
-	require.NoError(t, lt.tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		var err error
-		h, err = c.UnwrapKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(w.Mech.CKM, param)}, w.Key.Handle, wrapped, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		})
-		return err
-	}), "unwrap with %s", w.Mech.Name)
-	k, err := lt.tok.Key(context.Background(), h)
-	require.NoError(t, err)
+	k, err := lt.tok.Unwrap(context.Background(), w.Key, w.Mech.CKM, param, wrapped,
+		derive.KeySpec{Type: aesKey(t, n), Usage: derive.UseEncrypt})
+	require.NoError(t, err, "unwrap with %s", w.Mech.Name)
 	t.Cleanup(func() { lt.tok.Destroy(context.Background(), k) })
 	return k
+}
+
+func aesKey(t testing.TB, n int) derive.KeyType {
+	kt, err := derive.ParseKeyType("aes", n)
+	require.NoError(t, err)
+	return kt
 }
 
 // TestWrapOut derives keys in wrap mode on every lab token with every wrap
@@ -165,7 +160,7 @@ func TestWrapOut(t *testing.T) {
 					assert.Equal(t, "aes-cbc", rec[4])
 
 					// Back into the token, and compared with a direct derivation.
-					got, err := lt.tok.CheckValue(ctx, lt.unwrap(t, w, wrapped))
+					got, err := lt.tok.CheckValue(ctx, lt.unwrap(t, w, wrapped, len(r.dk)))
 					require.NoError(t, err)
 					iv := flagIV
 					if r.iv != nil {

@@ -69,66 +69,53 @@ func forEach(t *testing.T, kinds []string, f func(t *testing.T, lt *labToken)) {
 var allKinds = []string{"softhsm2", "nss", "nssdb"}
 
 // importKey creates a session secret key of known value with the given
-// uses, destroyed when the test ends.
+// uses (CKA_DERIVE, CKA_WRAP…), destroyed when the test ends.
 func (lt *labToken) importKey(t testing.TB, ckk uint, value []byte, label string, uses ...uint) *derive.Key {
 	t.Helper()
-	tmpl := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckk),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-	}
-	for _, u := range uses {
-		tmpl = append(tmpl, pkcs11.NewAttribute(u, true))
-	}
-	var h pkcs11.ObjectHandle
-	require.NoError(t, lt.tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		var err error
-		h, err = c.CreateObject(s, tmpl)
-		return err
-	}))
-	t.Cleanup(func() {
-		lt.tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error { return c.DestroyObject(s, h) })
-	})
-	k, err := lt.tok.Key(context.Background(), h)
+	kt, err := derive.ParseKeyType(derive.KeyTypeName(ckk), len(value))
 	require.NoError(t, err)
+	k, err := lt.tok.Import(context.Background(), derive.KeySpec{Label: label, Type: kt, Usage: usage(t, uses...)}, value)
+	require.NoError(t, err)
+	t.Cleanup(func() { lt.tok.Destroy(context.Background(), k) })
 	return k
+}
+
+// usage is the Usage of CKA_ attributes.
+func usage(t testing.TB, uses ...uint) derive.Usage {
+	var u derive.Usage
+	for _, cka := range uses {
+		switch cka {
+		case pkcs11.CKA_ENCRYPT:
+			u |= derive.UseEncrypt
+		case pkcs11.CKA_DECRYPT:
+			u |= derive.UseDecrypt
+		case pkcs11.CKA_SIGN:
+			u |= derive.UseSign
+		case pkcs11.CKA_VERIFY:
+			u |= derive.UseVerify
+		case pkcs11.CKA_WRAP:
+			u |= derive.UseWrap
+		case pkcs11.CKA_UNWRAP:
+			u |= derive.UseUnwrap
+		case pkcs11.CKA_DERIVE:
+			u |= derive.UseDerive
+		default:
+			t.Fatalf("no usage for attribute %#x", cka)
+		}
+	}
+	return u
 }
 
 // secretKeys returns the labels of every secret key the token's sessions
 // see, and how many keys have each.
 func (lt *labToken) secretKeys(t testing.TB) map[string]int {
 	t.Helper()
+	all, err := lt.tok.Labels(context.Background())
+	require.NoError(t, err)
 	labels := map[string]int{}
-	require.NoError(t, lt.tok.WithSession(func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		if err := c.FindObjectsInit(s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY)}); err != nil {
-			return err
-		}
-		var hs []pkcs11.ObjectHandle
-		for {
-			got, _, err := c.FindObjects(s, 256)
-			if err != nil {
-				c.FindObjectsFinal(s)
-				return err
-			}
-			if len(got) == 0 {
-				break
-			}
-			hs = append(hs, got...)
-		}
-		if err := c.FindObjectsFinal(s); err != nil {
-			return err
-		}
-		for _, h := range hs {
-			a, err := c.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil)})
-			if err != nil {
-				return err
-			}
-			labels[string(a[0].Value)]++
-		}
-		return nil
-	}))
+	for _, l := range all {
+		labels[l]++
+	}
 	return labels
 }
 

@@ -59,9 +59,6 @@
 package ck
 
 /*
-#cgo LDFLAGS: -ldl
-#include <dlfcn.h>
-#include <string.h>
 #include "ck.h"
 
 #define CK_MAX_ATTRS 64
@@ -166,35 +163,6 @@ static ck_rv ck_sign(ck_function_list *f, ck_ulong session, unsigned char *in, c
 	return f->C_Sign(session, in, inLen, out, outLen);
 }
 
-// ck_load dlopens path (the already loaded instance if there is one) and
-// calls its C_GetFunctionList. It never dlcloses: the function list must stay
-// valid for the life of the process. It returns 0 on success, else the step
-// that failed (1 dlopen, 2 dlsym, 3 C_GetFunctionList, whose CK_RV is in *rv,
-// 4 a NULL list), with dlerror's message in msg for 1 and 2.
-static int ck_load(const char *path, ck_function_list **fl, ck_rv *rv, char *msg, size_t msgLen) {
-	void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-	if (h == NULL)
-		h = dlopen(path, RTLD_NOW);
-	if (h == NULL) {
-		const char *e = dlerror();
-		strncpy(msg, e ? e : "", msgLen - 1);
-		return 1;
-	}
-	ck_rv (*gfl)(ck_function_list **) = (ck_rv (*)(ck_function_list **))dlsym(h, "C_GetFunctionList");
-	if (gfl == NULL) {
-		const char *e = dlerror();
-		strncpy(msg, e ? e : "", msgLen - 1);
-		return 2;
-	}
-	*fl = NULL;
-	*rv = gfl(fl);
-	if (*rv != CK_OK)
-		return 3;
-	if (*fl == NULL)
-		return 4;
-	return 0;
-}
-
 #cgo noescape ck_derive_key
 #cgo nocallback ck_derive_key
 #cgo noescape ck_unwrap_key
@@ -215,7 +183,6 @@ static int ck_load(const char *path, ck_function_list **fl, ck_rv *rv, char *msg
 import "C"
 
 import (
-	"bytes"
 	"fmt"
 	"unsafe"
 
@@ -248,56 +215,6 @@ const (
 const (
 	rvArgumentsBad = pkcs11.CKR_ARGUMENTS_BAD
 )
-
-// Module is the function list of a loaded PKCS#11 module. Its methods may be
-// called concurrently (the token's own rules on sessions apply).
-type Module struct {
-	f    *C.ck_function_list
-	path string
-}
-
-// Load returns the function list of the PKCS#11 module at path. The module
-// is normally already loaded and initialised in the process, by
-// github.com/miekg/pkcs11 (pkcs11.New(path) and Initialize): Load dlopens the
-// same path, which finds that instance (RTLD_NOW|RTLD_NOLOAD first, then
-// RTLD_NOW), and calls its C_GetFunctionList. It never calls C_Initialize or
-// C_Finalize, and never dlcloses: the module stays loaded for the life of
-// the process, even after miekg's Destroy, so that the function list stays
-// valid. Calls through a module that nobody has initialised answer
-// CKR_CRYPTOKI_NOT_INITIALIZED.
-func Load(path string) (*Module, error) {
-	if path == "" || bytes.IndexByte([]byte(path), 0) >= 0 {
-		return nil, fmt.Errorf("ck: bad module path %q", path)
-	}
-	cpath := append([]byte(path), 0)
-	var (
-		fl  *C.ck_function_list
-		rv  C.ck_rv
-		msg [512]byte
-	)
-	step := C.ck_load((*C.char)(unsafe.Pointer(&cpath[0])), &fl, &rv, (*C.char)(unsafe.Pointer(&msg[0])), C.size_t(len(msg)))
-	text := string(msg[:max(0, bytes.IndexByte(msg[:], 0))])
-	switch step {
-	case 0:
-		return &Module{f: fl, path: path}, nil
-	case 1:
-		return nil, fmt.Errorf("ck: dlopen %s: %s", path, text)
-	case 2:
-		return nil, fmt.Errorf("ck: %s has no C_GetFunctionList: %s", path, text)
-	case 3:
-		return nil, fmt.Errorf("ck: C_GetFunctionList of %s: %w", path, pkcs11.Error(rv))
-	default:
-		return nil, fmt.Errorf("ck: C_GetFunctionList of %s returned no function list", path)
-	}
-}
-
-// Path returns the path the module was loaded from.
-func (m *Module) Path() string { return m.path }
-
-// Version returns the PKCS#11 version of the module's function list.
-func (m *Module) Version() (major, minor uint8) {
-	return uint8(m.f.version.major), uint8(m.f.version.minor)
-}
 
 // bytePtr returns a pointer to b's first byte, or nil if b is empty.
 func bytePtr(b []byte) *C.uchar {

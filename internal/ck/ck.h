@@ -16,6 +16,9 @@ typedef ck_ulong ck_rv;
 #define CK_ARGUMENTS_BAD 0x7UL
 #define CK_FUNCTION_NOT_SUPPORTED 0x54UL
 #define CK_UNAVAILABLE (~0UL) /* CK_UNAVAILABLE_INFORMATION */
+#define CK_BUFFER_TOO_SMALL 0x150UL
+#define CK_CRYPTOKI_ALREADY_INITIALIZED 0x191UL
+#define CK_OS_LOCKING_OK 0x2UL /* CKF_OS_LOCKING_OK */
 
 typedef struct {
 	unsigned char major, minor;
@@ -33,6 +36,65 @@ typedef struct {
 	ck_ulong ulParameterLen;
 } ck_mechanism; /* CK_MECHANISM */
 
+typedef struct {
+	ck_version cryptokiVersion;
+	unsigned char manufacturerID[32];
+	ck_ulong flags;
+	unsigned char libraryDescription[32];
+	ck_version libraryVersion;
+} ck_info; /* CK_INFO */
+
+typedef struct {
+	unsigned char slotDescription[64];
+	unsigned char manufacturerID[32];
+	ck_ulong flags;
+	ck_version hardwareVersion;
+	ck_version firmwareVersion;
+} ck_slot_info; /* CK_SLOT_INFO */
+
+typedef struct {
+	unsigned char label[32];
+	unsigned char manufacturerID[32];
+	unsigned char model[16];
+	unsigned char serialNumber[16];
+	ck_ulong flags;
+	ck_ulong ulMaxSessionCount;
+	ck_ulong ulSessionCount;
+	ck_ulong ulMaxRwSessionCount;
+	ck_ulong ulRwSessionCount;
+	ck_ulong ulMaxPinLen;
+	ck_ulong ulMinPinLen;
+	ck_ulong ulTotalPublicMemory;
+	ck_ulong ulFreePublicMemory;
+	ck_ulong ulTotalPrivateMemory;
+	ck_ulong ulFreePrivateMemory;
+	ck_version hardwareVersion;
+	ck_version firmwareVersion;
+	unsigned char utcTime[16];
+} ck_token_info; /* CK_TOKEN_INFO */
+
+typedef struct {
+	ck_ulong slotID;
+	ck_ulong state;
+	ck_ulong flags;
+	ck_ulong ulDeviceError;
+} ck_session_info; /* CK_SESSION_INFO */
+
+typedef struct {
+	ck_ulong ulMinKeySize;
+	ck_ulong ulMaxKeySize;
+	ck_ulong flags;
+} ck_mechanism_info; /* CK_MECHANISM_INFO */
+
+typedef struct {
+	void *CreateMutex;
+	void *DestroyMutex;
+	void *LockMutex;
+	void *UnlockMutex;
+	ck_ulong flags;
+	void *pReserved;
+} ck_c_initialize_args; /* CK_C_INITIALIZE_ARGS */
+
 /* A function this package never calls: only its place matters. */
 typedef void (*ck_unused)(void);
 
@@ -40,41 +102,41 @@ typedef void (*ck_unused)(void);
  * pkcs11f.h order. Only the functions package ck calls have prototypes. */
 typedef struct {
 	ck_version version;
-	ck_unused C_Initialize;
+	ck_rv (*C_Initialize)(void *pInitArgs);
 	ck_unused C_Finalize;
-	ck_unused C_GetInfo;
+	ck_rv (*C_GetInfo)(ck_info *pInfo);
 	ck_unused C_GetFunctionList;
-	ck_unused C_GetSlotList;
-	ck_unused C_GetSlotInfo;
-	ck_unused C_GetTokenInfo;
-	ck_unused C_GetMechanismList;
-	ck_unused C_GetMechanismInfo;
+	ck_rv (*C_GetSlotList)(unsigned char tokenPresent, ck_ulong *pSlotList, ck_ulong *pulCount);
+	ck_rv (*C_GetSlotInfo)(ck_ulong slotID, ck_slot_info *pInfo);
+	ck_rv (*C_GetTokenInfo)(ck_ulong slotID, ck_token_info *pInfo);
+	ck_rv (*C_GetMechanismList)(ck_ulong slotID, ck_ulong *pMechanismList, ck_ulong *pulCount);
+	ck_rv (*C_GetMechanismInfo)(ck_ulong slotID, ck_ulong type, ck_mechanism_info *pInfo);
 	ck_unused C_InitToken;
 	ck_unused C_InitPIN;
 	ck_unused C_SetPIN;
-	ck_unused C_OpenSession;
-	ck_unused C_CloseSession;
+	ck_rv (*C_OpenSession)(ck_ulong slotID, ck_ulong flags, void *pApplication, void *Notify, ck_ulong *phSession);
+	ck_rv (*C_CloseSession)(ck_ulong hSession);
 	ck_unused C_CloseAllSessions;
-	ck_unused C_GetSessionInfo;
+	ck_rv (*C_GetSessionInfo)(ck_ulong hSession, ck_session_info *pInfo);
 	ck_unused C_GetOperationState;
 	ck_unused C_SetOperationState;
-	ck_unused C_Login;
-	ck_unused C_Logout;
-	ck_unused C_CreateObject;
-	ck_unused C_CopyObject;
+	ck_rv (*C_Login)(ck_ulong hSession, ck_ulong userType, unsigned char *pPin, ck_ulong ulPinLen);
+	ck_rv (*C_Logout)(ck_ulong hSession);
+	ck_rv (*C_CreateObject)(ck_ulong hSession, ck_attribute *pTemplate, ck_ulong ulCount, ck_ulong *phObject);
+	ck_rv (*C_CopyObject)(ck_ulong hSession, ck_ulong hObject, ck_attribute *pTemplate, ck_ulong ulCount, ck_ulong *phNewObject);
 	ck_rv (*C_DestroyObject)(ck_ulong hSession, ck_ulong hObject);
 	ck_unused C_GetObjectSize;
 	ck_rv (*C_GetAttributeValue)(ck_ulong hSession, ck_ulong hObject, ck_attribute *pTemplate, ck_ulong ulCount);
-	ck_unused C_SetAttributeValue;
-	ck_unused C_FindObjectsInit;
-	ck_unused C_FindObjects;
-	ck_unused C_FindObjectsFinal;
+	ck_rv (*C_SetAttributeValue)(ck_ulong hSession, ck_ulong hObject, ck_attribute *pTemplate, ck_ulong ulCount);
+	ck_rv (*C_FindObjectsInit)(ck_ulong hSession, ck_attribute *pTemplate, ck_ulong ulCount);
+	ck_rv (*C_FindObjects)(ck_ulong hSession, ck_ulong *phObject, ck_ulong ulMaxObjectCount, ck_ulong *pulObjectCount);
+	ck_rv (*C_FindObjectsFinal)(ck_ulong hSession);
 	ck_rv (*C_EncryptInit)(ck_ulong hSession, ck_mechanism *pMechanism, ck_ulong hKey);
 	ck_rv (*C_Encrypt)(ck_ulong hSession, unsigned char *pData, ck_ulong ulDataLen, unsigned char *pEncryptedData, ck_ulong *pulEncryptedDataLen);
 	ck_unused C_EncryptUpdate;
 	ck_unused C_EncryptFinal;
-	ck_unused C_DecryptInit;
-	ck_unused C_Decrypt;
+	ck_rv (*C_DecryptInit)(ck_ulong hSession, ck_mechanism *pMechanism, ck_ulong hKey);
+	ck_rv (*C_Decrypt)(ck_ulong hSession, unsigned char *pEncryptedData, ck_ulong ulEncryptedDataLen, unsigned char *pData, ck_ulong *pulDataLen);
 	ck_unused C_DecryptUpdate;
 	ck_unused C_DecryptFinal;
 	ck_unused C_DigestInit;
@@ -98,9 +160,9 @@ typedef struct {
 	ck_unused C_DecryptDigestUpdate;
 	ck_unused C_SignEncryptUpdate;
 	ck_unused C_DecryptVerifyUpdate;
-	ck_unused C_GenerateKey;
+	ck_rv (*C_GenerateKey)(ck_ulong hSession, ck_mechanism *pMechanism, ck_attribute *pTemplate, ck_ulong ulCount, ck_ulong *phKey);
 	ck_unused C_GenerateKeyPair;
-	ck_unused C_WrapKey;
+	ck_rv (*C_WrapKey)(ck_ulong hSession, ck_mechanism *pMechanism, ck_ulong hWrappingKey, ck_ulong hKey, unsigned char *pWrappedKey, ck_ulong *pulWrappedKeyLen);
 	ck_rv (*C_UnwrapKey)(ck_ulong hSession, ck_mechanism *pMechanism, ck_ulong hUnwrappingKey, unsigned char *pWrappedKey, ck_ulong ulWrappedKeyLen, ck_attribute *pTemplate, ck_ulong ulAttributeCount, ck_ulong *phKey);
 	ck_rv (*C_DeriveKey)(ck_ulong hSession, ck_mechanism *pMechanism, ck_ulong hBaseKey, ck_attribute *pTemplate, ck_ulong ulAttributeCount, ck_ulong *phKey);
 	ck_unused C_SeedRandom;

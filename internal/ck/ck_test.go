@@ -123,7 +123,7 @@ type env struct {
 func open(tb testing.TB, tok *lab.Token) *env {
 	tb.Helper()
 	ctx, sess := lab.Open(tb, tok)
-	m, err := Load(tok.Module)
+	m, err := Open(tok.Module, tok.InitArgs)
 	require.NoError(tb, err)
 	return &env{tok: tok, ctx: ctx, sess: uint(sess), m: m}
 }
@@ -540,16 +540,23 @@ func TestBadArguments(t *testing.T) {
 	e.destroy(t, k)
 }
 
-func TestLoad(t *testing.T) {
-	_, err := Load("/nonexistent/libnothing.so")
+func TestOpen(t *testing.T) {
+	_, err := Open("/nonexistent/libnothing.so", "")
 	require.ErrorContains(t, err, "dlopen")
-	_, err = Load("")
+	var le *LoadError
+	require.ErrorAs(t, err, &le)
+	_, err = Open("/etc/passwd", "")
+	require.ErrorContains(t, err, "dlopen")
+	_, err = Open("", "")
 	require.Error(t, err)
-	_, err = Load("a\x00b")
+	_, err = Open("a\x00b", "")
 	require.Error(t, err)
 
 	e := open(t, lab.NSS(t))
-	m2, err := Load(e.tok.Module)
+	_, err = Open(e.tok.Module, "a\x00b")
+	require.Error(t, err)
+	// Already initialised (by lab.Open, through miekg): accepted.
+	m2, err := Open(e.tok.Module, e.tok.InitArgs)
 	require.NoError(t, err)
 	require.Equal(t, e.m.f, m2.f, "the same instance, the same function list")
 	major, _ := e.m.Version()

@@ -3,6 +3,11 @@
 // imported base keys of published value, and check values computed in the
 // token and in software.
 //
+// The tests' own PKCS#11 calls (keys with any attributes, MACs, object
+// counts) go through a session of package lab on the same module: SoftHSM2
+// and NSS softoken give every caller the same function list, so its
+// objects and the Token's are one set.
+//
 // A test package using it needs
 //
 //	func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
@@ -93,15 +98,10 @@ func (lt *Token) Import(t testing.TB, ckk uint, value []byte, extra ...*pkcs11.A
 	for i, typ := range order {
 		tmpl[i] = set[typ]
 	}
-	var h pkcs11.ObjectHandle
-	require.NoError(t, lt.Tok.WithSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		var err error
-		h, err = ctx.CreateObject(s, tmpl)
-		return err
-	}))
-	t.Cleanup(func() {
-		lt.Tok.WithSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error { return ctx.DestroyObject(s, h) })
-	})
+	ctx, s := lab.Open(t, lt.Lab)
+	h, err := ctx.CreateObject(s, tmpl)
+	require.NoError(t, err)
+	t.Cleanup(func() { ctx.DestroyObject(s, h) })
 	k, err := lt.Tok.Key(context.Background(), h)
 	require.NoError(t, err)
 	return k
@@ -110,24 +110,8 @@ func (lt *Token) Import(t testing.TB, ckk uint, value []byte, extra ...*pkcs11.A
 // Objects counts the objects the token's sessions see.
 func (lt *Token) Objects(t testing.TB) int {
 	t.Helper()
-	var n int
-	require.NoError(t, lt.Tok.WithSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		if err := ctx.FindObjectsInit(s, nil); err != nil {
-			return err
-		}
-		defer ctx.FindObjectsFinal(s)
-		for {
-			hs, _, err := ctx.FindObjects(s, 100)
-			if err != nil {
-				return err
-			}
-			if len(hs) == 0 {
-				return nil
-			}
-			n += len(hs)
-		}
-	}))
-	return n
+	ctx, s := lab.Open(t, lt.Lab)
+	return lab.CountObjects(t, ctx, s)
 }
 
 // KCV is k's check value computed in the token (k needs CKA_ENCRYPT), in
@@ -142,15 +126,10 @@ func (lt *Token) KCV(t testing.TB, k *derive.Key) string {
 // Sign computes a MAC with k in the token (k needs CKA_SIGN).
 func (lt *Token) Sign(t testing.TB, k *derive.Key, mech uint, msg []byte) []byte {
 	t.Helper()
-	var out []byte
-	require.NoError(t, lt.Tok.WithSession(func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		if err := ctx.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, k.Handle); err != nil {
-			return err
-		}
-		var err error
-		out, err = ctx.Sign(s, msg)
-		return err
-	}))
+	ctx, s := lab.Open(t, lt.Lab)
+	require.NoError(t, ctx.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, k.Handle))
+	out, err := ctx.Sign(s, msg)
+	require.NoError(t, err)
 	return out
 }
 
