@@ -14,6 +14,9 @@
 //     mechanisms); NSSDB is "NSS Certificate DB" (slot 2: token objects in a
 //     key4.db that other processes can open; no *_ENCRYPT_DATA in its
 //     mechanism list although C_DeriveKey with them works there).
+//   - Proxy and RPC reach any of those tokens through p11-kit: in process
+//     through p11-kit-proxy.so, or through p11-kit-client.so and a
+//     "p11-kit server" subprocess (see "Through p11-kit" below).
 //
 // A Token says everything needed to reach the token, in-process or from a
 // subprocess: Module, InitArgs (the C_Initialize pReserved string), SlotID,
@@ -105,4 +108,90 @@
 // and C_GetSessionInfo keeps reporting CKS_RW_PUBLIC_SESSION.
 // InitArgs flags must be empty: flags=readOnly makes NSSDB refuse token objects
 // (CKR_SESSION_READ_ONLY) and flags=noCertDB leaves slot 2 without its database.
+//
+// # Through p11-kit: Proxy and RPC (found empirically, p11-kit 0.24.1)
+//
+// Proxy(tb, tok) returns a Token reaching tok through p11-kit-proxy.so, in
+// process; RPC(tb, tok) one reaching it through p11-kit-client.so and a
+// "p11-kit server" subprocess. Both look up the slot by label, as p11-kit
+// numbers it (the proxy numbers slots from 0x11; the RPC keeps the
+// module's slot IDs).
+//
+// Proxy copies p11-kit-proxy.so into a t.TempDir (a copy is an independent
+// p11-kit instance, as with SoftHSM2) and writes a configuration
+// registering tok.Module alone, as module "lab" (critical, with
+// x-init-reserved: tok.InitArgs for NSS), under DIR/home/.config/pkcs11 with
+// pkcs11.conf saying "user-config: only", so that the system's modules
+// (/usr/share/p11-kit/modules: p11-kit-trust, opensc, softhsm2) stay out.
+// p11-kit skips user configuration as root (getuid() == 0) or setuid, so in
+// process Proxy points the copy at that configuration with
+// p11_kit_override_system_files (exported, "for test suites") before anything
+// loads it; Token.Env holds HOME for a subprocess, which works only when not
+// running as root (TestProxySubprocess is skipped as root: use RPC to reach a
+// token from a subprocess). Proxy keeps tok's own module initialised until the
+// test ends: p11-kit never calls C_Finalize on a module that answered
+// CKR_CRYPTOKI_ALREADY_INITIALIZED, so the proxy shares the instance without
+// tearing it down (for NSS, the process's one softoken: session objects made
+// directly are visible through the proxy and the other way round).
+//
+// What p11-kit-proxy.so does (TestProxyFunctionLists, TestProxyConfigReadOnce):
+//
+//   - Every C_GetFunctionList returns a new function list (another pointer),
+//     each with its own state: a second list answers
+//     CKR_CRYPTOKI_NOT_INITIALIZED until its own C_Initialize, which answers
+//     CKR_OK (not CKR_CRYPTOKI_ALREADY_INITIALIZED) while the first list is
+//     initialised. pkcs11.New calls C_GetFunctionList, so two pkcs11.Ctx of
+//     the same path are two independent lists.
+//   - Session handles belong to a list: a session opened through one list is
+//     CKR_SESSION_HANDLE_INVALID through another. Object handles are the
+//     module's: an object made through one list is usable through another
+//     list's session. C_Finalize of one list leaves the others working.
+//   - The configuration (and HOME) is read in C_GetFunctionList, when the
+//     first list of the loaded library loads the registered modules, and
+//     never again while the library stays loaded: every list keeps its
+//     modules until the library is unloaded, even after every list was
+//     finalised. So one loaded proxy cannot serve another configuration to
+//     the next test, hence one copy per Proxy. The environment a module
+//     reads in its C_Initialize (SOFTHSM2_CONF) is read when the first list
+//     is initialised. Rule for in-process use: the environment (Token.Setenv)
+//     must hold before pkcs11.New of the Module; Open sets tok.Env around
+//     both pkcs11.New and C_Initialize.
+//
+// RPC runs "p11-kit server --foreground --name DIR/sock tok.Module" with
+// tok.Env (SOFTHSM2_CONF) in its environment, in its own process group, and
+// waits (at most 30s) for the P11_KIT_SERVER_ADDRESS line it prints once it
+// listens. The server forks a "p11-kit remote" child per connection, which
+// loads its own instance of the module: objects reach across only as token
+// objects (TestRPCSubprocess). C_Initialize's pReserved string crosses the
+// RPC, so the RPC token keeps tok.InitArgs (NSS gets its database that way,
+// no configuration needed). p11-kit-client.so reads P11_KIT_SERVER_ADDRESS
+// in C_GetFunctionList, each list connecting to the address of its time:
+// code under test needs Token.Setenv before pkcs11.New; a subprocess needs
+// Token.Env. Module is a copy of p11-kit-client.so per server, so Open keeps
+// one module per server. At the end of the test, RPC waits (at most 10s) for
+// the server's children to exit (they do when their client finalises), then
+// SIGTERMs the server and waits for it; a child still connected then is
+// killed and the test fails.
+//
+// The RPC leaves out of C_GetMechanismList every mechanism whose parameters
+// it cannot serialise or does not know to have none, and the client refuses
+// them: C_DeriveKey with CKM_AES_ECB_ENCRYPT_DATA answers
+// CKR_MECHANISM_INVALID on both tokens, although both do it directly
+// (TestRPCMechanisms, which logs the full lists). Dropped from SoftHSM2
+// 2.6.1 (34 of 70): CKM_AES_CBC, CKM_AES_CBC_PAD, CKM_AES_CTR, CKM_AES_GCM,
+// CKM_AES_CMAC, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD, CKM_DES_CBC(_PAD),
+// CKM_DES3_CBC(_PAD), CKM_DES3_CMAC, every CKM_*_ECB_ENCRYPT_DATA and
+// CKM_*_CBC_ENCRYPT_DATA (AES, DES, DES3), CKM_DH_PKCS_DERIVE,
+// CKM_ECDH1_DERIVE, CKM_DSA_SHA224..512, CKM_SHA224, CKM_SHA224_HMAC,
+// CKM_SHA224_RSA_PKCS, the CKM_SHA*_RSA_PKCS_PSS and two vendor mechanisms.
+// Dropped from NSS slot 1 (157 of 210): the same families plus
+// CKM_CONCATENATE_BASE_AND_DATA, CKM_CONCATENATE_BASE_AND_KEY,
+// CKM_CONCATENATE_DATA_AND_BASE, CKM_XOR_BASE_AND_DATA,
+// CKM_EXTRACT_KEY_FROM_KEY, CKM_SP800_108_COUNTER_KDF,
+// CKM_SP800_108_FEEDBACK_KDF, CKM_SP800_108_DOUBLE_PIPELINE_KDF, CKM_HKDF_*,
+// CKM_AES_CMAC_GENERAL, CKM_AES_MAC_GENERAL, CKM_AES_XCBC_MAC(_96),
+// CKM_AES_CTS, every *_HMAC_GENERAL and *_KEY_DERIVATION, the ECDSA with
+// hash, TLS/SSL, PBE, Camellia, SEED, RC2 and CDMF mechanisms and NSS's
+// vendor ones. CKM_AES_ECB, CKM_AES_KEY_GEN and CKM_GENERIC_SECRET_KEY_GEN
+// stay.
 package lab

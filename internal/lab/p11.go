@@ -79,6 +79,10 @@ func Open(tb testing.TB, tok *Token) (*pkcs11.Ctx, pkcs11.SessionHandle) {
 func acquire(tok *Token) (*module, error) {
 	modules.Lock()
 	defer modules.Unlock()
+	// The environment is set around C_GetFunctionList (pkcs11.New) too:
+	// p11-kit-client.so reads P11_KIT_SERVER_ADDRESS there.
+	restore := setenv(tok.Env)
+	defer restore()
 	mod := modules.m[tok.Module]
 	if mod == nil {
 		ctx := pkcs11.New(tok.Module)
@@ -98,9 +102,7 @@ func acquire(tok *Token) (*module, error) {
 	if mod.cArgs != nil {
 		opts = append(opts, pkcs11.InitializeWithReserved(unsafe.Pointer(mod.cArgs)))
 	}
-	restore := setenv(tok.Env)
 	err := mod.ctx.Initialize(opts...)
-	restore()
 	if err != nil && !isCKR(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		if mod.refs == 0 {
 			unload(mod)

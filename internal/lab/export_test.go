@@ -1,0 +1,8 @@
+package lab
+
+var (
+	EncryptDataParams = encryptDataParams
+	FunctionLists     = functionLists
+	ProxyModuleFile   = proxyModuleFile
+	RPCServerPID      = rpcServerPID
+)
