@@ -2,7 +2,7 @@
 // what C_GetMechanismList claims, but what runs and gives the right bits.
 //
 //	tok, err := derive.Open(derive.Config{Module: module, Slot: &slot})
-//	rep, err := probe.Run(ctx, tok, probe.Options{Module: module})
+//	rep, err := probe.Run(ctx, tok, probe.Options{})
 //	rep.WriteText(os.Stdout) // or WriteJSON, WriteMarkdown
 //
 // The report has the token's identity (CK_TOKEN_INFO, and the module's
@@ -89,12 +89,11 @@
 // whether it forces CKA_SENSITIVE=true and CKA_EXTRACTABLE=false on every
 // key unwrapped with it, which makes MAC-unwrap safe (DESIGN.md §3.2): a
 // key that may both MAC and unwrap can otherwise be made to reveal E_K(x)
-// for any x. The template is an array attribute that
-// github.com/miekg/pkcs11 cannot read: the probe calls C_GetAttributeValue
-// through the module's function list, which needs Options.Module (and cgo
-// on Unix), and refuses to follow what a token gives back unless the token
-// filled in the probe's own buffers (NSS softoken gives back the array it
-// was given at creation; the template is then "unreadable").
+// for any x. The template is an array attribute, read with
+// derive.Token.Template, which refuses to follow what a token gives back
+// unless the token filled in the buffers it was given (NSS softoken gives
+// back the array it was given at creation; the template is then
+// "unreadable").
 //
 // # JSON schema, version 1
 //
