@@ -314,7 +314,7 @@ func TestBatchMillion(t *testing.T) {
 		return c
 	}
 	slot := fmt.Sprint(lt.SlotID)
-	pre := fmt.Sprintf("m%d-", os.Getpid())
+	pre := lab.UniqueLabel("m") + "-"
 	mustRun(t, cmd("keygen", "--slot", slot, "--label", pre+"K", "--key-type", "aes", "--len", "16", "--usage", "derive,encrypt"))
 	mustRun(t, cmd("keygen", "--slot", slot, "--label", pre+"T", "--key-type", "aes", "--len", "16", "--usage", "wrap"))
 
