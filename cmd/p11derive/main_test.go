@@ -121,8 +121,9 @@ func TestScripts(t *testing.T) {
 					env.Setenv("P11DERIVE_INIT_ARGS", tok.InitArgs)
 					env.Setenv("SLOT", strconv.FormatUint(uint64(tok.SlotID), 10))
 					env.Setenv("TOKEN_KIND", tok.Kind)
-					// A unique prefix for labels: scripts share the token.
-					env.Setenv("K", fmt.Sprintf("%s-%d", tok.Kind, os.Getpid()))
+					// A prefix for labels unique to this run of this script: the
+					// scripts, and every run of them (-count=N), share the token.
+					env.Setenv("K", lab.UniqueLabel(tok.Kind))
 					if tok.Login {
 						env.Setenv("P11DERIVE_PIN", tok.PIN)
 					}

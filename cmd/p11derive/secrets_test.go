@@ -163,7 +163,7 @@ func TestCommandPrintsNoSecrets(t *testing.T) {
 	env = append(os.Environ(), nss.Env...)
 	env = append(env, "P11DERIVE_MODULE="+nss.Module, "P11DERIVE_INIT_ARGS="+nss.InitArgs,
 		"SLOT="+strconv.FormatUint(uint64(nss.SlotID), 10), "P11DERIVE_PIN=", "GORACE=atexit_sleep_ms=0")
-	label := fmt.Sprintf("secret-base-%d", os.Getpid())
+	label := lab.UniqueLabel("secret-base")
 	_, stderr, err = run("testkey", label, "aes", hex.EncodeToString(cliKey))
 	require.NoError(t, err, stderr)
 	nslot := strconv.FormatUint(uint64(nss.SlotID), 10)

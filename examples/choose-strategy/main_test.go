@@ -52,7 +52,7 @@ func TestChoose(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			lt := c.tok(t)
 			ctx, s := lab.Open(t, lt)
-			label := fmt.Sprintf("K-%s-%d", c.name, os.Getpid())
+			label := lab.UniqueLabel("K-" + c.name)
 			lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_AES, k, label, c.attrs...)
 			if lt.Login {
 				t.Setenv("P11DERIVE_PIN", lt.PIN)

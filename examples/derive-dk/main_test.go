@@ -38,7 +38,7 @@ func TestDeriveDK(t *testing.T) {
 	for _, lt := range []*lab.Token{lab.SharedSoftHSM2(t), lab.NSS(t)} {
 		t.Run(lt.Kind, func(t *testing.T) {
 			ctx, s := lab.Open(t, lt)
-			label := fmt.Sprintf("K-%s-%d", lt.Kind, os.Getpid())
+			label := lab.UniqueLabel("K-" + lt.Kind)
 			lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_AES, k, label,
 				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true))
 			if lt.Login {
@@ -61,7 +61,7 @@ func TestDeriveDK(t *testing.T) {
 func TestKeep(t *testing.T) {
 	lt := lab.SharedSoftHSM2(t)
 	ctx, s := lab.Open(t, lt)
-	label := fmt.Sprintf("K-keep-%d", os.Getpid())
+	label := lab.UniqueLabel("K-keep")
 	lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_AES, make([]byte, 16), label, pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false))
 	t.Setenv("P11DERIVE_PIN", lt.PIN)
 	var out bytes.Buffer

@@ -34,7 +34,7 @@ func TestDeviceKeys(t *testing.T) {
 	for _, lt := range []*lab.Token{lab.SharedSoftHSM2(t), lab.NSS(t)} {
 		t.Run(lt.Kind, func(t *testing.T) {
 			ctx, s := lab.Open(t, lt)
-			ml, tl := fmt.Sprintf("M-%s-%d", lt.Kind, os.Getpid()), fmt.Sprintf("T-%s-%d", lt.Kind, os.Getpid())
+			ml, tl := lab.UniqueLabel("M-"+lt.Kind), lab.UniqueLabel("T-"+lt.Kind)
 			lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_AES, master, ml, pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false))
 			lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_AES, kek, tl, pkcs11.NewAttribute(pkcs11.CKA_WRAP, true))
 			before := lab.CountObjects(t, ctx, s)

@@ -57,7 +57,7 @@ func TestCardKey(t *testing.T) {
 	for _, lt := range []*lab.Token{lab.SharedSoftHSM2(t), lab.NSS(t)} {
 		t.Run(lt.Kind, func(t *testing.T) {
 			ctx, s := lab.Open(t, lt)
-			label := fmt.Sprintf("IMK-%s-%d", lt.Kind, os.Getpid())
+			label := lab.UniqueLabel("IMK-" + lt.Kind)
 			lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_DES2, imk, label, pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false))
 			if lt.Login {
 				t.Setenv("P11DERIVE_PIN", lt.PIN)

@@ -235,6 +235,17 @@ func nssToken(tb testing.TB, slot uint, label string, login bool) *Token {
 	}
 }
 
+// labelSeq numbers the labels UniqueLabel makes in this process.
+var labelSeq atomic.Uint64
+
+// UniqueLabel returns prefix followed by the process ID and a number no other
+// call in this process returns: a label that no earlier test, earlier run of
+// the same test (go test -count=N runs every test N times in one process, on
+// the same shared tokens) or concurrent test of this process has used.
+func UniqueLabel(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), labelSeq.Add(1))
+}
+
 // Process-wide state: what Main removes.
 var (
 	mainActive atomic.Bool

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/require"
@@ -306,7 +305,7 @@ func TestTokenObjectsCrossProcesses(t *testing.T) {
 	for _, tok := range []*lab.Token{lab.SoftHSM2(t), lab.NSSDB(t)} {
 		t.Run(tok.Kind, func(t *testing.T) {
 			ctx, sess := lab.Open(t, tok)
-			label := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+			label := lab.UniqueLabel(t.Name())
 			n0 := lab.CountObjects(t, ctx, sess)
 			k := lab.ImportSecretKey(t, ctx, sess, pkcs11.CKK_AES, keyValue, label, pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true))
 			require.Equal(t, 1, countInChild(t, tok, label))
