@@ -24,6 +24,8 @@ static void ck_template_cold(ck_attribute *a, const ck_ulong *w, ck_ulong n) {
 
 #define CK_NEED(fn) do { if (f == NULL) return CK_ARGUMENTS_BAD; if (f->fn == NULL) return CK_FUNCTION_NOT_SUPPORTED; } while (0)
 
+static ck_rv ck_finalize(ck_function_list *f) { CK_NEED(C_Finalize); return f->C_Finalize(NULL); }
+
 static ck_rv ck_get_info(ck_function_list *f, ck_info *i) { CK_NEED(C_GetInfo); return f->C_GetInfo(i); }
 
 static ck_rv ck_get_slot_list(ck_function_list *f, unsigned char present, ck_ulong *slots, ck_ulong *n) {
@@ -355,6 +357,15 @@ func (m *Module) GetMechanismInfo(slot, mechanism uint) (pkcs11.MechanismInfo, u
 		return pkcs11.MechanismInfo{}, rv
 	}
 	return pkcs11.MechanismInfo{MinKeySize: uint(i.ulMinKeySize), MaxKeySize: uint(i.ulMaxKeySize), Flags: uint(i.flags)}, pkcs11.CKR_OK
+}
+
+// Finalize calls C_Finalize on the function list. p11derive never does
+// (see Open): it is for tests that must end what an initialised list holds,
+// such as p11-kit-client.so's connection to its server (and the server's
+// "p11-kit remote" child), which lasts until C_Finalize. The Module is of
+// no use afterwards.
+func (m *Module) Finalize() uint {
+	return uint(C.ck_finalize(m.f))
 }
 
 // OpenSession calls C_OpenSession (no application pointer, no callback).

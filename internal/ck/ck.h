@@ -103,7 +103,7 @@ typedef void (*ck_unused)(void);
 typedef struct {
 	ck_version version;
 	ck_rv (*C_Initialize)(void *pInitArgs);
-	ck_unused C_Finalize;
+	ck_rv (*C_Finalize)(void *pReserved);
 	ck_rv (*C_GetInfo)(ck_info *pInfo);
 	ck_unused C_GetFunctionList;
 	ck_rv (*C_GetSlotList)(unsigned char tokenPresent, ck_ulong *pSlotList, ck_ulong *pulCount);
