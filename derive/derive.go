@@ -169,10 +169,44 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 		return res, nil
 	}
 	ue := &UnsupportedError{Function: r.Function.Name(), Reasons: reasons}
+	if r.Strategy == Auto {
+		if ue.Unlisted = t.unlisted(r.Function); ue.Unlisted != nil {
+			ue.Module = t.mod.path
+		}
+	}
 	if len(r.Allow) == 0 {
 		ue.Substitutes = t.substitutes(base, &r)
 	}
 	return nil, ue
+}
+
+// unlisted returns, for each strategy that computes f, the mechanisms it
+// needs that the token does not list, or nil if the token lists every
+// mechanism of one of them (or its list cannot be read). It makes no call
+// but the first C_GetMechanismList.
+func (t *Token) unlisted(f Function) []StrategyMechanisms {
+	list, err := t.mechanisms()
+	if err != nil {
+		return nil
+	}
+	var out []StrategyMechanisms
+	for _, st := range strategies {
+		if !st.computes(f) {
+			continue
+		}
+		mechs, _ := st.needs(f)
+		var missing []uint
+		for _, m := range mechs {
+			if !list[m] {
+				missing = append(missing, m)
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		out = append(out, StrategyMechanisms{Strategy: st.name(), Mechanisms: missing})
+	}
+	return out
 }
 
 // deriveExact computes exactly r.Function, trying its strategies in order.
@@ -239,6 +273,12 @@ func (t *Token) substitutes(base *Key, r *Request) []string {
 			if !st.computes(f) || st.check(t, base, f) != nil {
 				continue
 			}
+			// A token may list a mechanism for what it does not do with
+			// it: SoftHSM2 lists CKM_AES_ECB without CKF_UNWRAP, and
+			// refuses C_UnwrapKey with it.
+			if d, ok := f.(Decrypt); ok && !t.mechanismMay(unwrapMechanism(d), pkcs11.CKF_UNWRAP) {
+				continue
+			}
 			if mechs, _ := st.needs(f); !t.memo.refusedMechanisms(base.Handle, st.name(), mechs) {
 				out = append(out, name)
 				break
@@ -246,6 +286,14 @@ func (t *Token) substitutes(base *Key, r *Request) []string {
 		}
 	}
 	return out
+}
+
+// mechanismMay reports whether the token's C_GetMechanismInfo for mech
+// has flag (CKF_UNWRAP, say). A token that gives no information is taken at
+// its mechanism list's word.
+func (t *Token) mechanismMay(mech, flag uint) bool {
+	i, rv := t.mod.ck.GetMechanismInfo(t.slot, mech)
+	return rv != pkcs11.CKR_OK || i.Flags&flag != 0
 }
 
 // blockOf is the block size of the cipher a function name starts with.

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // Sentinel errors. Every error p11derive returns wraps one of them, so that
@@ -112,6 +114,23 @@ type UnsupportedError struct {
 	// base key (judged from its mechanism list and the key's attributes),
 	// for a caller who may allow one (Request.Allow).
 	Substitutes []string
+	// Unlisted is set when the token, as the module it was reached
+	// through shows it, lists the mechanisms of none of the strategies
+	// that compute Function (Auto only): for each of them, the
+	// mechanisms it needs that the module does not list. A layer between
+	// p11derive and the token can hide mechanisms the token has: p11-kit's
+	// RPC (p11-kit-client.so) drops every mechanism whose parameters it
+	// cannot carry, the *_ENCRYPT_DATA, CBC, MAC_GENERAL, CMAC and CTR
+	// families among them.
+	Unlisted []StrategyMechanisms
+	// Module is the path of that module (set with Unlisted).
+	Module string
+}
+
+// StrategyMechanisms names mechanisms of one strategy.
+type StrategyMechanisms struct {
+	Strategy   Strategy
+	Mechanisms []uint
 }
 
 // StrategyReason is why one strategy could not compute one function.
@@ -125,6 +144,22 @@ type StrategyReason struct {
 func (e *UnsupportedError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "p11derive: no strategy can compute %s here", e.Function)
+	if len(e.Unlisted) > 0 {
+		fmt.Fprintf(&b, ": the token, as seen through module %q, lists none of the mechanisms the exact strategies need (", e.Module)
+		for i, u := range e.Unlisted {
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(string(u.Strategy) + ": ")
+			for j, m := range u.Mechanisms {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(ckm.Name(m))
+			}
+		}
+		b.WriteString(")")
+	}
 	for i, r := range e.Reasons {
 		if i == 0 {
 			b.WriteString(": ")
