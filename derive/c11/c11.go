@@ -24,6 +24,10 @@
 // a module someone else initialised; p11derive takes it as it is), and the
 // derive.Token must be closed before the crypto11.Context, whose Close
 // finalises the module when it holds crypto11's last reference to it.
+// Behind p11-kit's proxy (p11-kit-proxy.so) each library gets a function
+// list of its own, initialised on its own: either order works there,
+// crypto11's Close finalises its list only, and keys cross between the
+// two by CKA_ID and label (TestUnderProxy).
 //
 // A derived key is, by default, a session object of one of the Token's
 // sessions: it lives until Token.Close, which ends it for crypto11 too. Ask
