@@ -146,6 +146,51 @@ func TestScripts(t *testing.T) {
 	}
 }
 
+// TestScriptsRPC runs the scripts of testdata/rpc as separate processes
+// through p11-kit's RPC (p11-kit-client.so and a "p11-kit server"
+// serving a fresh SoftHSM2 token, or NSS softoken's key-database slot):
+// each process, testkey's included, gets a connection and a "p11-kit
+// remote" process of its own, so only token objects cross. One server per
+// token kind, one script at a time on it (SoftHSM2's file store takes one
+// writer at a time).
+func TestScriptsRPC(t *testing.T) {
+	for _, kind := range []string{lab.KindSoftHSM2, lab.KindNSS} {
+		t.Run(kind, func(t *testing.T) {
+			l := lab.NSSDB(t)
+			if kind == lab.KindSoftHSM2 {
+				l = lab.SoftHSM2(t)
+			}
+			rig := lab.RPC(t, l)
+			testscript.Run(t, testscript.Params{
+				Dir: filepath.Join("testdata", "rpc"),
+				Setup: func(env *testscript.Env) error {
+					env.Setenv("P11DERIVE_MODULE", rig.Module)
+					env.Setenv("P11DERIVE_INIT_ARGS", rig.InitArgs)
+					env.Setenv("SLOT", strconv.FormatUint(uint64(rig.SlotID), 10))
+					env.Setenv("TOKEN_KIND", rig.Kind)
+					env.Setenv("K", fmt.Sprintf("rpc-%s-%d", rig.Kind, os.Getpid()))
+					if rig.Login {
+						env.Setenv("P11DERIVE_PIN", rig.PIN)
+					}
+					for _, kv := range rig.Env {
+						k, v, _ := strings.Cut(kv, "=")
+						env.Setenv(k, v)
+					}
+					env.Setenv("GORACE", "atexit_sleep_ms=0")
+					return nil
+				},
+				Condition: func(cond string) (bool, error) {
+					switch cond {
+					case "softhsm2", "nss":
+						return cond == kind, nil
+					}
+					return false, fmt.Errorf("unknown condition %q", cond)
+				},
+			})
+		})
+	}
+}
+
 // fataler adapts testscript's T to lab.Fataler.
 type fataler struct{ t testscript.T }
 
