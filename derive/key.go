@@ -67,31 +67,13 @@ var keyAttrs = []uint{
 	pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP,
 }
 
-// FindKey returns the one secret key whose CKA_LABEL is label.
+// FindKey returns the one secret key whose CKA_LABEL is label: Find with
+// a Selector of that label.
 func (t *Token) FindKey(ctx context.Context, label string) (*Key, error) {
 	if label == "" {
 		return nil, inputErr("key", "no key label given")
 	}
-	s, err := t.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer t.release(s)
-	tmpl := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-	}
-	hs, err := s.find("find key "+label, tmpl, 2)
-	if err != nil {
-		return nil, err
-	}
-	switch len(hs) {
-	case 0:
-		return nil, fmt.Errorf("p11derive: no secret key labelled %q: %w", label, ErrNotFound)
-	case 1:
-		return readKey(s, hs[0], 0)
-	}
-	return nil, fmt.Errorf("p11derive: more than one secret key labelled %q: %w", label, ErrAmbiguous)
+	return t.Find(ctx, Selector{Label: label})
 }
 
 // Key reads the attributes of the secret key with handle h.

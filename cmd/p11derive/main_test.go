@@ -117,30 +117,10 @@ func TestScripts(t *testing.T) {
 						}
 						tok = lab.SoftHSM2In(fataler{env.T()}, dir)
 					}
-					env.Setenv("P11DERIVE_MODULE", tok.Module)
-					env.Setenv("P11DERIVE_INIT_ARGS", tok.InitArgs)
-					env.Setenv("SLOT", strconv.FormatUint(uint64(tok.SlotID), 10))
-					env.Setenv("TOKEN_KIND", tok.Kind)
-					// A prefix for labels unique to this run of this script: the
-					// scripts, and every run of them (-count=N), share the token.
-					env.Setenv("K", lab.UniqueLabel(tok.Kind))
-					if tok.Login {
-						env.Setenv("P11DERIVE_PIN", tok.PIN)
-					}
-					for _, kv := range tok.Env {
-						k, v, _ := strings.Cut(kv, "=")
-						env.Setenv(k, v)
-					}
-					env.Setenv("GORACE", "atexit_sleep_ms=0")
+					setupScript(env, tok, tok.Kind)
 					return nil
 				},
-				Condition: func(cond string) (bool, error) {
-					switch cond {
-					case "softhsm2", "nss":
-						return cond == kind, nil
-					}
-					return false, fmt.Errorf("unknown condition %q", cond)
-				},
+				Condition: tokenCondition(kind),
 			})
 		})
 	}
@@ -164,30 +144,43 @@ func TestScriptsRPC(t *testing.T) {
 			testscript.Run(t, testscript.Params{
 				Dir: filepath.Join("testdata", "rpc"),
 				Setup: func(env *testscript.Env) error {
-					env.Setenv("P11DERIVE_MODULE", rig.Module)
-					env.Setenv("P11DERIVE_INIT_ARGS", rig.InitArgs)
-					env.Setenv("SLOT", strconv.FormatUint(uint64(rig.SlotID), 10))
-					env.Setenv("TOKEN_KIND", rig.Kind)
-					env.Setenv("K", fmt.Sprintf("rpc-%s-%d", rig.Kind, os.Getpid()))
-					if rig.Login {
-						env.Setenv("P11DERIVE_PIN", rig.PIN)
-					}
-					for _, kv := range rig.Env {
-						k, v, _ := strings.Cut(kv, "=")
-						env.Setenv(k, v)
-					}
-					env.Setenv("GORACE", "atexit_sleep_ms=0")
+					setupScript(env, rig, "rpc-"+rig.Kind)
 					return nil
 				},
-				Condition: func(cond string) (bool, error) {
-					switch cond {
-					case "softhsm2", "nss":
-						return cond == kind, nil
-					}
-					return false, fmt.Errorf("unknown condition %q", cond)
-				},
+				Condition: tokenCondition(kind),
 			})
 		})
+	}
+}
+
+// setupScript gives a script the environment that reaches tok: the
+// module, its init args, the slot, the PIN, the token's own environment,
+// and K, a prefix for labels unique to this run of this script (the
+// scripts, and every run of them with -count=N, share the token).
+func setupScript(env *testscript.Env, tok *lab.Token, prefix string) {
+	env.Setenv("P11DERIVE_MODULE", tok.Module)
+	env.Setenv("P11DERIVE_INIT_ARGS", tok.InitArgs)
+	env.Setenv("SLOT", strconv.FormatUint(uint64(tok.SlotID), 10))
+	env.Setenv("TOKEN_KIND", tok.Kind)
+	env.Setenv("K", lab.UniqueLabel(prefix))
+	if tok.Login {
+		env.Setenv("P11DERIVE_PIN", tok.PIN)
+	}
+	for _, kv := range tok.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		env.Setenv(k, v)
+	}
+	env.Setenv("GORACE", "atexit_sleep_ms=0")
+}
+
+// tokenCondition answers the scripts' [softhsm2] and [nss] conditions.
+func tokenCondition(kind string) func(cond string) (bool, error) {
+	return func(cond string) (bool, error) {
+		switch cond {
+		case "softhsm2", "nss":
+			return cond == kind, nil
+		}
+		return false, fmt.Errorf("unknown condition %q", cond)
 	}
 }
 

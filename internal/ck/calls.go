@@ -13,15 +13,6 @@ package ck
 
 #define CK_MAX_ATTRS_COLD 64
 
-static void ck_template_cold(ck_attribute *a, const ck_ulong *w, ck_ulong n) {
-	const unsigned char *base = (const unsigned char *)w;
-	for (ck_ulong i = 0; i < n; i++) {
-		a[i].type = w[3 * i];
-		a[i].ulValueLen = w[3 * i + 2];
-		a[i].pValue = a[i].ulValueLen ? (void *)(base + w[3 * i + 1]) : NULL;
-	}
-}
-
 #define CK_NEED(fn) do { if (f == NULL) return CK_ARGUMENTS_BAD; if (f->fn == NULL) return CK_FUNCTION_NOT_SUPPORTED; } while (0)
 
 static ck_rv ck_finalize(ck_function_list *f) { CK_NEED(C_Finalize); return f->C_Finalize(NULL); }
@@ -77,7 +68,7 @@ static ck_rv ck_create_object(ck_function_list *f, ck_ulong s, const ck_ulong *w
 	CK_NEED(C_CreateObject);
 	if (n > CK_MAX_ATTRS_COLD)
 		return CK_ARGUMENTS_BAD;
-	ck_template_cold(a, w, n);
+	ck_template(a, w, n);
 	return f->C_CreateObject(s, n ? a : NULL, n, h);
 }
 
@@ -86,7 +77,7 @@ static ck_rv ck_copy_object(ck_function_list *f, ck_ulong s, ck_ulong obj, const
 	CK_NEED(C_CopyObject);
 	if (n > CK_MAX_ATTRS_COLD)
 		return CK_ARGUMENTS_BAD;
-	ck_template_cold(a, w, n);
+	ck_template(a, w, n);
 	return f->C_CopyObject(s, obj, n ? a : NULL, n, h);
 }
 
@@ -95,7 +86,7 @@ static ck_rv ck_set_attribute_value(ck_function_list *f, ck_ulong s, ck_ulong ob
 	CK_NEED(C_SetAttributeValue);
 	if (n > CK_MAX_ATTRS_COLD)
 		return CK_ARGUMENTS_BAD;
-	ck_template_cold(a, w, n);
+	ck_template(a, w, n);
 	return f->C_SetAttributeValue(s, obj, n ? a : NULL, n);
 }
 
@@ -104,7 +95,7 @@ static ck_rv ck_find_objects_init(ck_function_list *f, ck_ulong s, const ck_ulon
 	CK_NEED(C_FindObjectsInit);
 	if (n > CK_MAX_ATTRS_COLD)
 		return CK_ARGUMENTS_BAD;
-	ck_template_cold(a, w, n);
+	ck_template(a, w, n);
 	return f->C_FindObjectsInit(s, n ? a : NULL, n);
 }
 
@@ -125,7 +116,7 @@ static ck_rv ck_generate_key(ck_function_list *f, ck_ulong s, ck_ulong mech, voi
 	CK_NEED(C_GenerateKey);
 	if (n > CK_MAX_ATTRS_COLD)
 		return CK_ARGUMENTS_BAD;
-	ck_template_cold(a, w, n);
+	ck_template(a, w, n);
 	return f->C_GenerateKey(s, &m, n ? a : NULL, n, h);
 }
 

@@ -63,18 +63,6 @@ package ck
 
 #define CK_MAX_ATTRS 64
 
-// ck_template builds the CK_ATTRIBUTE array of a serialised template w:
-// n (type, byte offset from w, length) triples, then the values. Empty values
-// get a NULL pValue, as github.com/miekg/pkcs11 passes them.
-static void ck_template(ck_attribute *a, const ck_ulong *w, ck_ulong n) {
-	const unsigned char *base = (const unsigned char *)w;
-	for (ck_ulong i = 0; i < n; i++) {
-		a[i].type = w[3 * i];
-		a[i].ulValueLen = w[3 * i + 2];
-		a[i].pValue = a[i].ulValueLen ? (void *)(base + w[3 * i + 1]) : NULL;
-	}
-}
-
 static ck_rv ck_derive_key(ck_function_list *f, ck_ulong session, ck_ulong mech, void *param, ck_ulong paramLen,
 		ck_ulong base, const ck_ulong *w, ck_ulong n, ck_ulong *key) {
 	ck_attribute a[CK_MAX_ATTRS];

@@ -95,6 +95,18 @@ typedef struct {
 	void *pReserved;
 } ck_c_initialize_args; /* CK_C_INITIALIZE_ARGS */
 
+/* ck_template builds the CK_ATTRIBUTE array of a serialised template w:
+ * n (type, byte offset from w, length) triples, then the values. Empty
+ * values get a NULL pValue, as github.com/miekg/pkcs11 passes them. */
+static inline void ck_template(ck_attribute *a, const ck_ulong *w, ck_ulong n) {
+	const unsigned char *base = (const unsigned char *)w;
+	for (ck_ulong i = 0; i < n; i++) {
+		a[i].type = w[3 * i];
+		a[i].ulValueLen = w[3 * i + 2];
+		a[i].pValue = a[i].ulValueLen ? (void *)(base + w[3 * i + 1]) : NULL;
+	}
+}
+
 /* A function this package never calls: only its place matters. */
 typedef void (*ck_unused)(void);
 
