@@ -37,6 +37,54 @@ static const cabi_fl_field cabi_fl_fields[] = {
 
 	CABI_FL_F(CK_VERSION, major),
 	CABI_FL_F(CK_VERSION, minor),
+
+	CABI_FL_F(CK_INFO, cryptokiVersion),
+	CABI_FL_F(CK_INFO, manufacturerID),
+	CABI_FL_F(CK_INFO, flags),
+	CABI_FL_F(CK_INFO, libraryDescription),
+	CABI_FL_F(CK_INFO, libraryVersion),
+
+	CABI_FL_F(CK_SLOT_INFO, slotDescription),
+	CABI_FL_F(CK_SLOT_INFO, manufacturerID),
+	CABI_FL_F(CK_SLOT_INFO, flags),
+	CABI_FL_F(CK_SLOT_INFO, hardwareVersion),
+	CABI_FL_F(CK_SLOT_INFO, firmwareVersion),
+
+	CABI_FL_F(CK_TOKEN_INFO, label),
+	CABI_FL_F(CK_TOKEN_INFO, manufacturerID),
+	CABI_FL_F(CK_TOKEN_INFO, model),
+	CABI_FL_F(CK_TOKEN_INFO, serialNumber),
+	CABI_FL_F(CK_TOKEN_INFO, flags),
+	CABI_FL_F(CK_TOKEN_INFO, ulMaxSessionCount),
+	CABI_FL_F(CK_TOKEN_INFO, ulSessionCount),
+	CABI_FL_F(CK_TOKEN_INFO, ulMaxRwSessionCount),
+	CABI_FL_F(CK_TOKEN_INFO, ulRwSessionCount),
+	CABI_FL_F(CK_TOKEN_INFO, ulMaxPinLen),
+	CABI_FL_F(CK_TOKEN_INFO, ulMinPinLen),
+	CABI_FL_F(CK_TOKEN_INFO, ulTotalPublicMemory),
+	CABI_FL_F(CK_TOKEN_INFO, ulFreePublicMemory),
+	CABI_FL_F(CK_TOKEN_INFO, ulTotalPrivateMemory),
+	CABI_FL_F(CK_TOKEN_INFO, ulFreePrivateMemory),
+	CABI_FL_F(CK_TOKEN_INFO, hardwareVersion),
+	CABI_FL_F(CK_TOKEN_INFO, firmwareVersion),
+	CABI_FL_F(CK_TOKEN_INFO, utcTime),
+
+	CABI_FL_F(CK_SESSION_INFO, slotID),
+	CABI_FL_F(CK_SESSION_INFO, state),
+	CABI_FL_F(CK_SESSION_INFO, flags),
+	CABI_FL_F(CK_SESSION_INFO, ulDeviceError),
+
+	CABI_FL_F(CK_MECHANISM_INFO, ulMinKeySize),
+	CABI_FL_F(CK_MECHANISM_INFO, ulMaxKeySize),
+	CABI_FL_F(CK_MECHANISM_INFO, flags),
+
+	CABI_FL_F(CK_C_INITIALIZE_ARGS, CreateMutex),
+	CABI_FL_F(CK_C_INITIALIZE_ARGS, DestroyMutex),
+	CABI_FL_F(CK_C_INITIALIZE_ARGS, LockMutex),
+	CABI_FL_F(CK_C_INITIALIZE_ARGS, UnlockMutex),
+	CABI_FL_F(CK_C_INITIALIZE_ARGS, flags),
+	CABI_FL_F(CK_C_INITIALIZE_ARGS, LibraryParameters),
+	CABI_FL_F(CK_C_INITIALIZE_ARGS, pReserved),
 };
 
 typedef struct {
@@ -49,6 +97,12 @@ static const cabi_fl_struct cabi_fl_structs[] = {
 	{ "CK_FUNCTION_LIST", sizeof(CK_FUNCTION_LIST), __alignof__(CK_FUNCTION_LIST) },
 	{ "CK_MECHANISM", sizeof(CK_MECHANISM), __alignof__(CK_MECHANISM) },
 	{ "CK_VERSION", sizeof(CK_VERSION), __alignof__(CK_VERSION) },
+	{ "CK_INFO", sizeof(CK_INFO), __alignof__(CK_INFO) },
+	{ "CK_SLOT_INFO", sizeof(CK_SLOT_INFO), __alignof__(CK_SLOT_INFO) },
+	{ "CK_TOKEN_INFO", sizeof(CK_TOKEN_INFO), __alignof__(CK_TOKEN_INFO) },
+	{ "CK_SESSION_INFO", sizeof(CK_SESSION_INFO), __alignof__(CK_SESSION_INFO) },
+	{ "CK_MECHANISM_INFO", sizeof(CK_MECHANISM_INFO), __alignof__(CK_MECHANISM_INFO) },
+	{ "CK_C_INITIALIZE_ARGS", sizeof(CK_C_INITIALIZE_ARGS), __alignof__(CK_C_INITIALIZE_ARGS) },
 };
 
 static size_t cabi_fl_nfields(void) { return sizeof cabi_fl_fields / sizeof cabi_fl_fields[0]; }
@@ -91,9 +145,15 @@ func CallStructs() map[string]Struct {
 // offsetof table is complete.
 func CgoCallStructs() map[string]Struct {
 	types := map[string]reflect.Type{
-		"CK_FUNCTION_LIST": reflect.TypeOf(C.CK_FUNCTION_LIST{}),
-		"CK_MECHANISM":     reflect.TypeOf(C.CK_MECHANISM{}),
-		"CK_VERSION":       reflect.TypeOf(C.CK_VERSION{}),
+		"CK_FUNCTION_LIST":     reflect.TypeOf(C.CK_FUNCTION_LIST{}),
+		"CK_MECHANISM":         reflect.TypeOf(C.CK_MECHANISM{}),
+		"CK_VERSION":           reflect.TypeOf(C.CK_VERSION{}),
+		"CK_INFO":              reflect.TypeOf(C.CK_INFO{}),
+		"CK_SLOT_INFO":         reflect.TypeOf(C.CK_SLOT_INFO{}),
+		"CK_TOKEN_INFO":        reflect.TypeOf(C.CK_TOKEN_INFO{}),
+		"CK_SESSION_INFO":      reflect.TypeOf(C.CK_SESSION_INFO{}),
+		"CK_MECHANISM_INFO":    reflect.TypeOf(C.CK_MECHANISM_INFO{}),
+		"CK_C_INITIALIZE_ARGS": reflect.TypeOf(C.CK_C_INITIALIZE_ARGS{}),
 	}
 	out := make(map[string]Struct, len(types))
 	for name, t := range types {

@@ -44,7 +44,9 @@ func fields(fs []cabi.Field) []cField {
 }
 
 // TestLayoutMatchesPKCS11 compares ck.h with the NSS <pkcs11.h>: size and
-// alignment of CK_ATTRIBUTE, CK_MECHANISM, CK_VERSION and CK_FUNCTION_LIST,
+// alignment of CK_ATTRIBUTE, CK_MECHANISM, CK_VERSION, CK_FUNCTION_LIST,
+// CK_INFO, CK_SLOT_INFO, CK_TOKEN_INFO, CK_SESSION_INFO, CK_MECHANISM_INFO
+// and CK_C_INITIALIZE_ARGS,
 // and every member, in order, at the same offset with the same size. For the
 // function list that is all 68 function pointers by name, so every function
 // ck calls sits where the real structure has it, and nothing is missing
@@ -54,10 +56,15 @@ func TestLayoutMatchesPKCS11(t *testing.T) {
 	real := cabi.CallStructs()
 	real["CK_ATTRIBUTE"] = cabi.Structs()["CK_ATTRIBUTE"]
 	for ckName, cName := range map[string]string{
-		"ck_attribute":     "CK_ATTRIBUTE",
-		"ck_mechanism":     "CK_MECHANISM",
-		"ck_version":       "CK_VERSION",
-		"ck_function_list": "CK_FUNCTION_LIST",
+		"ck_attribute":         "CK_ATTRIBUTE",
+		"ck_mechanism":         "CK_MECHANISM",
+		"ck_version":           "CK_VERSION",
+		"ck_function_list":     "CK_FUNCTION_LIST",
+		"ck_info":              "CK_INFO",
+		"ck_slot_info":         "CK_SLOT_INFO",
+		"ck_token_info":        "CK_TOKEN_INFO",
+		"ck_session_info":      "CK_SESSION_INFO",
+		"ck_mechanism_info":    "CK_MECHANISM_INFO",
 	} {
 		m, ok := mine[ckName]
 		require.True(t, ok, ckName)
@@ -67,6 +74,19 @@ func TestLayoutMatchesPKCS11(t *testing.T) {
 		require.Equal(t, r.Align, m.Align, "alignof(%s)", cName)
 		require.Equal(t, fields(r.Fields), m.Fields, "members of %s", cName)
 	}
+	// CK_C_INITIALIZE_ARGS: NSS's header has a member the standard does not,
+	// LibraryParameters, between flags and pReserved, where NSS softoken
+	// reads its configuration. ck declares the standard structure, whose
+	// pReserved sits where NSS's LibraryParameters is: what every module
+	// reads as pReserved, NSS reads as its parameters.
+	ia, nia := mine["ck_c_initialize_args"], real["CK_C_INITIALIZE_ARGS"]
+	require.Len(t, ia.Fields, 6)
+	require.Len(t, nia.Fields, 7)
+	require.Equal(t, fields(nia.Fields[:5]), ia.Fields[:5], "CreateMutex … flags")
+	require.Equal(t, "LibraryParameters", nia.Fields[5].Name)
+	require.Equal(t, nia.Fields[5].Offset, ia.Fields[5].Offset, "pReserved where NSS reads LibraryParameters")
+	require.Equal(t, nia.Size-nia.Fields[6].Size, ia.Size, "the standard structure, one pointer short of NSS's")
+
 	fl := mine["ck_function_list"]
 	require.Len(t, fl.Fields, 1+68)
 	seen := map[string]bool{}
