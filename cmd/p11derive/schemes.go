@@ -25,7 +25,8 @@ Derives the keys of a published scheme inside the token, from the base key
 labelled --base, and prints the derived key (or keys) as JSON.
 
 schemes:
-  emv-mk    EMV ICC master key (Book 2 A1.4): --pan DIGITS [--psn NN] [--option a|b]
+  emv-mk    EMV ICC master key (Book 2 A1.4): --pan DIGITS [--psn NN] [--option a|b|c]
+            (a, b: Triple DES issuer master key; c: AES-128/192/256)
   emv-sk    EMV common session key (Book 2 A1.3.1): --atc HEX | --r HEX
   scp02     GlobalPlatform SCP02 session key: --key s-enc|c-mac|r-mac|dek --seq HEX
   scp03     GlobalPlatform SCP03 session key: --key s-enc|s-mac|s-rmac
@@ -83,7 +84,7 @@ func cmdScheme(args []string, stdout io.Writer) error {
 	strategy := fs.String("strategy", "auto", "strategy of package derive")
 	h := func(n, help string) *string { return fs.String(n, "", help) }
 	var (
-		pan, psn, option     = h("pan", "PAN, decimal digits"), h("psn", "PAN sequence number, 2 digits"), h("option", "master key derivation option: a or b")
+		pan, psn, option     = h("pan", "PAN, decimal digits"), h("psn", "PAN sequence number, 2 digits"), h("option", "master key derivation option: a, b or c")
 		atc, r               = h("atc", "application transaction counter, 2 bytes hex"), h("r", "diversification value R, hex")
 		key                  = h("key", "which session key")
 		seq                  = h("seq", "SCP02 sequence counter, 2 bytes hex")
@@ -127,8 +128,10 @@ func cmdScheme(args []string, stdout io.Writer) error {
 		case "", "a":
 		case "b":
 			opt = emv.OptionB
+		case "c":
+			opt = emv.OptionC
 		default:
-			return usageError{fmt.Errorf("--option: %q is neither a nor b", *option)}
+			return usageError{fmt.Errorf("--option: %q is not a, b or c", *option)}
 		}
 		if *pan == "" {
 			return usageError{errors.New("--pan is required")}

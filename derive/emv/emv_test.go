@@ -178,21 +178,108 @@ func TestPublishedVectors(t *testing.T) {
 	})
 }
 
-// TestAESSessionKey: SK = AES(MK)[R] for an AES-128 master key. No
-// published vector was found for it; the reference is FIPS-197 AES (the
-// derive package's tests anchor it).
+// The AES cases have no published vector: no public EMV library found
+// (pyemv, the source of the Triple DES vectors above, derives with Triple
+// DES only) publishes an option C master key or an AES-192/256 session
+// key. Their reference is software written from Book 2's text (A1.3.1,
+// A1.4.3) on FIPS-197 AES (crypto/aes), said to be so; the token's keys
+// are compared with it by check values computed in the token.
+
+// refAESSessionKey is A1.3.1 for an AES master key, in software: for
+// k = n = 16, SK = AES(MK)[R]; for k > n, the leftmost k bytes of
+// AES(MK)[F1] || AES(MK)[F2], with F1 = R0 || R1 || 'F0' || R3 .. R15 and
+// F2 = R0 || R1 || '0F' || R3 .. R15.
+func refAESSessionKey(t *testing.T, mk, r []byte) []byte {
+	b := schemetest.Block(t, pkcs11.CKK_AES, mk)
+	if len(mk) == 16 {
+		return schemetest.ECB(b, r)
+	}
+	f1, f2 := append([]byte{}, r...), append([]byte{}, r...)
+	f1[2], f2[2] = 0xF0, 0x0F
+	return schemetest.ECB(b, append(f1, f2...))[:len(mk)]
+}
+
+// refOptionC is A1.4.3 in software: Y is PAN || PSN left-padded with zeros
+// to 16 bytes; MK = AES(IMK)[Y] for k = 16, else the leftmost k bytes of
+// AES(IMK)[Y] || AES(IMK)[Y XOR 'FF'*16].
+func refOptionC(t *testing.T, imk []byte, pan, psn string) []byte {
+	if psn == "" {
+		psn = "00"
+	}
+	x := pan + psn
+	y := unhex(strings.Repeat("0", 32-len(x)) + x)
+	b := schemetest.Block(t, pkcs11.CKK_AES, imk)
+	if len(imk) == 16 {
+		return schemetest.ECB(b, y)
+	}
+	ny := make([]byte, 16)
+	for i := range y {
+		ny[i] = ^y[i]
+	}
+	return schemetest.ECB(b, append(append([]byte{}, y...), ny...))[:len(imk)]
+}
+
+var aesKeys = map[int]string{
+	16: "2b7e151628aed2a6abf7158809cf4f3c",                                 // FIPS-197 / SP 800-38A AES-128 key
+	24: "8e73b0f7da0e6452c810f32b809079e562f8ead2522c6b7b",                 // SP 800-38A AES-192 key
+	32: "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4", // SP 800-38A AES-256 key
+}
+
+// TestAESSessionKey: A1.3.1 for AES-128, AES-192 and AES-256 master keys,
+// against the software reference, for two diversification values.
 func TestAESSessionKey(t *testing.T) {
 	ctx := context.Background()
+	// The reference differs from a one-block or R-as-is reading of the
+	// text, so a token computing either would fail here.
+	mk256 := unhex(aesKeys[32])
+	r := emv.ATC(0x0123, 16)
+	require.NotEqual(t, schemetest.ECB(schemetest.Block(t, pkcs11.CKK_AES, mk256), append(r, r...)), refAESSessionKey(t, mk256, r))
 	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		mkv := unhex("2b7e151628aed2a6abf7158809cf4f3c")
-		mk := lt.Import(t, pkcs11.CKK_AES, mkv)
-		r := emv.ATC(0x0123, 16)
-		sk, err := emv.SessionKey(ctx, lt.Tok, mk, r, scheme.Options{})
-		require.NoError(t, err)
-		defer lt.Tok.Destroy(ctx, sk.Key)
-		assert.Equal(t, derive.KeyAES128, sk.KeyType)
-		want := schemetest.ECB(schemetest.Block(t, pkcs11.CKK_AES, mkv), r)
-		assert.Equal(t, schemetest.RefKCV(t, pkcs11.CKK_AES, want), lt.KCV(t, sk.Key))
+		for _, n := range []int{16, 24, 32} {
+			mkv := unhex(aesKeys[n])
+			mk := lt.Import(t, pkcs11.CKK_AES, mkv)
+			for _, r := range [][]byte{emv.ATC(0x0123, 16), unhex("00112233445566778899aabbccddeeff")} {
+				objects := lt.Objects(t)
+				sk, err := emv.SessionKey(ctx, lt.Tok, mk, r, scheme.Options{Usage: derive.UseEncrypt})
+				require.NoError(t, err, "AES-%d", n*8)
+				assert.Equal(t, n, sk.Key.Len)
+				assert.Equal(t, n, sk.KeyType.Len())
+				assert.Equal(t, 1, sk.Derivations)
+				assert.Equal(t, schemetest.RefKCV(t, pkcs11.CKK_AES, refAESSessionKey(t, mkv, r)), lt.KCV(t, sk.Key), "AES-%d, R %x", n*8, r)
+				require.NoError(t, lt.Tok.Destroy(ctx, sk.Key))
+				assert.Equal(t, objects, lt.Objects(t))
+			}
+		}
+	})
+}
+
+// TestOptionC: the AES ICC master key (A1.4.3) from AES-128/192/256 issuer
+// master keys, for a 16-digit PAN, a 19-digit PAN and an absent PSN,
+// against the software reference; then its AES session key.
+func TestOptionC(t *testing.T) {
+	ctx := context.Background()
+	y, err := emv.MasterKeyBlock(emv.OptionC, "5413339000001513", "01")
+	require.NoError(t, err)
+	assert.Equal(t, "00000000000000541333900000151301", hex.EncodeToString(y), "Y: PAN || PSN left-padded to 16 bytes")
+	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+		for _, n := range []int{16, 24, 32} {
+			imkv := unhex(aesKeys[n])
+			imk := lt.Import(t, pkcs11.CKK_AES, imkv)
+			for _, c := range []struct{ pan, psn string }{{"5413339000001513", "01"}, {"1234567890123456789", "45"}, {"123456789012", ""}} {
+				objects := lt.Objects(t)
+				mk, err := emv.ICCMasterKey(ctx, lt.Tok, imk, emv.OptionC, c.pan, c.psn, scheme.Options{Usage: derive.UseDerive | derive.UseEncrypt})
+				require.NoError(t, err, "AES-%d %s", n*8, c.pan)
+				want := refOptionC(t, imkv, c.pan, c.psn)
+				assert.Equal(t, n, mk.Key.Len)
+				assert.Equal(t, schemetest.RefKCV(t, pkcs11.CKK_AES, want), lt.KCV(t, mk.Key), "AES-%d, PAN %s PSN %q", n*8, c.pan, c.psn)
+				sk, err := emv.SessionKey(ctx, lt.Tok, mk.Key, emv.ATC(0x001C, 16), scheme.Options{Usage: derive.UseEncrypt})
+				require.NoError(t, err)
+				assert.Equal(t, schemetest.RefKCV(t, pkcs11.CKK_AES, refAESSessionKey(t, want, emv.ATC(0x001C, 16))), lt.KCV(t, sk.Key))
+				require.NoError(t, lt.Tok.Destroy(ctx, sk.Key))
+				require.NoError(t, lt.Tok.Destroy(ctx, mk.Key))
+				assert.Equal(t, objects, lt.Objects(t))
+			}
+		}
 	})
 }
 
@@ -238,10 +325,18 @@ func TestRefusals(t *testing.T) {
 				_, err := emv.SessionKey(ctx, lt.Tok, des3, make([]byte, 8), scheme.Options{})
 				return err
 			}, derive.ErrKeyType},
-			{"session key from an AES-256 master key", func() error {
-				_, err := emv.SessionKey(ctx, lt.Tok, aes256, make([]byte, 16), scheme.Options{})
+			{"AES session key R of 8 bytes", func() error {
+				_, err := emv.SessionKey(ctx, lt.Tok, aes256, make([]byte, 8), scheme.Options{})
+				return err
+			}, derive.ErrInvalidInput},
+			{"option C from a Triple DES issuer master key", func() error {
+				_, err := emv.ICCMasterKey(ctx, lt.Tok, imk, emv.OptionC, "1234567890123456", "01", scheme.Options{})
 				return err
 			}, derive.ErrKeyType},
+			{"option C PAN not digits", func() error {
+				_, err := emv.ICCMasterKey(ctx, lt.Tok, aes256, emv.OptionC, "12345678901234X", "01", scheme.Options{})
+				return err
+			}, derive.ErrInvalidInput},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				err := c.run()
