@@ -39,11 +39,16 @@ schemes:
             from the BDK (default): the working key, or without --working the transaction key;
             from the initial key: the transaction key; from the transaction key: the working key
   tr31      TR-31 / X9.143 key block protection keys KBEK and KBAK: --version A|B|C|D
+  gp-div    a card's static GlobalPlatform keys ENC, MAC and DEK from a master key:
+            --method emv|visa2|kdf3 --kdd HEX (10 bytes)
+            emv: EMV CPS 1.1, visa2: VISA2 (Triple DES master key); kdf3: the SCP03 KDF
+            (AES master key)
   list      the schemes and their cases: what each needs, what is refused and why,
             and (with token flags) which needed mechanisms the token lists
 
 key flags:
-  --label LABEL     the derived key's CKA_LABEL (tr31: LABEL-kbek and LABEL-kbak)
+  --label LABEL     the derived key's CKA_LABEL (tr31: LABEL-kbek and LABEL-kbak;
+                    gp-div: LABEL-enc, LABEL-mac and LABEL-dek)
   --token-object    make the derived key a token object (needs --label)
   --usage LIST      derive,encrypt,decrypt,sign,verify,wrap,unwrap (default: the scheme's)
   --strategy NAME   force a strategy of package derive (default auto)
@@ -63,7 +68,7 @@ type schemeJSON struct {
 
 func cmdScheme(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return usageError{errors.New("which scheme? (emv-mk, emv-sk, scp02, scp03, an10922, dukpt-ik, dukpt, tr31; -h for help)")}
+		return usageError{errors.New("which scheme? (emv-mk, emv-sk, scp02, scp03, an10922, dukpt-ik, dukpt, tr31, gp-div; -h for help)")}
 	}
 	name := args[0]
 	if name == "-h" || name == "-help" || name == "--help" || name == "help" {
@@ -93,6 +98,7 @@ func cmdScheme(args []string, stdout io.Writer) error {
 		ikid, ksn, from      = h("ikid", "DUKPT initial key ID, 8 bytes hex"), h("ksn", "DUKPT key serial number, 12 bytes hex"), fs.String("from", "bdk", "what --base is: bdk, ik or txn")
 		working, workingType = h("working", "DUKPT working key usage"), fs.String("working-type", "aes128", "DUKPT working key type")
 		version              = h("version", "TR-31 key block version: A, B, C or D")
+		method, kdd          = h("method", "card key diversification method: emv, visa2 or kdf3"), h("kdd", "key diversification data, 10 bytes hex")
 	)
 	if err := parse(fs, args[1:]); err != nil {
 		return err
@@ -121,6 +127,9 @@ func cmdScheme(args []string, stdout io.Writer) error {
 	// Parse the scheme's arguments completely before opening the token.
 	var run func(ctx context.Context, tok *derive.Token, k *derive.Key) ([]*scheme.Result, error)
 	var schemeName string
+	// names are the keys of the JSON object printed for a scheme that makes
+	// several keys.
+	var names []string
 	switch name {
 	case "emv-mk":
 		opt := emv.OptionA
@@ -302,6 +311,7 @@ func cmdScheme(args []string, stdout io.Writer) error {
 			ko.Label, ao.Label = o.Label+"-kbek", o.Label+"-kbak"
 		}
 		schemeName = "tr31 " + v.String()
+		names = []string{"kbek", "kbak"}
 		run = func(ctx context.Context, tok *derive.Token, k *derive.Key) ([]*scheme.Result, error) {
 			e, a, err := tr31.Keys(ctx, tok, k, v, ko, ao)
 			if err != nil {
@@ -309,8 +319,35 @@ func cmdScheme(args []string, stdout io.Writer) error {
 			}
 			return []*scheme.Result{e, a}, nil
 		}
+	case "gp-div":
+		if *method == "" {
+			return usageError{errors.New("--method is required (emv, visa2, kdf3)")}
+		}
+		m, ok := gp.MethodByName(strings.ToLower(*method))
+		if !ok {
+			return usageError{fmt.Errorf("--method: %q is not emv, visa2 or kdf3", *method)}
+		}
+		kd, err := hexArg("kdd", *kdd)
+		if err != nil {
+			return err
+		}
+		if _, err := gp.DiversificationData(m, gp.StaticENC, kd); err != nil {
+			return usageError{err}
+		}
+		var opts [3]scheme.Options
+		for i, k := range gp.StaticKeys {
+			opts[i] = o
+			if o.Label != "" {
+				opts[i].Label = o.Label + "-" + k.String()
+			}
+			names = append(names, k.String())
+		}
+		schemeName = "gp-div " + m.String()
+		run = func(ctx context.Context, tok *derive.Token, k *derive.Key) ([]*scheme.Result, error) {
+			return gp.DiversifyKeys(ctx, tok, k, m, kd, opts)
+		}
 	default:
-		return usageError{fmt.Errorf("unknown scheme %q (emv-mk, emv-sk, scp02, scp03, an10922, dukpt-ik, dukpt, tr31)", name)}
+		return usageError{fmt.Errorf("unknown scheme %q (emv-mk, emv-sk, scp02, scp03, an10922, dukpt-ik, dukpt, tr31, gp-div)", name)}
 	}
 
 	tok, err := tf.open()
@@ -338,8 +375,12 @@ func cmdScheme(args []string, stdout io.Writer) error {
 			}
 		}
 	}
-	if len(out) == 2 {
-		return printJSON(stdout, map[string]schemeJSON{"kbek": out[0], "kbak": out[1]})
+	if names != nil {
+		m := make(map[string]schemeJSON, len(out))
+		for i, n := range names {
+			m[n] = out[i]
+		}
+		return printJSON(stdout, m)
 	}
 	return printJSON(stdout, out[0])
 }

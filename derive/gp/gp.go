@@ -1,5 +1,7 @@
-// Package gp derives GlobalPlatform secure channel session keys inside a
-// PKCS#11 token from the card's static keys:
+// Package gp derives GlobalPlatform keys inside a PKCS#11 token: a card's
+// static keys from a master key and the card's KDD ([DiversifyKeys]: EMV
+// CPS 1.1, VISA2, the SCP03 KDF; see div.go), and secure channel session
+// keys from the card's static keys:
 //
 //   - SCP02 (GlobalPlatform Card Specification v2.2, Appendix E.4.1,
 //     "DES Session Keys"): session key = 3DES-CBC, zero IV, of the

@@ -7,7 +7,7 @@
 // The schemes themselves live in one package per family:
 //
 //	derive/emv     EMV ICC master keys (options A and B) and common session keys
-//	derive/gp      GlobalPlatform SCP02 and SCP03 session keys
+//	derive/gp      GlobalPlatform SCP02 and SCP03 session keys, card static key diversification
 //	derive/an10922 NXP AN10922 AES-128 key diversification
 //	derive/dukpt   ANSI X9.24-3-2017 AES DUKPT
 //	derive/tr31    ANSI X9.143 / TR-31 key block protection keys

@@ -133,6 +133,18 @@ func (lt *Token) Sign(t testing.TB, k *derive.Key, mech uint, msg []byte) []byte
 	return out
 }
 
+// Encrypt encrypts msg with k in the token (k needs CKA_ENCRYPT), for
+// check values of other conventions (GlobalPlatform's AES KCV encrypts a
+// block of '01' bytes).
+func (lt *Token) Encrypt(t testing.TB, k *derive.Key, mech uint, msg []byte) []byte {
+	t.Helper()
+	ctx, s := lab.Open(t, lt.Lab)
+	require.NoError(t, ctx.EncryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, k.Handle))
+	out, err := ctx.Encrypt(s, msg)
+	require.NoError(t, err)
+	return out
+}
+
 // RefKCV is the check value, in hex, of a key of type ckk (CKK_AES,
 // CKK_DES2, CKK_DES3) and value v, computed in software: the first 3
 // bytes of E_v(0^n).
