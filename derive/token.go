@@ -87,6 +87,9 @@ type Token struct {
 	memo      memo         // what worked and what failed, per base key
 	templates sync.Map     // templateShape → []*pkcs11.Attribute
 	calls     atomic.Int64 // PKCS#11 calls made through pooled sessions
+	// noCheckValue: the token answered that it has no CKA_CHECK_VALUE
+	// attribute (CheckValueBy computes check values without asking again).
+	noCheckValue atomic.Bool
 }
 
 // Open loads the module (or shares it if this process already did, with
