@@ -21,6 +21,13 @@ const (
 	// X9.24-1:2017, TR-31 and AWS Payment Cryptography for AES keys
 	// (CKM_AES_CMAC); for Triple DES keys it is CMAC with CKM_DES3_CMAC.
 	KCVCMAC KCVMethod = "cmac"
+	// KCVAttribute: the ecb convention, read from the token's
+	// CKA_CHECK_VALUE (PKCS#11 3.0) where it gives one — one call instead
+	// of two, and the token's word, unverified — else computed as ecb.
+	// Opt-in: SoftHSM2 2.6.1 gives derived keys a CKA_CHECK_VALUE that is
+	// not their check value (TestCheckValueAttribute shows it), so the
+	// default, ecb, always computes.
+	KCVAttribute KCVMethod = "attribute"
 	// KCVNone: no check value (a key type with no convention implemented,
 	// such as HMAC and generic secret keys, or one asked for explicitly).
 	KCVNone KCVMethod = "none"
@@ -29,16 +36,16 @@ const (
 // ParseKCVMethod reads "ecb", "cmac" or "none".
 func ParseKCVMethod(s string) (KCVMethod, error) {
 	switch m := KCVMethod(s); m {
-	case KCVECB, KCVCMAC, KCVNone:
+	case KCVECB, KCVCMAC, KCVAttribute, KCVNone:
 		return m, nil
 	}
-	return "", inputErr("kcv", "unknown check value method %q (ecb, cmac, none)", s)
+	return "", inputErr("kcv", "unknown check value method %q (ecb, cmac, attribute, none)", s)
 }
 
 // Where a check value came from.
 const (
 	// KCVFromAttribute: the token's CKA_CHECK_VALUE (PKCS#11 3.0), read
-	// rather than computed (ECB convention only).
+	// rather than computed (KCVAttribute only).
 	KCVFromAttribute = "CKA_CHECK_VALUE"
 	// KCVComputed: computed with the key (C_Encrypt or C_Sign).
 	KCVComputed = "computed"
@@ -61,9 +68,11 @@ const ckaCheckValue = 0x90
 
 // CheckValueBy gives k's check value by method m, inside the token:
 //
-//   - ecb: the token's CKA_CHECK_VALUE when it has one (PKCS#11 3.0
-//     defines it as this convention for AES and DES keys): one call
-//     instead of two; else C_Encrypt of a zero block.
+//   - ecb: C_Encrypt of a zero block.
+//   - attribute: the token's CKA_CHECK_VALUE when it has one (PKCS#11 3.0
+//     defines it as the ecb convention for AES and DES keys): one call
+//     instead of two, unverified; else as ecb. The KCV's Method is ecb, its
+//     Source says which.
 //   - cmac: C_Sign of a zero block with CKM_AES_CMAC or CKM_DES3_CMAC.
 //
 // A key without the usage the computation needs (CKA_ENCRYPT for ecb,
@@ -84,6 +93,10 @@ func (t *Token) CheckValueBy(ctx context.Context, k *Key, m KCVMethod) (_ *KCV, 
 	}
 	var mech, usage uint
 	n := k.Cipher().BlockSize()
+	attr := m == KCVAttribute
+	if attr {
+		m = KCVECB
+	}
 	switch m {
 	case KCVECB:
 		usage = pkcs11.CKA_ENCRYPT
@@ -104,7 +117,7 @@ func (t *Token) CheckValueBy(ctx context.Context, k *Key, m KCVMethod) (_ *KCV, 
 			mech = pkcs11.CKM_DES3_CMAC
 		}
 	default:
-		return nil, inputErr("kcv", "no check value by method %q (ecb, cmac)", m)
+		return nil, inputErr("kcv", "no check value by method %q (ecb, cmac, attribute)", m)
 	}
 	if mech == 0 {
 		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType,
@@ -117,7 +130,7 @@ func (t *Token) CheckValueBy(ctx context.Context, k *Key, m KCVMethod) (_ *KCV, 
 	defer t.release(s)
 	start := s.calls
 	out := &KCV{Method: m, Source: KCVComputed}
-	if m == KCVECB && !t.noCheckValue.Load() {
+	if attr && !t.noCheckValue.Load() {
 		// One call, with room for the 3 bytes PKCS#11 3.0 defines (a
 		// longer value is not this convention's, and is not used).
 		s.calls++

@@ -185,29 +185,63 @@ func hexFlag(name, v string) ([]byte, error) {
 // keyJSON is how the command prints a key. It holds no key material: the
 // check value is E_key(0^n)'s first 3 bytes, computed in the token.
 type keyJSON struct {
-	Label       string   `json:"label"`
-	Handle      uint     `json:"handle"`
-	KeyType     string   `json:"key_type"`
-	Len         int      `json:"len"`
-	KCV         string   `json:"kcv,omitempty"`
-	Sensitive   bool     `json:"sensitive"`
-	Extractable bool     `json:"extractable"`
-	Token       bool     `json:"token_object"`
-	KDF         string   `json:"kdf,omitempty"`
-	Strategy    string   `json:"strategy,omitempty"`
-	Calls       int      `json:"calls,omitempty"`
-	Warnings    []string `json:"warnings,omitempty"`
+	Label   string `json:"label"`
+	Handle  uint   `json:"handle"`
+	KeyType string `json:"key_type"`
+	Len     int    `json:"len"`
+	KCV     string `json:"kcv,omitempty"`
+	// KCVMethod is the check value's convention: "ecb", "cmac", or "none"
+	// when the key has none (KCVUnavailable says why, unless none was
+	// asked for); KCVSource says how it was had ("computed", "computed on
+	// a session copy", "CKA_CHECK_VALUE").
+	KCVMethod      string   `json:"kcv_method"`
+	KCVSource      string   `json:"kcv_source,omitempty"`
+	KCVUnavailable string   `json:"kcv_unavailable,omitempty"`
+	Sensitive      bool     `json:"sensitive"`
+	Extractable    bool     `json:"extractable"`
+	Token          bool     `json:"token_object"`
+	KDF            string   `json:"kdf,omitempty"`
+	Strategy       string   `json:"strategy,omitempty"`
+	Calls          int      `json:"calls,omitempty"`
+	Warnings       []string `json:"warnings,omitempty"`
 }
 
+// describe is k as JSON, with its check value by the default convention
+// (ecb).
 func describe(ctx context.Context, tok *derive.Token, k *derive.Key) keyJSON {
+	return describeKCV(ctx, tok, k, derive.KCVECB)
+}
+
+// describeKCV is k as JSON with its check value by method m. A key with no
+// check value by m (a key type without the convention, a token refusing
+// the session copy a key without the usage needs) says so, by
+// kcv_method "none" and the reason.
+func describeKCV(ctx context.Context, tok *derive.Token, k *derive.Key, m derive.KCVMethod) keyJSON {
 	j := keyJSON{Label: k.Label, Handle: uint(k.Handle), KeyType: derive.KeyTypeName(k.Type), Len: k.Len,
-		Sensitive: k.Sensitive, Extractable: k.Extractable, Token: k.Token}
-	if k.Encrypt && k.Cipher() != 0 {
-		if kcv, err := tok.CheckValue(ctx, k); err == nil {
-			j.KCV = hex.EncodeToString(kcv)
-		}
+		Sensitive: k.Sensitive, Extractable: k.Extractable, Token: k.Token, KCVMethod: string(derive.KCVNone)}
+	if m == derive.KCVNone {
+		return j
 	}
+	kcv, err := tok.CheckValueBy(ctx, k, m)
+	if err != nil {
+		j.KCVUnavailable = err.Error()
+		return j
+	}
+	j.KCV, j.KCVMethod, j.KCVSource = hex.EncodeToString(kcv.Value), string(kcv.Method), kcv.Source
 	return j
+}
+
+// kcvFlag registers --kcv.
+func kcvFlag(fs *flag.FlagSet) *string {
+	return fs.String("kcv", "ecb", "check value convention: ecb (E_K(0), the default), cmac (CMAC_K(0), X9.24-1:2017/TR-31 for AES keys), attribute (ecb read from the token's CKA_CHECK_VALUE, unverified) or none")
+}
+
+func parseKCV(s string) (derive.KCVMethod, error) {
+	m, err := derive.ParseKCVMethod(strings.ToLower(s))
+	if err != nil {
+		return "", usageError{fmt.Errorf("--kcv: %q is not ecb, cmac, attribute or none", s)}
+	}
+	return m, nil
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -226,7 +260,12 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	label := fs.String("label", "", "DK's CKA_LABEL")
 	tokenObject := fs.Bool("token-object", false, "make DK a token object (persistent) rather than a session object")
 	info := fs.String("info", "", "HKDF info, `hex` (the derivation data of hkdf; same as --data)")
+	kcvMethod := kcvFlag(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	km, err := parseKCV(*kcvMethod)
+	if err != nil {
 		return err
 	}
 	if *info != "" {
@@ -277,7 +316,7 @@ func cmdDerive(args []string, stdout io.Writer) error {
 			return fmt.Errorf("p11derive: writing the profile: %w", err)
 		}
 	}
-	j := describe(ctx, tok, res.Key)
+	j := describeKCV(ctx, tok, res.Key, km)
 	j.KDF = res.Function.Name()
 	j.Strategy = string(res.Strategy)
 	j.Calls = res.Calls
@@ -290,11 +329,19 @@ func cmdKCV(args []string, stdout io.Writer) error {
 	var tf tokenFlags
 	tf.register(fs)
 	label := fs.String("key", "", "CKA_LABEL of the key")
+	kcvMethod := fs.String("kcv", "ecb", "check value convention: ecb (E_K(0), the default) or cmac (CMAC_K(0))")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *label == "" {
 		return usageError{errors.New("--key is required")}
+	}
+	km, err := parseKCV(*kcvMethod)
+	if err != nil {
+		return err
+	}
+	if km == derive.KCVNone {
+		return usageError{errors.New("--kcv none: the kcv command prints a check value")}
 	}
 	tok, err := tf.open()
 	if err != nil {
@@ -306,11 +353,11 @@ func cmdKCV(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	kcv, err := tok.CheckValue(ctx, k)
+	kcv, err := tok.CheckValueBy(ctx, k, km)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, hex.EncodeToString(kcv))
+	fmt.Fprintln(stdout, hex.EncodeToString(kcv.Value))
 	return nil
 }
 

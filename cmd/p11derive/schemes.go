@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/p11derive/p11derive/derive/gp"
 	"github.com/p11derive/p11derive/derive/scheme"
 	"github.com/p11derive/p11derive/derive/tr31"
+	"github.com/p11derive/p11derive/internal/batch"
 )
 
 // schemeUsage is the help of 'p11derive scheme'.
@@ -52,6 +54,11 @@ key flags:
   --token-object    make the derived key a token object (needs --label)
   --usage LIST      derive,encrypt,decrypt,sign,verify,wrap,unwrap (default: the scheme's)
   --strategy NAME   force a strategy of package derive (default auto)
+  --kcv METHOD      check value convention: ecb (default), cmac, attribute (the token's
+                    CKA_CHECK_VALUE, unverified), none; a key without the usage is
+                    checked on a session copy with it set, destroyed at once
+  --wrap-key LABEL  print each derived key wrapped under this key (C_WrapKey) and destroy it
+  --wrap-mech MECH  aes-key-wrap (default), aes-key-wrap-pad, des3-ecb, des3-cbc [--wrap-iv HEX]
 
 Every derivation runs inside the token; what the token cannot compute is
 refused with exit status 1 and one line on stderr, never computed on the host.
@@ -61,12 +68,17 @@ refused with exit status 1 and one line on stderr, never computed on the host.
 type schemeJSON struct {
 	Scheme string `json:"scheme"`
 	keyJSON
-	Derivations int `json:"derivations"`
+	// Wrapped is the key wrapped under WrappedBy with WrapMech (--wrap-key):
+	// the key was destroyed in the token after.
+	Wrapped     string `json:"wrapped,omitempty"`
+	WrapMech    string `json:"wrap_mech,omitempty"`
+	WrappedBy   string `json:"wrapped_by,omitempty"`
+	Derivations int    `json:"derivations"`
 	// Strategies is each derivation's strategy, when there are several.
 	Strategies []string `json:"strategies,omitempty"`
 }
 
-func cmdScheme(args []string, stdout io.Writer) error {
+func cmdScheme(args []string, stdout io.Writer) (err error) {
 	if len(args) == 0 {
 		return usageError{errors.New("which scheme? (emv-mk, emv-sk, scp02, scp03, an10922, dukpt-ik, dukpt, tr31, gp-div; -h for help)")}
 	}
@@ -87,6 +99,10 @@ func cmdScheme(args []string, stdout io.Writer) error {
 	tokenObject := fs.Bool("token-object", false, "make the derived key a token object")
 	use := fs.String("usage", "", "the derived key's uses (default: the scheme's)")
 	strategy := fs.String("strategy", "auto", "strategy of package derive")
+	kcvMethod := kcvFlag(fs)
+	wrapKey := fs.String("wrap-key", "", "print each derived key wrapped under the key with this CKA_LABEL, and destroy it")
+	wrapMech := fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
+	wrapIV := fs.String("wrap-iv", "", "des3-cbc's IV, `hex` (default 8 zero bytes)")
 	h := func(n, help string) *string { return fs.String(n, "", help) }
 	var (
 		pan, psn, option     = h("pan", "PAN, decimal digits"), h("psn", "PAN sequence number, 2 digits"), h("option", "master key derivation option: a, b or c")
@@ -113,7 +129,29 @@ func cmdScheme(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	o := scheme.Options{Label: *label, Persistent: *tokenObject, Usage: u}
+	km, err := parseKCV(*kcvMethod)
+	if err != nil {
+		return err
+	}
+	var wrap *batch.Wrap
+	if *wrapKey != "" {
+		if *tokenObject {
+			return usageError{errors.New("--wrap-key prints the key wrapped and destroys it: no --token-object")}
+		}
+		m, err := batch.ParseWrapMech(*wrapMech)
+		if err != nil {
+			return usageError{fmt.Errorf("--wrap-mech: %v", err)}
+		}
+		wrap = &batch.Wrap{Mech: m}
+		if *wrapIV != "" {
+			if wrap.IV, err = hexFlag("wrap-iv", *wrapIV); err != nil {
+				return err
+			}
+		}
+	} else if set := setFlags(fs); set["wrap-mech"] || set["wrap-iv"] {
+		return usageError{errors.New("--wrap-mech and --wrap-iv need --wrap-key")}
+	}
+	o := scheme.Options{Label: *label, Persistent: *tokenObject, Usage: u, Extractable: wrap != nil}
 	if *strategy != "auto" {
 		o.Strategy = derive.Strategy(*strategy)
 	}
@@ -360,15 +398,40 @@ func cmdScheme(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if wrap != nil {
+		if wrap.Key, err = tok.FindKey(ctx, *wrapKey); err != nil {
+			return fmt.Errorf("p11derive: wrapping key: %w", err)
+		}
+		if err := wrap.Check(0); err != nil {
+			return err
+		}
+	}
 	results, err := run(ctx, tok, k)
 	if err != nil {
 		return err
 	}
+	if wrap != nil {
+		// The keys leave wrapped and are destroyed, on every path.
+		defer func() {
+			for _, res := range results {
+				if derr := tok.Destroy(context.WithoutCancel(ctx), res.Key); derr != nil && err == nil {
+					err = derr
+				}
+			}
+		}()
+	}
 	out := make([]schemeJSON, len(results))
 	for i, res := range results {
-		j := describe(ctx, tok, res.Key)
+		j := describeKCV(ctx, tok, res.Key, km)
 		j.KDF, j.Strategy, j.Calls, j.Warnings = res.Function, string(res.Strategy), res.Calls, res.Warnings
 		out[i] = schemeJSON{Scheme: schemeName, keyJSON: j, Derivations: res.Derivations}
+		if wrap != nil {
+			w, err := batch.WrapKey(ctx, tok, wrap, res.Key)
+			if err != nil {
+				return err
+			}
+			out[i].Wrapped, out[i].WrapMech, out[i].WrappedBy = hex.EncodeToString(w), wrap.Mech.Name, wrap.Key.Label
+		}
 		if len(res.Strategies) > 1 {
 			for _, st := range res.Strategies {
 				out[i].Strategies = append(out[i].Strategies, string(st))
@@ -457,4 +520,11 @@ func cmdSchemeList(args []string, stdout io.Writer) error {
 		out[i] = j
 	}
 	return printJSON(stdout, out)
+}
+
+// setFlags are the flags given on the command line.
+func setFlags(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
