@@ -38,8 +38,9 @@ schemes:
   dukpt     X9.24-3 AES DUKPT: --ksn HEX [--from bdk|ik|txn]
             [--working pin|mac-gen|mac-verify|mac-both|data-encrypt|data-decrypt|data-both|kek
              --working-type aes128|aes192|aes256|tdes2|tdes3|hmac128|hmac192|hmac256]
-            from the BDK (default): the working key, or without --working the transaction key;
-            from the initial key: the transaction key; from the transaction key: the working key
+            from the BDK (default) or the initial key: the working key, or without --working
+            the transaction key; from the transaction key: the working key (intermediate keys
+            are session objects, destroyed on every path)
   tr31      TR-31 / X9.143 key block protection keys KBEK and KBAK: --version A|B|C|D
   gp-div    a card's static GlobalPlatform keys ENC, MAC and DEK from a master key:
             --method emv|visa2|kdf3 --kdd HEX (10 bytes)
@@ -329,7 +330,10 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 				return dukpt.WorkingKey(ctx, tok, k, kv, wu, wt, o)
 			}
 		case *from == "ik":
-			return usageError{errors.New("--from ik derives the transaction key: derive it, then its working key with --from txn (or derive from the BDK)")}
+			schemeName = "dukpt working key " + *working + " " + wt.String()
+			f = func(ctx context.Context, tok *derive.Token, k *derive.Key) (*scheme.Result, error) {
+				return dukpt.WorkingKeyFromIK(ctx, tok, k, kv, wu, wt, o)
+			}
 		case *from == "txn":
 			return usageError{errors.New("--from txn needs --working")}
 		default:

@@ -353,6 +353,34 @@ func DeriveWorkingKey(ctx context.Context, tok *derive.Token, bdk *derive.Key, k
 	})
 }
 
+// WorkingKeyFromIK is the device's derivation from its stored initial key
+// ik (an AES key with CKA_DERIVE) and a transaction's KSN: the transaction
+// key along the derivation path, then the working key of usage u and type
+// kt. Only the working key is left in the token: the transaction key and
+// every key on the way are session objects with CKA_DERIVE only, destroyed
+// on every path (success, error, cancellation, panic).
+func WorkingKeyFromIK(ctx context.Context, tok *derive.Token, ik *derive.Key, ksn []byte, u KeyUsage, kt KeyType, o scheme.Options) (*scheme.Result, error) {
+	k, err := ParseKSN(ksn)
+	if err != nil {
+		return nil, err
+	}
+	dt, err := derivationType(ik)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkWorking(u, kt, dt); err != nil {
+		return nil, err
+	}
+	return chain.Run(ctx, tok, func(c *chain.Chain) error {
+		txn, err := path(c, ik, dt, k, nil)
+		if err != nil {
+			return err
+		}
+		_, err = c.Final(txn, request(u, kt, k.id(k.Counter()), o.Label, o, derive.DefaultUsage))
+		return err
+	})
+}
+
 // DeriveTransactionKey is BDK → initial key → transaction key in one
 // call, leaving only the transaction key in the token.
 func DeriveTransactionKey(ctx context.Context, tok *derive.Token, bdk *derive.Key, ksn []byte, o scheme.Options) (*scheme.Result, error) {

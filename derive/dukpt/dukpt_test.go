@@ -344,3 +344,42 @@ func TestRefusals(t *testing.T) {
 }
 
 func second(_ *scheme.Result, err error) error { return err }
+
+// TestWorkingKeyFromIK: the device's derivation from its stored initial
+// key (the supplement's IK 1273671E…) to the published working keys, with
+// only the working key left in the token; cancelled after any number of
+// context checks, nothing at all.
+func TestWorkingKeyFromIK(t *testing.T) {
+	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+		ik := lt.Import(t, pkcs11.CKK_AES, unhex(aes128Vectors.ik))
+		objects := lt.Objects(t)
+		for _, c := range []struct {
+			tc   uint32
+			u    dukpt.KeyUsage
+			want string
+		}{
+			{1, dukpt.PINEncryption, aes128Vectors.txns[0].working["pin/aes128"]},
+			{2, dukpt.MACGeneration, aes128Vectors.txns[1].working["mac/aes128"]},
+			{8, dukpt.PINEncryption, aes128Vectors.txns[2].working["pin/aes128"]},
+		} {
+			require.NotEmpty(t, c.want)
+			wk, err := dukpt.WorkingKeyFromIK(context.Background(), lt.Tok, ik, ksn(c.tc), c.u, dukpt.AES128, scheme.Options{Usage: derive.UseEncrypt})
+			require.NoError(t, err)
+			assert.Equal(t, objects+1, lt.Objects(t), "the working key and nothing else")
+			assert.Equal(t, schemetest.RefKCV(t, pkcs11.CKK_AES, unhex(c.want)), lt.KCV(t, wk.Key), "counter %d", c.tc)
+			require.NoError(t, lt.Tok.Destroy(context.Background(), wk.Key))
+		}
+		for n := int32(0); ; n++ {
+			ctx := &cancelAfter{Context: context.Background()}
+			ctx.n.Store(n)
+			wk, err := dukpt.WorkingKeyFromIK(ctx, lt.Tok, ik, ksn(0x0001FFFE), dukpt.PINEncryption, dukpt.AES128, scheme.Options{})
+			if err == nil {
+				require.NoError(t, lt.Tok.Destroy(context.Background(), wk.Key))
+				require.Greater(t, n, int32(16))
+				break
+			}
+			require.ErrorIs(t, err, context.Canceled)
+			require.Equal(t, objects, lt.Objects(t), "cancelled after %d checks", n)
+		}
+	})
+}
