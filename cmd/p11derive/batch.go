@@ -49,6 +49,9 @@ Flags:
 `
 
 func cmdBatch(args []string, stdout io.Writer) error {
+	if isSchemeBatch(args) {
+		return cmdBatchScheme(args, stdout)
+	}
 	fs := flag.NewFlagSet("batch", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), batchUsage)

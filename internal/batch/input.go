@@ -29,6 +29,9 @@ type Row struct {
 	ID   string // the caller's name for the key: a device UID, a PAN, ...
 	Data []byte // derivation data
 	IV   []byte // the row's own CBC IV, or nil to use the function's
+	// Fields are the row's scheme inputs (NewSchemeInput), in the order
+	// of its columns; nil for a derivation batch.
+	Fields []string
 }
 
 // RowError is a row that failed: its line, its id (when it had one) and why.
@@ -51,8 +54,68 @@ func (e *RowError) Unwrap() error { return e.Err }
 // Input reads rows from CSV with a header row. It holds one row at a time.
 type Input struct {
 	r            *csv.Reader
-	id, data, iv int // column indexes; iv is -1 when there is no iv column
-	n            int // columns in the header
+	id, data, iv int   // column indexes; iv is -1 when there is no iv column
+	n            int   // columns in the header
+	fields       []int // a scheme batch's input columns (NewSchemeInput)
+}
+
+// NewSchemeInput reads the header of a scheme batch's input: an id column
+// and the scheme's columns (cols: "pan", "ksn", ...), each required,
+// except those in optional (which may be absent from the header, and are
+// then "" in every row). Rows carry the fields as they are, for the
+// scheme to check.
+func NewSchemeInput(r io.Reader, cols, optional []string) (*Input, error) {
+	cr := csv.NewReader(r)
+	cr.ReuseRecord = true
+	cr.FieldsPerRecord = -1
+	all := append(append([]string{}, cols...), optional...)
+	names := strings.Join(append([]string{ColID}, all...), ",")
+	hdr, err := cr.Read()
+	if err == io.EOF {
+		return nil, fmt.Errorf("input is empty: it needs a header row (%s)", names)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("input header: %w", err)
+	}
+	in := &Input{r: cr, id: -1, data: -1, iv: -1, n: len(hdr), fields: make([]int, len(all))}
+	for i := range in.fields {
+		in.fields[i] = -1
+	}
+	for i, name := range hdr {
+		if i == 0 {
+			name = strings.TrimPrefix(name, "\uFEFF")
+		}
+		name = strings.ToLower(strings.TrimSpace(name))
+		col := -2
+		if name == ColID {
+			if in.id >= 0 {
+				return nil, fmt.Errorf("input header: column %q appears twice", name)
+			}
+			in.id = i
+			continue
+		}
+		for j, c := range all {
+			if c == name {
+				col = j
+			}
+		}
+		if col < 0 {
+			return nil, fmt.Errorf("input header: unknown column %q (the columns are %s)", name, names)
+		}
+		if in.fields[col] >= 0 {
+			return nil, fmt.Errorf("input header: column %q appears twice", name)
+		}
+		in.fields[col] = i
+	}
+	if in.id < 0 {
+		return nil, fmt.Errorf("input header: the column %s is required (found %s)", ColID, strings.Join(hdr, ","))
+	}
+	for j, c := range cols {
+		if in.fields[j] < 0 {
+			return nil, fmt.Errorf("input header: the column %s is required (found %s)", c, strings.Join(hdr, ","))
+		}
+	}
+	return in, nil
 }
 
 // NewInput reads the header row of r and returns the reader of the rows
@@ -123,6 +186,15 @@ func (in *Input) Next() (*Row, error) {
 	}
 	if err := checkID(row.ID); err != nil {
 		return nil, bad("%v", err)
+	}
+	if in.fields != nil {
+		row.Fields = make([]string, len(in.fields))
+		for j, c := range in.fields {
+			if c >= 0 {
+				row.Fields[j] = strings.TrimSpace(rec[c])
+			}
+		}
+		return row, nil
 	}
 	if row.Data, err = hexField(rec[in.data]); err != nil {
 		return nil, bad("data: %v", err)

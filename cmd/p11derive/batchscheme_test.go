@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/derive/dukpt"
+	"github.com/p11derive/p11derive/internal/kwref"
+	"github.com/p11derive/p11derive/internal/lab"
+)
+
+// TestBatchSchemeDUKPT is issue 17's done-when: a batch of 10,000 DUKPT
+// initial keys (one per KSN) wrapped under a transport key, on NSS
+// softoken's key database. For a sample of rows — the X9.24-3-2017
+// supplement's KSN among them, whose IK 1273671E… is published — the
+// wrapped key is the software reference's (AES-ECB of the derivation data
+// under the BDK, wrapped by RFC 3394 in software), it unwraps in the token
+// (Token.Unwrap) to a key whose check value is the reference's and the
+// row's, and nothing is left in the token.
+func TestBatchSchemeDUKPT(t *testing.T) {
+	const n = 10000
+	lt := lab.NSSDB(t)
+	dir := t.TempDir()
+	bdkValue := unhexT(t, "FEDCBA9876543210F1F1F1F1F1F1F1F1")
+	tValue := unhexT(t, "000102030405060708090A0B0C0D0E0F")
+	bdkLabel, tLabel := lab.UniqueLabel("bdk"), lab.UniqueLabel("transport")
+	ctx, s := lab.Open(t, lt)
+	token := pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true)
+	hb := lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_AES, bdkValue, bdkLabel, token, pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true))
+	ht := lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_AES, tValue, tLabel, token,
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true))
+	t.Cleanup(func() { ctx.DestroyObject(s, hb); ctx.DestroyObject(s, ht) })
+
+	var in bytes.Buffer
+	in.WriteString("id,ksn\n")
+	ksns := map[string]string{}
+	for i := 0; i < n; i++ {
+		ksn := fmt.Sprintf("12345678%08X00000000", i)
+		if i == 0 {
+			ksn = "123456789012345600000000" // the supplement's initial key ID
+		}
+		id := fmt.Sprintf("term-%05d", i)
+		ksns[id] = ksn
+		fmt.Fprintf(&in, "%s,%s\n", id, ksn)
+	}
+	in.WriteString("bad-row,12345678\n") // a KSN of 4 bytes: reported by line, skipped
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "in.csv"), in.Bytes(), 0o600))
+	before := countObjects(t, lt)
+
+	cmd := p11derive(t, lt, dir, "batch", "--scheme", "dukpt-ik", "--slot", fmt.Sprint(lt.SlotID), "--base", bdkLabel,
+		"--input", "in.csv", "--output", "out.csv", "--wrap-key", tLabel, "--workers", "2")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "a bad row makes the exit status 1: %s", out)
+	assert.Contains(t, string(out), fmt.Sprintf("line %d", n+2))
+	recs := readOutput(t, filepath.Join(dir, "out.csv"))
+	require.Len(t, recs, n)
+	assert.Equal(t, before, countObjects(t, lt), "nothing left in the token")
+
+	tok, err := derive.Open(derive.Config{Module: lt.Module, InitArgs: lt.InitArgs, Slot: &lt.SlotID, PIN: lt.PIN})
+	require.NoError(t, err)
+	t.Cleanup(func() { tok.Close() })
+	bg := context.Background()
+	transport, err := tok.FindKey(bg, tLabel)
+	require.NoError(t, err)
+	bdk, _ := aes.NewCipher(bdkValue)
+	sampled := 0
+	for i, r := range recs {
+		if i%200 != 0 && r[0] != "term-00000" {
+			continue
+		}
+		sampled++
+		ksn := unhexT(t, ksns[r[0]])
+		ik := make([]byte, 16)
+		bdk.Encrypt(ik, dukpt.DerivationData(dukpt.InitialKeyUsage, dukpt.AES128, ksn[:dukpt.IKIDLen]))
+		if r[0] == "term-00000" {
+			assert.Equal(t, "1273671ea26ac29afa4d1084127652a1", hex.EncodeToString(ik), "the supplement's initial key")
+		}
+		want, err := kwref.Wrap(tValue, kwref.IV, ik)
+		require.NoError(t, err)
+		assert.Equal(t, hex.EncodeToString(want), r[1], r[0])
+		ikBlock, _ := aes.NewCipher(ik)
+		kcv := make([]byte, 16)
+		ikBlock.Encrypt(kcv, kcv)
+		assert.Equal(t, hex.EncodeToString(kcv[:3]), r[2], r[0])
+
+		wrapped := unhexT(t, r[1])
+		k, err := tok.Unwrap(bg, transport, 0x2109 /* CKM_AES_KEY_WRAP */, nil, wrapped, derive.KeySpec{Type: derive.KeyAES128, Usage: derive.UseEncrypt})
+		require.NoError(t, err)
+		got, err := tok.CheckValue(bg, k)
+		require.NoError(t, err)
+		require.NoError(t, tok.Destroy(bg, k))
+		assert.Equal(t, hex.EncodeToString(kcv[:3]), hex.EncodeToString(got), r[0])
+	}
+	assert.GreaterOrEqual(t, sampled, 50)
+}
+
+func unhexT(t *testing.T, s string) []byte {
+	b, err := hex.DecodeString(s)
+	require.NoError(t, err)
+	return b
+}
+
+func countObjects(t *testing.T, lt *lab.Token) int {
+	ctx, s := lab.Open(t, lt)
+	return lab.CountObjects(t, ctx, s)
+}
