@@ -82,7 +82,7 @@ func DiversifyAES128(ctx context.Context, tok *derive.Token, master *derive.Key,
 			Reason: fmt.Sprintf("a %d-byte diversification input is padded to two AES blocks and masked with the CMAC subkey K2 by AN10922, where a token's CMAC pads 0x01 || M to one block: no standard PKCS#11 mechanism computes that in the token (inputs of %d to %d bytes are exact)", len(m), MinExactInput, MaxInput)}
 	}
 	if master.Type != pkcs11.CKK_AES || master.Len != 16 {
-		return nil, &derive.KeyError{Key: fmt.Sprintf("handle %d", master.Handle), Reason: derive.ErrKeyType,
+		return nil, &derive.KeyError{Key: name(master), Reason: derive.ErrKeyType,
 			Problem: "AN10922 AES-128 diversification needs an AES-128 master key"}
 	}
 	f := derive.SP800108{Mode: derive.SP800108Counter, PRF: derive.AESCMAC, Layout: Layout()}
@@ -96,4 +96,12 @@ func DiversifyAES128(ctx context.Context, tok *derive.Token, master *derive.Key,
 // UID, the application ID and the system identifier, concatenated.
 func Input(uid, aid, systemID []byte) []byte {
 	return append(append(append([]byte{}, uid...), aid...), systemID...)
+}
+
+// name names a key in errors by its label, by its handle if it has none.
+func name(k *derive.Key) string {
+	if k.Label != "" {
+		return fmt.Sprintf("%q", k.Label)
+	}
+	return fmt.Sprintf("handle %d", k.Handle)
 }
