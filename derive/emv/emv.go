@@ -178,7 +178,7 @@ func digits(field, s string, min, max int) error {
 func checkDES3(k *derive.Key, what string) error {
 	if k.Type != pkcs11.CKK_DES2 && k.Type != pkcs11.CKK_DES3 {
 		return &derive.KeyError{Key: name(k), Reason: derive.ErrKeyType,
-			Problem: fmt.Sprintf("the %s must be a double- or triple-length DES key (CKK_DES2, CKK_DES3), not key type %#x", what, k.Type)}
+			Problem: fmt.Sprintf("the %s must be a double- or triple-length DES key (CKK_DES2, CKK_DES3), not a %s key", what, derive.CKKName(k.Type))}
 	}
 	return nil
 }
@@ -219,7 +219,7 @@ func SessionKey(ctx context.Context, tok *derive.Token, mk *derive.Key, r []byte
 		data[2], data[10] = 0xF0, 0x0F
 		f, kt = derive.Encrypt{Cipher: derive.DES3, Mode: derive.ECB}, derive.KeyDES2
 	case pkcs11.CKK_AES:
-		if mk.Len != 16 {
+		if mk.Len != 0 && mk.Len != 16 { // 0: the token gives no length; it decides
 			return nil, &derive.KeyError{Key: name(mk), Reason: derive.ErrKeyType,
 				Problem: fmt.Sprintf("AES session keys are derived here from AES-128 master keys only, not %d-byte keys", mk.Len)}
 		}
@@ -230,7 +230,7 @@ func SessionKey(ctx context.Context, tok *derive.Token, mk *derive.Key, r []byte
 		f, kt = derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, derive.KeyAES128
 	default:
 		return nil, &derive.KeyError{Key: name(mk), Reason: derive.ErrKeyType,
-			Problem: fmt.Sprintf("the ICC master key must be a CKK_DES2 or AES-128 key, not key type %#x", mk.Type)}
+			Problem: fmt.Sprintf("the ICC master key must be a CKK_DES2 or AES-128 key, not a %s key", derive.CKKName(mk.Type))}
 	}
 	return chain.Run(ctx, tok, func(c *chain.Chain) error {
 		_, err := c.Final(mk, o.Request(f, data, kt, derive.DefaultUsage))
