@@ -97,9 +97,15 @@ type strategy interface {
 	// needs lists the mechanisms the token must run and the base key's
 	// attributes that must be true for f.
 	needs(f Function) (mechs []uint, attrs []uint)
+	// flags are the CKF_ flags of the strategy's use of each mechanism of
+	// needs (CKF_DERIVE, CKF_SIGN, CKF_UNWRAP, CKF_ENCRYPT).
+	flags(f Function) []uint
 	// check says why the strategy cannot run on this token with this base
 	// key, or returns nil. It makes no call but C_GetMechanismList (once per
-	// Token). Errors wrap ErrMissingAttribute or ErrUnsupported.
+	// Token) and C_GetMechanismInfo (once per mechanism). Errors wrap
+	// ErrMissingAttribute or ErrUnsupported; a mechanism not listed (or
+	// listed without the flag of its use) is named before a missing
+	// attribute.
 	check(t *Token, base *Key, f Function) error
 	// run makes DK for r with template tmpl and returns its handle. On
 	// error it leaves no object behind.
@@ -308,9 +314,10 @@ func (t *Token) substitutes(base *Key, r *Request) []string {
 // mechanismMay reports whether the token's C_GetMechanismInfo for mech
 // has flag (CKF_UNWRAP, say). A token that gives no information is taken at
 // its mechanism list's word.
+// Its C_GetMechanismInfo is read once per mechanism (flagsOf).
 func (t *Token) mechanismMay(mech, flag uint) bool {
-	i, rv := t.mod.ck.GetMechanismInfo(t.slot, mech)
-	return rv != pkcs11.CKR_OK || i.Flags&flag != 0
+	f, ok := t.flagsOf(mech)
+	return !ok || f&flag != 0
 }
 
 // blockOf is the block size of the cipher a function name starts with.
@@ -339,6 +346,10 @@ func validate(base *Key, r *Request) error {
 	}
 	return r.Function.checkBase(base)
 }
+
+// CKKName names a PKCS#11 key type: "CKK_AES", "CKK_DES3"..., or
+// "CKK(0x…)" for a type p11derive does not know.
+func CKKName(ckk uint) string { return ckkName(ckk) }
 
 func ckkName(ckk uint) string {
 	switch ckk {
@@ -372,8 +383,8 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 			}
 		}
 		err := st.check(t, base, r.Function)
-		var nl *notListedError
-		if err != nil && !errors.As(err, &nl) {
+		nl, ok := tryable(err)
+		if !ok {
 			return nil, err
 		}
 		return []candidate{{st, nl}}, nil
@@ -395,11 +406,11 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 		if err == nil {
 			err = st.check(t, base, r.Function)
 		}
-		var nl *notListedError
+		nl, ok := tryable(err)
 		switch {
 		case err == nil:
 			listed = append(listed, candidate{st, nil})
-		case errors.As(err, &nl):
+		case ok:
 			unlisted = append(unlisted, candidate{st, nl})
 		default:
 			reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: st.name(), Reason: err.Error(), Err: err})
@@ -719,9 +730,11 @@ func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f Function) error {
 // computing a request's function on this token with a base key.
 type StrategyPlan struct {
 	Strategy Strategy
-	// Mechanisms the strategy calls, and whether the token lists each.
+	// Mechanisms the strategy calls, and whether the token lists each with
+	// the CKF_ flag (Flags) of the strategy's use of it.
 	Mechanisms []uint
 	Listed     []bool
+	Flags      []uint
 	// Attributes (CKA_*) the base key must have set to true, and those of
 	// them it lacks.
 	Attributes []uint
@@ -738,8 +751,8 @@ type StrategyPlan struct {
 
 // Plan lists, for each strategy that computes r.Function, what it needs and
 // whether this token and base key have it, making no PKCS#11 call but the
-// first C_GetMechanismList. It is what Derive consults, for reports such as
-// the probe's.
+// first C_GetMechanismList and C_GetMechanismInfo once per mechanism. It is
+// what Derive consults, for reports such as the probe's.
 func (t *Token) Plan(base *Key, r Request) ([]StrategyPlan, error) {
 	if err := validate(base, &r); err != nil {
 		return nil, err
@@ -760,8 +773,10 @@ func (t *Token) Plan(base *Key, r Request) ([]StrategyPlan, error) {
 		}
 		p := StrategyPlan{Strategy: st.name(), Calls: st.cost(&r)}
 		p.Mechanisms, p.Attributes = st.needs(r.Function)
-		for _, m := range p.Mechanisms {
-			p.Listed = append(p.Listed, list[m])
+		p.Flags = st.flags(r.Function)
+		for i, m := range p.Mechanisms {
+			_, ok := t.listedFor(list, mechUse{m, p.Flags[i]})
+			p.Listed = append(p.Listed, ok)
 		}
 		for _, a := range p.Attributes {
 			if !have[a] {

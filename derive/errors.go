@@ -160,7 +160,17 @@ func (e *UnsupportedError) Error() string {
 		}
 		b.WriteString(")")
 	}
-	for i, r := range e.Reasons {
+	// What the token does not list or run first, then what the base key
+	// lacks.
+	reasons := make([]StrategyReason, 0, len(e.Reasons))
+	for pass := 0; pass < 2; pass++ {
+		for _, r := range e.Reasons {
+			if attributeOnly(r.Err) == (pass == 1) {
+				reasons = append(reasons, r)
+			}
+		}
+	}
+	for i, r := range reasons {
 		if i == 0 {
 			b.WriteString(": ")
 		} else {
@@ -178,6 +188,12 @@ func (e *UnsupportedError) Error() string {
 		fmt.Fprintf(&b, "; different functions this token lists the mechanisms for, if allowed: %s", strings.Join(e.Substitutes, ", "))
 	}
 	return b.String()
+}
+
+// attributeOnly reports whether err is only the base key lacking an
+// attribute (no mechanism problem).
+func attributeOnly(err error) bool {
+	return errors.Is(err, ErrMissingAttribute) && !errors.Is(err, ErrUnsupported)
 }
 
 // Is matches ErrUnsupported, and also ErrMissingAttribute when every

@@ -14,7 +14,11 @@ type Key struct {
 	Label  string
 	ID     []byte
 	Type   uint // CKK_*
-	Len    int  // CKA_VALUE_LEN in bytes, or the type's fixed length; 0 if unknown
+	// Len is CKA_VALUE_LEN in bytes, or the type's fixed length (DES,
+	// DES2, DES3) when the token does not give it; 0 if unknown (some
+	// tokens give no CKA_VALUE_LEN for AES keys: p11derive then lets the
+	// token decide, refusing nothing for the length it cannot see).
+	Len    int
 
 	// The boolean attributes, as the token gave them.
 	Token, Private, Sensitive, Extractable bool
@@ -234,7 +238,7 @@ func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
 	case pkcs11.CKK_DES:
 		mech = pkcs11.CKM_DES_ECB
 	default:
-		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for key type %#x (AES and DES keys only)", k.Type)}
+		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for a %s key (AES and DES keys only)", ckkName(k.Type))}
 	}
 	if !k.Encrypt {
 		return nil, &KeyError{Key: k.name(), Reason: ErrMissingAttribute, Problem: "a check value needs CKA_ENCRYPT"}

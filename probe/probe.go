@@ -457,7 +457,7 @@ func crossCheck(runs []run) {
 
 func (p *prober) checkValue(k *derive.Key) ([]byte, error) {
 	if k.Cipher() == 0 {
-		return nil, errorf("DK is a %#x key, which has no check value", k.Type)
+		return nil, errorf("DK is a %s key, which has no check value", derive.CKKName(k.Type))
 	}
 	return p.tok.CheckValue(p.ctx, k)
 }

@@ -47,7 +47,7 @@ func TestChoose(t *testing.T) {
 			"stream-unwrap: refused by the token (C_UnwrapKey: pkcs11: 0x70: CKR_MECHANISM_INVALID), next"}},
 		{"nssdb-avoid", lab.NSSDB, nil, "mac-unwrap,cmac-unwrap,stream-unwrap", "native", nil},
 		// A key that may not derive: the MAC-and-unwrap trick.
-		{"nss-noderive", lab.NSS, noDerive, "", "mac-unwrap", []string{"needs CKA_DERIVE=true"}},
+		{"nss-noderive", lab.NSS, noDerive, "", "mac-unwrap", []string{"CKM_AES_ECB_ENCRYPT_DATA needs CKA_DERIVE on the base key"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			lt := c.tok(t)
