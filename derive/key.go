@@ -18,7 +18,7 @@ type Key struct {
 	// DES2, DES3) when the token does not give it; 0 if unknown (some
 	// tokens give no CKA_VALUE_LEN for AES keys: p11derive then lets the
 	// token decide, refusing nothing for the length it cannot see).
-	Len    int
+	Len int
 
 	// The boolean attributes, as the token gave them.
 	Token, Private, Sensitive, Extractable bool
