@@ -75,8 +75,10 @@ type Config struct {
 	// EmulateStreamUnwrap plays a token that unwraps one block with
 	// CKM_AES_CTR, CKM_AES_OFB or CKM_AES_CFB128 (none of the lab tokens
 	// does): the forwarder computes E_K(x) with the real module's C_Encrypt
-	// (K needs CKA_ENCRYPT) and makes the key with C_CreateObject. Key
-	// material passes through the forwarder's memory: tests only.
+	// (with a session copy of K that may encrypt, destroyed at once), makes
+	// the key with C_CreateObject, and C_GetMechanismInfo gives the three
+	// modes CKF_UNWRAP. Key material passes through the forwarder's memory:
+	// tests only.
 	EmulateStreamUnwrap bool
 	// WeakTemplates plays a token that ignores CKA_SENSITIVE and
 	// CKA_EXTRACTABLE in the templates of C_CreateObject, C_GenerateKey,

@@ -907,6 +907,22 @@ static CK_RV fw_C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK
 	if (!enter(F_C_GetMechanismInfo, 0, &m, &r, &rv, NULL))
 		return rv;
 	rv = r->C_GetMechanismInfo(slotID, type, pInfo);
+	pthread_mutex_lock(&mu);
+	if (policy.emulate_stream_unwrap && pInfo != NULL) {
+		/* Played as unwrap-capable: the stream modes say CKF_UNWRAP. */
+		for (i = 0; i < sizeof stream_modes / sizeof stream_modes[0]; i++) {
+			if (stream_modes[i] != type)
+				continue;
+			if (rv != CKR_OK) {
+				pInfo->ulMinKeySize = 16;
+				pInfo->ulMaxKeySize = 32;
+				pInfo->flags = CKF_ENCRYPT | CKF_DECRYPT;
+				rv = CKR_OK;
+			}
+			pInfo->flags |= CKF_UNWRAP;
+		}
+	}
+	pthread_mutex_unlock(&mu);
 	if (rv == CKR_OK && pInfo != NULL) {
 		pthread_mutex_lock(&mu);
 		for (i = 0; i < policy.nnoflag; i++) {
@@ -1142,7 +1158,8 @@ FORWARD_OUT(C_WrapKey, pMechanism,
  * emulate_stream_unwrap plays a token that unwraps with CKM_AES_CTR,
  * CKM_AES_OFB and CKM_AES_CFB128 (one block), which no lab token does: the
  * keystream block E_K(x) comes from the real module by C_Encrypt in ECB
- * mode (K needs CKA_ENCRYPT), and the key is made by C_CreateObject with
+ * mode, with a session copy of K that may encrypt (C_CopyObject, destroyed
+ * at once), and the key is made by C_CreateObject with
  * CKA_VALUE = wrapped XOR E_K(x), truncated to the template's
  * CKA_VALUE_LEN. Key material passes through this test-only module's memory
  * and is wiped. It returns -1 when the call is not one it emulates.
@@ -1155,6 +1172,9 @@ static CK_RV emulate_stream_unwrap(CK_FUNCTION_LIST_PTR r, CK_SESSION_HANDLE s, 
 	CK_BYTE x[16], ks[16], value[16];
 	CK_ULONG kslen = sizeof ks, vlen = sizeof value, i, j;
 	CK_ATTRIBUTE tmpl[64];
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE enc[2] = {{CKA_ENCRYPT, &yes, sizeof yes}, {CKA_TOKEN, &no, sizeof no}};
+	CK_OBJECT_HANDLE copy;
 	CK_RV rv;
 
 	if (m == NULL || in == NULL || inlen != 16 || tn >= 63)
@@ -1166,9 +1186,13 @@ static CK_RV emulate_stream_unwrap(CK_FUNCTION_LIST_PTR r, CK_SESSION_HANDLE s, 
 		memcpy(x, m->pParameter, 16);
 	else
 		return (CK_RV)-1;
-	if ((rv = r->C_EncryptInit(s, &ecb, k)) != CKR_OK)
+	/* A session copy of K that may encrypt: K itself may only unwrap. */
+	if ((rv = r->C_CopyObject(s, k, enc, 2, &copy)) != CKR_OK)
 		return rv;
-	if ((rv = r->C_Encrypt(s, x, 16, ks, &kslen)) != CKR_OK)
+	if ((rv = r->C_EncryptInit(s, &ecb, copy)) == CKR_OK)
+		rv = r->C_Encrypt(s, x, 16, ks, &kslen);
+	r->C_DestroyObject(s, copy);
+	if (rv != CKR_OK)
 		return rv;
 	for (i = 0; i < 16; i++)
 		value[i] = in[i] ^ ks[i];
