@@ -65,7 +65,7 @@ func (res *Result) note() string {
 	}
 	if res.Status == Failed || res.Status == Unavailable || res.Status == Error {
 		for _, m := range res.Mechanisms {
-			if m.Flag != nil && !*m.Flag {
+			if m.Flag != nil && !*m.Flag && !strings.Contains(res.Reason, m.Name+" without CKF_") {
 				parts = append(parts, fmt.Sprintf("%s lacks CKF_%s", m.Name, strings.ToUpper(m.Use)))
 			}
 		}
@@ -73,6 +73,9 @@ func (res *Result) note() string {
 	for _, m := range res.Mechanisms {
 		if !m.Listed && (res.Status == Verified || res.Status == Ran) {
 			parts = append(parts, "runs "+m.Name+" without listing it")
+		}
+		if m.Listed && m.Flag != nil && !*m.Flag && (res.Status == Verified || res.Status == Ran) {
+			parts = append(parts, fmt.Sprintf("runs %s without CKF_%s", m.Name, strings.ToUpper(m.Use)))
 		}
 	}
 	return strings.Join(parts, "; ")

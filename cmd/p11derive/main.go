@@ -50,8 +50,22 @@ commands:
 Run 'p11derive <command> -h' for the command's flags.
 `
 
-// exitUsage is the exit status for bad command lines; 1 is for failures.
-const exitUsage = 2
+// Exit statuses: 1 is for failures, exitUsage for bad command lines,
+// exitIncomplete for a probe report that is incomplete (the module or a
+// session failed: the report, printed all the same, does not say what the
+// token can do).
+const (
+	exitUsage      = 2
+	exitIncomplete = 3
+)
+
+// exitError is a failure with its own exit status.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -87,6 +101,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "p11derive %s: %v\n", args[0], err)
 			return exitUsage
+		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			fmt.Fprintf(stderr, "%s\n", oneLine(err))
+			return ee.code
 		}
 		fmt.Fprintf(stderr, "%s\n", oneLine(err))
 		return 1
@@ -185,23 +204,28 @@ func hexFlag(name, v string) ([]byte, error) {
 // keyJSON is how the command prints a key. It holds no key material: the
 // check value is E_key(0^n)'s first 3 bytes, computed in the token.
 type keyJSON struct {
-	Label       string   `json:"label"`
-	Handle      uint     `json:"handle"`
-	KeyType     string   `json:"key_type"`
-	Len         int      `json:"len"`
-	KCV         string   `json:"kcv,omitempty"`
-	Sensitive   bool     `json:"sensitive"`
-	Extractable bool     `json:"extractable"`
-	Token       bool     `json:"token_object"`
-	KDF         string   `json:"kdf,omitempty"`
-	Strategy    string   `json:"strategy,omitempty"`
-	Calls       int      `json:"calls,omitempty"`
-	Warnings    []string `json:"warnings,omitempty"`
+	Label       string `json:"label"`
+	Handle      uint   `json:"handle"`
+	KeyType     string `json:"key_type"`
+	Len         int    `json:"len"`
+	KCV         string `json:"kcv,omitempty"`
+	Sensitive   bool   `json:"sensitive"`
+	Extractable bool   `json:"extractable"`
+	// AlwaysSensitive and NeverExtractable are false for a key the token
+	// made readable or extractable and p11derive tightened (warnings say so).
+	AlwaysSensitive  bool     `json:"always_sensitive"`
+	NeverExtractable bool     `json:"never_extractable"`
+	Token            bool     `json:"token_object"`
+	KDF              string   `json:"kdf,omitempty"`
+	Strategy         string   `json:"strategy,omitempty"`
+	Calls            int      `json:"calls,omitempty"`
+	Warnings         []string `json:"warnings,omitempty"`
 }
 
 func describe(ctx context.Context, tok *derive.Token, k *derive.Key) keyJSON {
 	j := keyJSON{Label: k.Label, Handle: uint(k.Handle), KeyType: derive.KeyTypeName(k.Type), Len: k.Len,
-		Sensitive: k.Sensitive, Extractable: k.Extractable, Token: k.Token}
+		Sensitive: k.Sensitive, Extractable: k.Extractable, AlwaysSensitive: k.AlwaysSensitive,
+		NeverExtractable: k.NeverExtractable, Token: k.Token, Warnings: k.Warnings}
 	if k.Encrypt && k.Cipher() != 0 {
 		if kcv, err := tok.CheckValue(ctx, k); err == nil {
 			j.KCV = hex.EncodeToString(kcv)
@@ -323,6 +347,7 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	n := fs.Int("len", 0, "length in `bytes` (aes: 16, 24, 32)")
 	use := fs.String("usage", "derive,encrypt", "comma-separated uses: derive, encrypt, decrypt, sign, verify, wrap, unwrap")
 	session := fs.Bool("session", false, "make a session object (gone when the command exits; for tests)")
+	strict := fs.Bool("strict-attributes", false, "refuse a key the token made readable or extractable against the template, rather than tightening it (C_SetAttributeValue) with a warning")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -348,7 +373,7 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	} else if !errors.Is(err, derive.ErrNotFound) {
 		return err
 	}
-	k, err := tok.GenerateKey(ctx, *label, kt, u, !*session)
+	k, err := tok.Generate(ctx, derive.KeySpec{Label: *label, Type: kt, Usage: u, Persistent: !*session, StrictAttributes: *strict})
 	if err != nil {
 		return err
 	}
