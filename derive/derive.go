@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // Strategy names how a token is made to compute a function. Every strategy
@@ -41,6 +43,18 @@ type Request struct {
 	Extractable bool
 	// Usage is what DK may be used for; zero means DefaultUsage.
 	Usage Usage
+
+	// StrictAttributes refuses a DK the token made weaker than asked in
+	// CKA_SENSITIVE or CKA_EXTRACTABLE (some tokens ignore both in a
+	// template): DK is destroyed and the error is a *WeakKeyError. By
+	// default p11derive tightens such a key instead — one
+	// C_SetAttributeValue(CKA_SENSITIVE=true, CKA_EXTRACTABLE=false),
+	// which PKCS#11 always allows — reads it back, and accepts it if it now
+	// meets the request; its CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE
+	// then stay false, and the Result carries a warning naming what the
+	// token ignored. Any other shortfall (usage, CKA_TOKEN, type, length)
+	// is always refused.
+	StrictAttributes bool
 
 	// Strategy forces one strategy; Auto (the default) chooses.
 	Strategy Strategy
@@ -83,9 +97,15 @@ type strategy interface {
 	// needs lists the mechanisms the token must run and the base key's
 	// attributes that must be true for f.
 	needs(f Function) (mechs []uint, attrs []uint)
+	// flags are the CKF_ flags of the strategy's use of each mechanism of
+	// needs (CKF_DERIVE, CKF_SIGN, CKF_UNWRAP, CKF_ENCRYPT).
+	flags(f Function) []uint
 	// check says why the strategy cannot run on this token with this base
 	// key, or returns nil. It makes no call but C_GetMechanismList (once per
-	// Token). Errors wrap ErrMissingAttribute or ErrUnsupported.
+	// Token) and C_GetMechanismInfo (once per mechanism). Errors wrap
+	// ErrMissingAttribute or ErrUnsupported; a mechanism not listed (or
+	// listed without the flag of its use) is named before a missing
+	// attribute.
 	check(t *Token, base *Key, f Function) error
 	// run makes DK for r with template tmpl and returns its handle. On
 	// error it leaves no object behind.
@@ -117,8 +137,11 @@ func strategyByName(n Strategy) strategy {
 // ErrInvalidInput, ErrKeyType or ErrMissingAttribute. DK is sensitive,
 // non-extractable (unless r.Extractable) and a session object (unless
 // r.Persistent); the attributes the token gave it are read back, and a key
-// weaker than requested is destroyed and reported as ErrWeakKey. On every
-// error path, no object is left behind.
+// weaker than requested is destroyed and reported as ErrWeakKey — except
+// that one the token made weaker only in CKA_SENSITIVE/CKA_EXTRACTABLE is
+// tightened, with a warning (see Request.StrictAttributes). On every error
+// path, no object is left behind (or the error, a *LeftBehindError, says
+// the token would not destroy it).
 func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, error) {
 	if err := validate(base, &r); err != nil {
 		return nil, err
@@ -232,7 +255,7 @@ func (t *Token) deriveExact(ctx context.Context, base *Key, r *Request) (*Result
 			if c.unlisted != nil {
 				warnings = append(warnings, c.unlisted.Error()+", but ran it")
 			}
-			res.Warnings = warnings
+			res.Warnings = append(warnings, res.Warnings...)
 			return res, nil
 		}
 		if r.Strategy != Auto || !refused(err) {
@@ -291,9 +314,10 @@ func (t *Token) substitutes(base *Key, r *Request) []string {
 // mechanismMay reports whether the token's C_GetMechanismInfo for mech
 // has flag (CKF_UNWRAP, say). A token that gives no information is taken at
 // its mechanism list's word.
+// Its C_GetMechanismInfo is read once per mechanism (flagsOf).
 func (t *Token) mechanismMay(mech, flag uint) bool {
-	i, rv := t.mod.ck.GetMechanismInfo(t.slot, mech)
-	return rv != pkcs11.CKR_OK || i.Flags&flag != 0
+	f, ok := t.flagsOf(mech)
+	return !ok || f&flag != 0
 }
 
 // blockOf is the block size of the cipher a function name starts with.
@@ -322,6 +346,10 @@ func validate(base *Key, r *Request) error {
 	}
 	return r.Function.checkBase(base)
 }
+
+// CKKName names a PKCS#11 key type: "CKK_AES", "CKK_DES3"..., or
+// "CKK(0x…)" for a type p11derive does not know.
+func CKKName(ckk uint) string { return ckkName(ckk) }
 
 func ckkName(ckk uint) string {
 	switch ckk {
@@ -355,8 +383,8 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 			}
 		}
 		err := st.check(t, base, r.Function)
-		var nl *notListedError
-		if err != nil && !errors.As(err, &nl) {
+		nl, ok := tryable(err)
+		if !ok {
 			return nil, err
 		}
 		return []candidate{{st, nl}}, nil
@@ -378,11 +406,11 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 		if err == nil {
 			err = st.check(t, base, r.Function)
 		}
-		var nl *notListedError
+		nl, ok := tryable(err)
 		switch {
 		case err == nil:
 			listed = append(listed, candidate{st, nil})
-		case errors.As(err, &nl):
+		case ok:
 			unlisted = append(unlisted, candidate{st, nl})
 		default:
 			reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: st.name(), Reason: err.Error(), Err: err})
@@ -481,47 +509,138 @@ func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Requ
 	// included.
 	defer func() {
 		if res == nil {
-			s.cleanup("destroy DK after failure", h)
+			if derr := s.cleanup("destroy DK after failure", h); derr != nil && err != nil {
+				err = &LeftBehindError{Err: err, Destroy: derr, Handle: h}
+			}
 		}
 	}()
-	dk, err := readOwnKey(s, h, r.KeyType, r.Label)
+	dk, err := s.settle(h, r, "DK")
 	if err != nil {
 		return nil, err
 	}
-	if err := checkKey(dk, r); err != nil {
-		return nil, err
-	}
-	return &Result{Key: dk, Function: r.Function, KeyType: r.KeyType, Strategy: st.name(), Calls: s.calls}, nil
+	return &Result{Key: dk, Function: r.Function, KeyType: r.KeyType, Strategy: st.name(), Calls: s.calls, Warnings: dk.Warnings}, nil
 }
 
-// checkKey compares DK's attributes, as the token gave them, with the
-// request. A key weaker than requested is an error.
-func checkKey(dk *Key, r *Request) error {
-	var p []string
-	if !dk.Sensitive {
-		p = append(p, "CKA_SENSITIVE is false")
-	}
-	if dk.Extractable && !r.Extractable {
-		p = append(p, "CKA_EXTRACTABLE is true")
-	}
-	if dk.Token != r.Persistent {
-		p = append(p, fmt.Sprintf("CKA_TOKEN is %v", dk.Token))
-	}
-	if dk.Type != r.KeyType.ckk {
-		p = append(p, "CKA_KEY_TYPE is "+ckkName(dk.Type))
-	}
-	if dk.Len != 0 && dk.Len != r.KeyType.n {
-		p = append(p, fmt.Sprintf("the key is %d bytes", dk.Len))
-	}
-	for _, cka := range dk.unknown {
-		if cka == pkcs11.CKA_SENSITIVE || cka == pkcs11.CKA_EXTRACTABLE {
-			p = append(p, fmt.Sprintf("attribute %#x unreadable", cka))
+// keep reads back a key just made for r (what names it: "key", "base key")
+// and checks it, as settle does; on every failure it destroys the key, and
+// a failed destruction is in the error (*LeftBehindError).
+func (s *session) keep(h pkcs11.ObjectHandle, r *Request, what string) (*Key, error) {
+	k, err := s.settle(h, r, what)
+	if err != nil {
+		if derr := s.cleanup("destroy the new "+what+" after failure", h); derr != nil {
+			return nil, &LeftBehindError{Err: err, Destroy: derr, Handle: h}
 		}
+		return nil, err
 	}
-	if len(p) > 0 {
+	return k, nil
+}
+
+// settle reads back the key h just made for r and checks it against r. A
+// key weaker than requested only in CKA_SENSITIVE and/or CKA_EXTRACTABLE is
+// tightened (unless r.StrictAttributes): one C_SetAttributeValue, a second
+// read-back, and the key is accepted if it now meets the request, with a
+// warning. Anything else short of the request is a *WeakKeyError naming the
+// strategy, the call and the mechanism that made the key. The caller
+// destroys the key on error.
+func (s *session) settle(h pkcs11.ObjectHandle, r *Request, what string) (*Key, error) {
+	k, err := readOwnKey(s, h, r.KeyType, r.Label, what)
+	if err != nil {
+		return nil, err
+	}
+	loose, other := weakness(k, r)
+	if len(loose) == 0 && len(other) == 0 {
+		return k, nil
+	}
+	if len(other) > 0 || r.StrictAttributes {
+		return nil, s.weakKey(append(loose, other...), len(other) == 0, nil)
+	}
+	var fix []*pkcs11.Attribute
+	var ignored []string
+	if !k.Sensitive {
+		fix = append(fix, pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true))
+		ignored = append(ignored, "CKA_SENSITIVE=true")
+	}
+	if k.Extractable && !r.Extractable {
+		fix = append(fix, pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false))
+		ignored = append(ignored, "CKA_EXTRACTABLE=false")
+	}
+	if err := s.setAttributes("tighten the new "+what, h, fix); err != nil {
+		return nil, s.weakKey(loose, false, err)
+	}
+	k, err = readOwnKey(s, h, r.KeyType, r.Label, what)
+	if err != nil {
+		return nil, err
+	}
+	if loose, other := weakness(k, r); len(loose) > 0 || len(other) > 0 {
+		return nil, s.weakKey(append(append(loose, other...), "still, after C_SetAttributeValue"), false, nil)
+	}
+	made := s.madeCall
+	if s.madeMech != 0 {
+		made += " with " + ckm.Name(s.madeMech)
+	}
+	w := fmt.Sprintf("the token ignored %s in the template of %s: p11derive set %s with C_SetAttributeValue, so %s is sensitive and not extractable now, but CKA_ALWAYS_SENSITIVE=%v and CKA_NEVER_EXTRACTABLE=%v (its value was exposed until then)",
+		strings.Join(ignored, " and "), made, plural(len(fix), "it", "them"), what, k.AlwaysSensitive, k.NeverExtractable)
+	if s.strategy != "" {
+		w = string(s.strategy) + ": " + w
+	}
+	k.Warnings = append(k.Warnings, w)
+	return k, nil
+}
+
+func plural(n int, one, more string) string {
+	if n == 1 {
+		return one
+	}
+	return more
+}
+
+// weakKey is the error for a new key weaker than asked, naming what made it.
+func (s *session) weakKey(problems []string, strict bool, err error) error {
+	e := &WeakKeyError{Strategy: s.strategy, Call: s.madeCall, Problems: problems, Err: err, Strict: strict}
+	if s.madeMech != 0 {
+		e.Mechanism = ckm.Name(s.madeMech)
+	}
+	return e
+}
+
+// checkKey compares a new key's attributes, as the token gave them, with
+// the request. A key weaker than requested is an error.
+func checkKey(dk *Key, r *Request) error {
+	loose, other := weakness(dk, r)
+	if p := append(loose, other...); len(p) > 0 {
 		return &WeakKeyError{Problems: p}
 	}
 	return nil
+}
+
+// weakness lists how a new key falls short of the request: loose are the
+// shortfalls in CKA_SENSITIVE and CKA_EXTRACTABLE (which can be
+// tightened), other the rest.
+func weakness(dk *Key, r *Request) (loose, other []string) {
+	if !dk.Sensitive && dk.known(pkcs11.CKA_SENSITIVE) {
+		loose = append(loose, "CKA_SENSITIVE is false")
+	}
+	if dk.Extractable && !r.Extractable {
+		loose = append(loose, "CKA_EXTRACTABLE is true")
+	}
+	if dk.Token != r.Persistent {
+		other = append(other, fmt.Sprintf("CKA_TOKEN is %v", dk.Token))
+	}
+	if dk.Type != r.KeyType.ckk {
+		other = append(other, "CKA_KEY_TYPE is "+ckkName(dk.Type))
+	}
+	if dk.Len != 0 && dk.Len != r.KeyType.n {
+		other = append(other, fmt.Sprintf("the key is %d bytes", dk.Len))
+	}
+	for _, cka := range dk.unknown {
+		switch cka {
+		case pkcs11.CKA_SENSITIVE:
+			other = append(other, "CKA_SENSITIVE unreadable")
+		case pkcs11.CKA_EXTRACTABLE:
+			other = append(other, "CKA_EXTRACTABLE unreadable")
+		}
+	}
+	return loose, other
 }
 
 // refused reports whether err is a token's refusal of a mechanism or of a
@@ -611,9 +730,11 @@ func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f Function) error {
 // computing a request's function on this token with a base key.
 type StrategyPlan struct {
 	Strategy Strategy
-	// Mechanisms the strategy calls, and whether the token lists each.
+	// Mechanisms the strategy calls, and whether the token lists each with
+	// the CKF_ flag (Flags) of the strategy's use of it.
 	Mechanisms []uint
 	Listed     []bool
+	Flags      []uint
 	// Attributes (CKA_*) the base key must have set to true, and those of
 	// them it lacks.
 	Attributes []uint
@@ -630,8 +751,8 @@ type StrategyPlan struct {
 
 // Plan lists, for each strategy that computes r.Function, what it needs and
 // whether this token and base key have it, making no PKCS#11 call but the
-// first C_GetMechanismList. It is what Derive consults, for reports such as
-// the probe's.
+// first C_GetMechanismList and C_GetMechanismInfo once per mechanism. It is
+// what Derive consults, for reports such as the probe's.
 func (t *Token) Plan(base *Key, r Request) ([]StrategyPlan, error) {
 	if err := validate(base, &r); err != nil {
 		return nil, err
@@ -652,8 +773,10 @@ func (t *Token) Plan(base *Key, r Request) ([]StrategyPlan, error) {
 		}
 		p := StrategyPlan{Strategy: st.name(), Calls: st.cost(&r)}
 		p.Mechanisms, p.Attributes = st.needs(r.Function)
-		for _, m := range p.Mechanisms {
-			p.Listed = append(p.Listed, list[m])
+		p.Flags = st.flags(r.Function)
+		for i, m := range p.Mechanisms {
+			_, ok := t.listedFor(list, mechUse{m, p.Flags[i]})
+			p.Listed = append(p.Listed, ok)
 		}
 		for _, a := range p.Attributes {
 			if !have[a] {

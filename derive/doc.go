@@ -33,9 +33,20 @@
 //
 // DK is CKA_SENSITIVE, not extractable and a session object unless the
 // request says otherwise; Derive reads DK's attributes back and destroys a
-// key the token made weaker than requested. It never reads CKA_VALUE of any
-// key and never modifies the base key. Bad input is refused before any
-// PKCS#11 call, and no object is left behind on any error path.
+// key the token made weaker than requested. Some tokens ignore
+// CKA_SENSITIVE and CKA_EXTRACTABLE in a template (the key comes back
+// readable and extractable): such a key — weaker in those two attributes
+// only — is tightened with one C_SetAttributeValue (PKCS#11 lets both only
+// be tightened), read back again and accepted if it now meets the request;
+// the Result's warning names what the token ignored, and its
+// CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE stay false.
+// Request.StrictAttributes (KeySpec.StrictAttributes for Import, Unwrap and
+// Generate) refuses such a key instead. Every [WeakKeyError] names the
+// strategy, the call and the mechanism that made the key. p11derive never
+// reads CKA_VALUE of any key and never modifies the base key. Bad input is
+// refused before any PKCS#11 call, and no object is left behind on any
+// error path: a key the token will not destroy is reported in the same
+// error ([LeftBehindError]).
 //
 // Errors wrap the sentinels of this package ([ErrInvalidInput],
 // [ErrKeyType], [ErrMissingAttribute], [ErrUnsupported], [ErrWeakKey],

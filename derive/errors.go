@@ -160,7 +160,17 @@ func (e *UnsupportedError) Error() string {
 		}
 		b.WriteString(")")
 	}
-	for i, r := range e.Reasons {
+	// What the token does not list or run first, then what the base key
+	// lacks.
+	reasons := make([]StrategyReason, 0, len(e.Reasons))
+	for pass := 0; pass < 2; pass++ {
+		for _, r := range e.Reasons {
+			if attributeOnly(r.Err) == (pass == 1) {
+				reasons = append(reasons, r)
+			}
+		}
+	}
+	for i, r := range reasons {
 		if i == 0 {
 			b.WriteString(": ")
 		} else {
@@ -178,6 +188,12 @@ func (e *UnsupportedError) Error() string {
 		fmt.Fprintf(&b, "; different functions this token lists the mechanisms for, if allowed: %s", strings.Join(e.Substitutes, ", "))
 	}
 	return b.String()
+}
+
+// attributeOnly reports whether err is only the base key lacking an
+// attribute (no mechanism problem).
+func attributeOnly(err error) bool {
+	return errors.Is(err, ErrMissingAttribute) && !errors.Is(err, ErrUnsupported)
 }
 
 // Is matches ErrUnsupported, and also ErrMissingAttribute when every
@@ -200,12 +216,67 @@ func (e *UnsupportedError) Is(target error) bool {
 	return false
 }
 
-// WeakKeyError lists how the token's derived key fell short of the request.
-// The key was destroyed. It matches [ErrWeakKey].
-type WeakKeyError struct{ Problems []string }
+// WeakKeyError lists how the token's new key fell short of the request.
+// The key was destroyed (unless the error also says it could not be). It
+// matches [ErrWeakKey].
+//
+// A key weaker only in CKA_SENSITIVE and CKA_EXTRACTABLE is tightened with
+// C_SetAttributeValue rather than refused, unless the request was strict
+// (Request.StrictAttributes, KeySpec.StrictAttributes); a WeakKeyError then
+// means the token refused to tighten it, or the request was strict.
+type WeakKeyError struct {
+	Strategy  Strategy // the strategy that made the key, "" outside one
+	Call      string   // the call that made it: "C_UnwrapKey", "C_DeriveKey"...
+	Mechanism string   // its mechanism (CKM_ name), "" for C_CreateObject
+	Problems  []string
+	// Strict: the request refused tightening (StrictAttributes), and the
+	// key fell short only in CKA_SENSITIVE and CKA_EXTRACTABLE.
+	Strict bool
+	// Err is the failure of the C_SetAttributeValue that would have
+	// tightened the key, if any.
+	Err error
+}
 
 func (e *WeakKeyError) Error() string {
-	return "p11derive: token made a weaker key than requested (destroyed): " + strings.Join(e.Problems, ", ")
+	var b strings.Builder
+	b.WriteString("p11derive: ")
+	if e.Strategy != "" {
+		b.WriteString(string(e.Strategy) + ": ")
+	}
+	if e.Call != "" {
+		b.WriteString(e.Call)
+		if e.Mechanism != "" {
+			b.WriteString(" with " + e.Mechanism)
+		}
+		b.WriteString(": ")
+	}
+	b.WriteString("token made a weaker key than requested (destroyed): ")
+	b.WriteString(strings.Join(e.Problems, ", "))
+	if e.Strict {
+		b.WriteString(" (strict attributes: not tightened)")
+	}
+	if e.Err != nil {
+		b.WriteString("; tightening it failed: " + strings.TrimPrefix(e.Err.Error(), "p11derive: "))
+	}
+	return b.String()
 }
 
 func (e *WeakKeyError) Is(target error) bool { return target == ErrWeakKey }
+
+func (e *WeakKeyError) Unwrap() error { return e.Err }
+
+// LeftBehindError is a failure after the token made a key, whose
+// destruction failed too: the key may still be in the token. It unwraps
+// to both errors.
+type LeftBehindError struct {
+	Err     error // why the key was to be destroyed
+	Destroy error // why it could not be
+	Handle  pkcs11.ObjectHandle
+}
+
+func (e *LeftBehindError) Error() string {
+	return fmt.Sprintf("%s; and destroying the new key (handle %d) failed, it may be left in the token: %s",
+		strings.Replace(e.Err.Error(), " (destroyed)", "", 1), e.Handle, strings.TrimPrefix(e.Destroy.Error(), "p11derive: "))
+}
+
+func (e *LeftBehindError) Unwrap() []error { return []error{e.Err, e.Destroy} }

@@ -14,13 +14,22 @@ type Key struct {
 	Label  string
 	ID     []byte
 	Type   uint // CKK_*
-	Len    int  // CKA_VALUE_LEN in bytes, or the type's fixed length; 0 if unknown
+	// Len is CKA_VALUE_LEN in bytes, or the type's fixed length (DES,
+	// DES2, DES3) when the token does not give it; 0 if unknown (some
+	// tokens give no CKA_VALUE_LEN for AES keys: p11derive then lets the
+	// token decide, refusing nothing for the length it cannot see).
+	Len int
 
 	// The boolean attributes, as the token gave them.
 	Token, Private, Sensitive, Extractable bool
 	AlwaysSensitive, NeverExtractable      bool
 	Derive, Sign, Verify, Encrypt, Decrypt bool
 	Wrap, Unwrap                           bool
+
+	// Warnings are facts about how the token made the key, when p11derive
+	// made it: a key the token made weaker than asked, which p11derive
+	// tightened (see Request.StrictAttributes).
+	Warnings []string
 
 	unknown []uint // boolean attributes the token did not give
 }
@@ -104,18 +113,31 @@ var (
 )
 
 // readOwnKey reads back the attributes of a key p11derive just made with
-// type kt and label label: one C_GetAttributeValue on the fast path.
-func readOwnKey(s *session, h pkcs11.ObjectHandle, kt KeyType, label string) (*Key, error) {
+// type kt and label label: one C_GetAttributeValue on the fast path. what
+// names the key in errors ("DK", "base key").
+func readOwnKey(s *session, h pkcs11.ObjectHandle, kt KeyType, label, what string) (*Key, error) {
 	n := len(ownKeyAttrs)
 	if hasValueLen(kt.ckk) {
 		n++
 	}
-	v, err := s.fixedAttributes("read DK's attributes", h, ownKeyAttrsWithLen[:n], ownKeyAttrSizes[:n])
+	v, err := s.fixedAttributes(readStep(what), h, ownKeyAttrsWithLen[:n], ownKeyAttrSizes[:n])
 	if err != nil {
 		return nil, err
 	}
 	v[pkcs11.CKA_LABEL] = []byte(label)
 	return keyFrom(h, v, kt.ckk)
+}
+
+// readStep is the step of reading back a new key's attributes: constant
+// strings on the hot path.
+func readStep(what string) string {
+	switch what {
+	case "DK":
+		return "read DK's attributes"
+	case "base key":
+		return "read the new base key's attributes"
+	}
+	return "read the new key's attributes"
 }
 
 // readKey reads a secret key's attributes. ckk is the key's type if the
@@ -216,7 +238,7 @@ func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
 	case pkcs11.CKK_DES:
 		mech = pkcs11.CKM_DES_ECB
 	default:
-		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for key type %#x (AES and DES keys only)", k.Type)}
+		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for a %s key (AES and DES keys only)", ckkName(k.Type))}
 	}
 	if !k.Encrypt {
 		return nil, &KeyError{Key: k.name(), Reason: ErrMissingAttribute, Problem: "a check value needs CKA_ENCRYPT"}
@@ -239,13 +261,25 @@ func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
 // GenerateKey makes a new secret key inside the token with C_GenerateKey:
 // sensitive, not extractable, a token object when persistent. It is how the
 // p11derive command makes base keys; kt must be an AES, DES2 or DES3 type,
-// or a generic secret (CKM_GENERIC_SECRET_KEY_GEN).
+// or a generic secret (CKM_GENERIC_SECRET_KEY_GEN). It is Generate without
+// an ID, extractability or strict attributes.
 func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage Usage, persistent bool) (*Key, error) {
-	if err := kt.validate(); err != nil {
+	return t.Generate(ctx, KeySpec{Label: label, Type: kt, Usage: usage, Persistent: persistent})
+}
+
+// Generate makes a new secret key inside the token with C_GenerateKey, as
+// spec says. The key is read back and checked as a derived key is: one the
+// token made weaker only in CKA_SENSITIVE/CKA_EXTRACTABLE is tightened
+// (the key's Warnings say so) unless spec.StrictAttributes. On every
+// failure after C_GenerateKey the key is destroyed; if that fails too, the
+// error says so (a *LeftBehindError).
+func (t *Token) Generate(ctx context.Context, spec KeySpec) (*Key, error) {
+	r, err := t.specRequest(spec)
+	if err != nil {
 		return nil, err
 	}
 	var mech uint
-	switch kt.ckk {
+	switch spec.Type.ckk {
 	case pkcs11.CKK_AES:
 		mech = pkcs11.CKM_AES_KEY_GEN
 	case pkcs11.CKK_DES:
@@ -257,14 +291,7 @@ func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage
 	case pkcs11.CKK_GENERIC_SECRET:
 		mech = pkcs11.CKM_GENERIC_SECRET_KEY_GEN
 	}
-	if usage == 0 {
-		return nil, inputErr("usage", "a key with no usage is of no use")
-	}
-	if persistent && t.readOnly {
-		return nil, inputErr("persistent", "the token was opened read-only (Config.ReadOnly): it can make session keys only")
-	}
-	r := &Request{KeyType: kt, Label: label, Persistent: persistent, Usage: usage}
-	tmpl := t.template(r)
+	tmpl := specTemplate(t, r, spec)
 	// C_GenerateKey takes no CKA_KEY_TYPE/CKA_CLASS on some tokens; both are
 	// implied by the mechanism.
 	gen := tmpl[:0:0]
@@ -278,19 +305,11 @@ func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage
 		return nil, err
 	}
 	defer t.release(s)
-	h, err := s.generateKey("generate key", mech, gen)
+	h, err := s.generateKey("generate base key", mech, gen)
 	if err != nil {
 		return nil, err
 	}
-	k, err := readOwnKey(s, h, kt, label)
-	if err == nil {
-		err = checkKey(k, r)
-	}
-	if err != nil {
-		s.cleanup("destroy key after failure", h)
-		return nil, err
-	}
-	return k, nil
+	return s.keep(h, r, "base key")
 }
 
 // hasValueLen reports whether keys of type ckk have CKA_VALUE_LEN: those

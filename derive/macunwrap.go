@@ -3,7 +3,6 @@ package derive
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/miekg/pkcs11"
 
@@ -102,8 +101,18 @@ func (m macUnwrap) needs(f Function) ([]uint, []uint) {
 	return []uint{mac, ecb}, attrs
 }
 
+// flags: the MAC signs; ECB unwraps (and, for CMAC, encrypts L).
+func (m macUnwrap) flags(Function) []uint {
+	if m.cmac {
+		return []uint{pkcs11.CKF_SIGN, pkcs11.CKF_UNWRAP | pkcs11.CKF_ENCRYPT}
+	}
+	return []uint{pkcs11.CKF_SIGN, pkcs11.CKF_UNWRAP}
+}
+
 func (m macUnwrap) check(t *Token, base *Key, f Function) error {
 	mac, ecb := m.mechanisms(f.(Encrypt).Cipher)
+	fl := m.flags(f)
+	lerr := t.listed(mechUse{mac, fl[0]}, mechUse{ecb, fl[1]})
 	var missing []string
 	if !base.Sign {
 		missing = append(missing, "CKA_SIGN")
@@ -114,11 +123,7 @@ func (m macUnwrap) check(t *Token, base *Key, f Function) error {
 	if m.cmac && !base.Encrypt {
 		missing = append(missing, "CKA_ENCRYPT")
 	}
-	if len(missing) > 0 {
-		return &KeyError{Key: base.name(), Reason: ErrMissingAttribute,
-			Problem: fmt.Sprintf("%s then %s unwrap needs %s=true on the base key", ckm.Name(mac), ckm.Name(ecb), strings.Join(missing, ", "))}
-	}
-	return t.listed(mac, ecb)
+	return needsAttrs(base, lerr, ckm.Name(mac)+" then "+ckm.Name(ecb)+" unwrap", missing)
 }
 
 func (m macUnwrap) run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {

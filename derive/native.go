@@ -2,7 +2,6 @@ package derive
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/miekg/pkcs11"
 
@@ -29,14 +28,22 @@ func (native) needs(f Function) ([]uint, []uint) {
 	return f.(nativeFunction).nativeMechanisms(), []uint{pkcs11.CKA_DERIVE}
 }
 
-func (native) check(t *Token, base *Key, f Function) error {
-	nf := f.(nativeFunction)
-	mechs := nf.nativeMechanisms()
-	if !base.Derive {
-		return &KeyError{Key: base.name(), Reason: ErrMissingAttribute,
-			Problem: fmt.Sprintf("%s needs CKA_DERIVE=true on the base key", ckm.Name(mechs[0]))}
+func (native) flags(f Function) []uint {
+	fl := make([]uint, len(f.(nativeFunction).nativeMechanisms()))
+	for i := range fl {
+		fl[i] = pkcs11.CKF_DERIVE
 	}
-	return t.listed(mechs...)
+	return fl
+}
+
+func (n native) check(t *Token, base *Key, f Function) error {
+	mechs := f.(nativeFunction).nativeMechanisms()
+	lerr := t.listed(uses(mechs, n.flags(f))...)
+	var missing []string
+	if !base.Derive {
+		missing = append(missing, "CKA_DERIVE")
+	}
+	return needsAttrs(base, lerr, ckm.Name(mechs[0]), missing)
 }
 
 func (native) run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {

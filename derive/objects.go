@@ -264,6 +264,10 @@ type KeySpec struct {
 	Usage       Usage   // what the key may be used for (not zero)
 	Persistent  bool    // a token object (CKA_TOKEN=true); else a session object
 	Extractable bool
+	// StrictAttributes refuses (and destroys) a key the token made
+	// weaker than asked in CKA_SENSITIVE or CKA_EXTRACTABLE, rather than
+	// tightening it (see Request.StrictAttributes).
+	StrictAttributes bool
 }
 
 // request is the Request whose template and checks serve spec.
@@ -277,7 +281,8 @@ func (t *Token) specRequest(spec KeySpec) (*Request, error) {
 	if spec.Persistent && t.readOnly {
 		return nil, inputErr("persistent", "the token was opened read-only (Config.ReadOnly): it can make session keys only")
 	}
-	return &Request{KeyType: spec.Type, Label: spec.Label, Persistent: spec.Persistent, Extractable: spec.Extractable, Usage: spec.Usage}, nil
+	return &Request{KeyType: spec.Type, Label: spec.Label, Persistent: spec.Persistent, Extractable: spec.Extractable,
+		Usage: spec.Usage, StrictAttributes: spec.StrictAttributes}, nil
 }
 
 // Import creates a secret key of a known value in the token
@@ -314,7 +319,7 @@ func (t *Token) Import(ctx context.Context, spec KeySpec, value []byte) (*Key, e
 	if err != nil {
 		return nil, err
 	}
-	return ownNewKey(s, h, r)
+	return s.keep(h, r, "key")
 }
 
 // Unwrap brings a wrapped key into the token (C_UnwrapKey) under the
@@ -349,7 +354,7 @@ func (t *Token) Unwrap(ctx context.Context, unwrapping *Key, mechanism uint, par
 	if err != nil {
 		return nil, err
 	}
-	return ownNewKey(s, h, r)
+	return s.keep(h, r, "key")
 }
 
 // specTemplate is r's template, with spec's CKA_ID if it has one.
@@ -359,20 +364,6 @@ func specTemplate(t *Token, r *Request, spec KeySpec) []*pkcs11.Attribute {
 		tmpl = append(tmpl[:len(tmpl):len(tmpl)], pkcs11.NewAttribute(pkcs11.CKA_ID, spec.ID))
 	}
 	return tmpl
-}
-
-// ownNewKey reads back a key just made for r and checks it is what was
-// asked for, destroying it if not.
-func ownNewKey(s *session, h pkcs11.ObjectHandle, r *Request) (*Key, error) {
-	k, err := readOwnKey(s, h, r.KeyType, r.Label)
-	if err == nil {
-		err = checkKey(k, r)
-	}
-	if err != nil {
-		s.cleanup("destroy key after failure", h)
-		return nil, err
-	}
-	return k, nil
 }
 
 // ModuleInfo is the module's CK_INFO (C_GetInfo), its strings trimmed.

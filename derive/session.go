@@ -25,7 +25,15 @@ type session struct {
 
 	seen uint64   // the Token's losses when the session was last known alive
 	lost lossKind // what the failed calls said was lost, if anything
+
+	// madeCall and madeMech are the last call that made a key and its
+	// mechanism (0 for C_CreateObject), for errors about that key.
+	madeCall string
+	madeMech uint
 }
+
+// made records the call that made the key the session works on.
+func (s *session) made(call string, mech uint) { s.madeCall, s.madeMech = call, mech }
 
 // lossKind is what a failed call says is gone besides the call itself.
 type lossKind uint8
@@ -79,6 +87,7 @@ func (s *session) fail(step, call string, err error) error {
 func (s *session) deriveKey(step string, m []*pkcs11.Mechanism, base pkcs11.ObjectHandle, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
 	mech, param := one(m)
+	s.made("C_DeriveKey", mech)
 	h, rv := s.ck.DeriveKey(uint(s.h), mech, param, uint(base), tmpl)
 	if rv != pkcs11.CKR_OK {
 		return 0, s.fail(step, "C_DeriveKey", pkcs11.Error(rv))
@@ -254,6 +263,7 @@ func (s *session) sign(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHand
 func (s *session) unwrapKey(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, wrapped []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
 	mech, param := one(m)
+	s.made("C_UnwrapKey", mech)
 	h, rv := s.ck.UnwrapKey(uint(s.h), mech, param, uint(key), wrapped, tmpl)
 	if rv != pkcs11.CKR_OK {
 		return 0, s.fail(step, "C_UnwrapKey", pkcs11.Error(rv))
@@ -298,6 +308,7 @@ func (s *session) find(step string, tmpl []*pkcs11.Attribute, max int) ([]pkcs11
 
 func (s *session) generateKey(step string, mech uint, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
+	s.made("C_GenerateKey", mech)
 	h, rv := s.ck.GenerateKey(uint(s.h), mech, nil, tmpl)
 	if rv != pkcs11.CKR_OK {
 		return 0, s.fail(step, "C_GenerateKey", pkcs11.Error(rv))
@@ -307,6 +318,7 @@ func (s *session) generateKey(step string, mech uint, tmpl []*pkcs11.Attribute) 
 
 func (s *session) createObject(step string, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
+	s.made("C_CreateObject", 0)
 	h, rv := s.ck.CreateObject(uint(s.h), tmpl)
 	if rv != pkcs11.CKR_OK {
 		return 0, s.fail(step, "C_CreateObject", pkcs11.Error(rv))
@@ -316,6 +328,7 @@ func (s *session) createObject(step string, tmpl []*pkcs11.Attribute) (pkcs11.Ob
 
 func (s *session) copyObject(step string, h pkcs11.ObjectHandle, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
+	s.made("C_CopyObject", 0)
 	c, rv := s.ck.CopyObject(uint(s.h), uint(h), tmpl)
 	if rv != pkcs11.CKR_OK {
 		return 0, s.fail(step, "C_CopyObject", pkcs11.Error(rv))

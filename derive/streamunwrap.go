@@ -50,21 +50,24 @@ func (streamUnwrap) needs(Function) ([]uint, []uint) {
 	return []uint{pkcs11.CKM_AES_CTR, pkcs11.CKM_CONCATENATE_BASE_AND_KEY}, []uint{pkcs11.CKA_UNWRAP}
 }
 
+func (streamUnwrap) flags(Function) []uint { return []uint{pkcs11.CKF_UNWRAP, pkcs11.CKF_DERIVE} }
+
 func (s streamUnwrap) check(t *Token, base *Key, f Function) error {
-	if !base.Unwrap {
-		return &KeyError{Key: base.name(), Reason: ErrMissingAttribute,
-			Problem: "stream-mode unwrap needs CKA_UNWRAP=true on the base key"}
-	}
+	var lerr error
 	if s.mode(t) == 0 {
-		return t.listed(streamModes[0])
+		lerr = t.listed(mechUse{streamModes[0], pkcs11.CKF_UNWRAP})
 	}
-	return nil
+	var missing []string
+	if !base.Unwrap {
+		missing = append(missing, "CKA_UNWRAP")
+	}
+	return needsAttrs(base, lerr, "stream-mode unwrap", missing)
 }
 
-// mode is the first stream mode the token lists, or 0.
+// mode is the first stream mode the token lists with CKF_UNWRAP, or 0.
 func (streamUnwrap) mode(t *Token) uint {
 	for _, m := range streamModes {
-		if t.Lists(m) {
+		if t.ListsFor(m, pkcs11.CKF_UNWRAP) {
 			return m
 		}
 	}

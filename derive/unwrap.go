@@ -2,7 +2,6 @@ package derive
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
 	"github.com/miekg/pkcs11"
@@ -90,13 +89,16 @@ func (unwrap) needs(f Function) ([]uint, []uint) {
 	return []uint{unwrapMechanism(f.(Decrypt))}, []uint{pkcs11.CKA_UNWRAP}
 }
 
+func (unwrap) flags(Function) []uint { return []uint{pkcs11.CKF_UNWRAP} }
+
 func (unwrap) check(t *Token, base *Key, f Function) error {
 	mech := unwrapMechanism(f.(Decrypt))
+	lerr := t.listed(mechUse{mech, pkcs11.CKF_UNWRAP})
+	var missing []string
 	if !base.Unwrap {
-		return &KeyError{Key: base.name(), Reason: ErrMissingAttribute,
-			Problem: fmt.Sprintf("%s unwrap needs CKA_UNWRAP=true on the base key", ckm.Name(mech))}
+		missing = append(missing, "CKA_UNWRAP")
 	}
-	return t.listed(mech)
+	return needsAttrs(base, lerr, ckm.Name(mech)+" unwrap", missing)
 }
 
 func (unwrap) run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {

@@ -66,9 +66,33 @@
 //     majority can share a fault); or a key weaker than requested. A
 //     wrong key is never verified.
 //   - unavailable: the token does not list a mechanism the strategy needs
-//     and refused it at call time (ckr and call say how), or the strategy
-//     cannot compute this request at all (reason says why, e.g. no base
-//     key attribute, or a CBC chain stream-unwrap cannot compute).
+//     (with the CKF_ flag of the strategy's use of it) and refused it at
+//     call time (ckr and call say how), or the strategy cannot compute this
+//     request at all (reason says why, e.g. no base key attribute, or a CBC
+//     chain stream-unwrap cannot compute).
+//   - error: the module or the session failed, not the token answering for
+//     the mechanism: CKR_CRYPTOKI_NOT_INITIALIZED, CKR_GENERAL_ERROR,
+//     CKR_DEVICE_ERROR, CKR_SESSION_*, CKR_TOKEN_NOT_PRESENT,
+//     CKR_OBJECT_HANDLE_INVALID (a key that vanished), unknown codes —
+//     every CKR but those by which a token refuses a mechanism, a key's use
+//     or a template (CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID,
+//     CKR_FUNCTION_NOT_SUPPORTED, CKR_KEY_FUNCTION_NOT_PERMITTED,
+//     CKR_KEY_TYPE_INCONSISTENT, CKR_TEMPLATE_INCONSISTENT, ...). Nothing
+//     was learnt: the report's incomplete is true, its summary says
+//     INCOMPLETE, and p11derive probe exits with status 3.
+//
+// The probe's test keys carry only the attributes their strategy needs
+// (native: CKA_DERIVE; mac-unwrap: CKA_SIGN and CKA_UNWRAP; cmac-unwrap:
+// and CKA_ENCRYPT; unwrap: CKA_UNWRAP), since key-usage policies refuse a
+// key that may do everything; generated keys, which the strategies must
+// share to be cross-checked, have all of them (or, if the token refuses
+// that, only the strategy's). A refusal in a read-only session
+// (CKR_SESSION_READ_ONLY) is retried in a read-write session only with
+// Options.ReadWrite (p11derive probe --rw); base_keys say which session
+// made each key, and what the token refused (import_ckr, generate_ckr).
+// A test key or DK the token made readable or extractable is tightened (see
+// derive.Request.StrictAttributes): the strategy can still be verified, with
+// the warning in its notes.
 //
 // A strategy whose mechanisms the token does not list but which ran (NSS
 // softoken's key-database slot runs CKM_AES_ECB_ENCRYPT_DATA without

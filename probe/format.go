@@ -63,9 +63,9 @@ func (res *Result) note() string {
 	case res.CKR == "" && res.Reason != "":
 		parts = append(parts, res.Reason)
 	}
-	if res.Status == Failed || res.Status == Unavailable {
+	if res.Status == Failed || res.Status == Unavailable || res.Status == Error {
 		for _, m := range res.Mechanisms {
-			if m.Flag != nil && !*m.Flag {
+			if m.Flag != nil && !*m.Flag && !strings.Contains(res.Reason, m.Name+" without CKF_") {
 				parts = append(parts, fmt.Sprintf("%s lacks CKF_%s", m.Name, strings.ToUpper(m.Use)))
 			}
 		}
@@ -73,6 +73,9 @@ func (res *Result) note() string {
 	for _, m := range res.Mechanisms {
 		if !m.Listed && (res.Status == Verified || res.Status == Ran) {
 			parts = append(parts, "runs "+m.Name+" without listing it")
+		}
+		if m.Listed && m.Flag != nil && !*m.Flag && (res.Status == Verified || res.Status == Ran) {
+			parts = append(parts, fmt.Sprintf("runs %s without CKF_%s", m.Name, strings.ToUpper(m.Use)))
 		}
 	}
 	return strings.Join(parts, "; ")
@@ -96,20 +99,37 @@ func (r *Report) summary() string {
 		n[res.Status]++
 	}
 	var parts []string
-	for _, s := range []Status{Verified, Ran, Listed, Failed, Unavailable} {
+	for _, s := range []Status{Verified, Ran, Listed, Failed, Unavailable, Error} {
 		if n[s] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n[s], s))
+			word := string(s)
+			if s == Error && n[s] > 1 {
+				word = "errors"
+			}
+			parts = append(parts, fmt.Sprintf("%d %s", n[s], word))
 		}
 	}
-	return strings.Join(parts, ", ")
+	out := strings.Join(parts, ", ")
+	if r.Incomplete {
+		out += "; INCOMPLETE: the module or a session failed (errors), so this report does not say what the token can do"
+	}
+	return out
 }
 
 func baseKeys(v Verification) string {
 	var parts []string
 	for _, b := range v.BaseKeys {
 		s := b.Type + " " + b.Source
+		if len(b.Usage) > 0 {
+			s += " [" + strings.Join(b.Usage, ",") + "]"
+		}
 		if b.ImportCKR != "" {
 			s += " (import refused: " + b.ImportCKR + ")"
+		}
+		if b.GenerateCKR != "" {
+			s += " (generation refused: " + b.GenerateCKR + ")"
+		}
+		if b.Session != "" {
+			s += " (in a " + b.Session + " session)"
 		}
 		parts = append(parts, s)
 	}
@@ -289,7 +309,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintln(w, "\nStatus: **verified** ran and gave the right key (known answer with an imported test key, or")
 	fmt.Fprintln(w, "cross-check between strategies); *ran* ran but could not be checked; *listed* listed but not run;")
 	fmt.Fprintln(w, "*failed* listed (or not) and failed at call time, or gave a wrong key; *unavailable* not listed and")
-	fmt.Fprintln(w, "refused, or not computable. Calls are PKCS#11 calls per derivation; the median is the wall time of one.")
+	fmt.Fprintln(w, "refused, or not computable; *error* the module or session failed, so nothing was learnt (the report is")
+	fmt.Fprintln(w, "incomplete). Calls are PKCS#11 calls per derivation; the median is the wall time of one.")
 
 	fmt.Fprint(w, "\n## Mechanisms\n\n")
 	fmt.Fprintln(w, "| Mechanism | Group | Listed | Flags | Key sizes |")

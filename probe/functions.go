@@ -103,6 +103,24 @@ type spec struct {
 	ref func(key []byte) ([]byte, error)
 }
 
+// expected is the check value DK must have when made from bk (imported,
+// of known value), or nil and why not.
+func (s *spec) expected(bk *baseKey) ([]byte, string) {
+	noRef := "no software reference for this function"
+	if bk == nil || bk.value == nil || s.ref == nil {
+		return nil, noRef
+	}
+	dk, err := s.ref(bk.value)
+	switch {
+	case err != nil:
+		return nil, "the software reference failed: " + err.Error()
+	case len(dk) < s.out.Len():
+		return nil, fmt.Sprintf("the software reference made %d bytes, not %d", len(dk), s.out.Len())
+	}
+	kcv, _ := ref.CheckValue(ref.AES, dk[:s.out.Len()])
+	return kcv, noRef
+}
+
 // paramsKey is a canonical string of the parameters, for matching.
 func paramsKey(p map[string]string) string {
 	keys := make([]string, 0, len(p))

@@ -13,7 +13,6 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/p11derive/p11derive/derive"
-	"github.com/p11derive/p11derive/internal/ref"
 )
 
 // Options says what to probe and how.
@@ -37,6 +36,12 @@ type Options struct {
 	KeyLabel string
 	// Now is the report's clock; nil means time.Now.
 	Now func() time.Time
+	// ReadWrite, if set, opens the same token with read-write sessions:
+	// the probe calls it (once) only when the token refuses to make a
+	// test key in a read-only session (CKR_SESSION_READ_ONLY), and makes
+	// the key there instead, saying so (p11derive probe --rw). The probe
+	// closes what it returns. Nil: no retry, and the report says why.
+	ReadWrite func() (*derive.Token, error)
 }
 
 // Run probes the token and returns its report. It makes only session
@@ -76,7 +81,8 @@ func Run(ctx context.Context, tok *derive.Token, opts Options) (*Report, error) 
 	infos := newMechInfos(tok)
 	rep.Mechanisms = infos.section()
 
-	p := &prober{ctx: ctx, tok: tok, opts: opts, infos: infos}
+	p := &prober{ctx: ctx, tok: tok, opts: opts, infos: infos, keys: map[bkKey]*baseKey{}}
+	defer p.close()
 	defer p.cleanup()
 	all := specs(opts.Functions)
 	for _, s := range all {
@@ -86,6 +92,9 @@ func Run(ctx context.Context, tok *derive.Token, opts Options) (*Report, error) 
 		rep.Results = append(rep.Results, p.probe(s)...)
 	}
 	rep.Verification = p.verification()
+	for _, r := range rep.Results {
+		rep.Incomplete = rep.Incomplete || r.Status == Error
+	}
 	if opts.KeyLabel != "" {
 		if rep.Key, err = analyseKey(ctx, tok, opts, all, rep.Results); err != nil {
 			return nil, err
@@ -160,17 +169,52 @@ type prober struct {
 	tok   *derive.Token
 	opts  Options
 	infos *mechInfos
-	keys  [nBaseKinds]*baseKey
+	// keys are the base keys by kind and usage; made lists each distinct
+	// one once, in the order made; shared is, per kind, the generated key
+	// with every usage that the strategies share (for cross-checking).
+	keys   map[bkKey]*baseKey
+	made   []*baseKey
+	shared [nBaseKinds]*baseKey
+	// rw is the read-write Token of Options.ReadWrite, once opened.
+	rw    *derive.Token
+	rwErr error
 	// dks are the derived keys not yet destroyed (on a panic).
 	dks []*derive.Key
 }
 
-// base returns the probe's base key of the kind, made on first use.
-func (p *prober) base(kind baseKind) *baseKey {
-	if p.keys[kind] == nil {
-		p.keys[kind] = makeBaseKey(p.ctx, p.tok, kind, p.opts.NoImport)
+type bkKey struct {
+	kind  baseKind
+	usage derive.Usage
+}
+
+// base returns the probe's base key of the kind for a strategy that needs
+// the attributes attrs, made on first use.
+func (p *prober) base(kind baseKind, attrs []uint) *baseKey {
+	k := bkKey{kind, usageOf(kind, attrs)}
+	if bk := p.keys[k]; bk != nil {
+		return bk
 	}
-	return p.keys[kind]
+	bk := p.makeBaseKey(kind, k.usage)
+	p.keys[k] = bk
+	return bk
+}
+
+// readWrite returns the read-write Token of Options.ReadWrite, opened on
+// first use, or nil.
+func (p *prober) readWrite() *derive.Token {
+	if p.opts.ReadWrite == nil || p.rwErr != nil {
+		return nil
+	}
+	if p.rw == nil {
+		p.rw, p.rwErr = p.opts.ReadWrite()
+	}
+	return p.rw
+}
+
+func (p *prober) close() {
+	if p.rw != nil {
+		p.rw.Close()
+	}
 }
 
 // cleanup destroys everything the probe made.
@@ -180,8 +224,8 @@ func (p *prober) cleanup() {
 		p.tok.Destroy(ctx, dk)
 	}
 	p.dks = nil
-	for _, bk := range p.keys {
-		if bk != nil && bk.key != nil {
+	for _, bk := range p.made {
+		if bk.key != nil {
 			p.tok.Destroy(ctx, bk.key)
 			bk.key = nil
 		}
@@ -191,10 +235,7 @@ func (p *prober) cleanup() {
 func (p *prober) verification() Verification {
 	v := Verification{Method: "none", BaseKeys: []BaseKey{}}
 	sources := map[string]bool{}
-	for _, bk := range p.keys {
-		if bk == nil {
-			continue
-		}
+	for _, bk := range p.made {
 		v.BaseKeys = append(v.BaseKeys, bk.info)
 		if bk.info.Source != "none" {
 			sources[bk.info.Source] = true
@@ -225,47 +266,33 @@ func (p *prober) probe(s *spec) []Result {
 			Reason: "the probe cannot call this function: " + trim(s.err)}}
 	}
 	r := derive.Request{Function: s.f, Data: s.data, KeyType: s.out}
-	var bk *baseKey
-	key := fakeKey(s.base)
-	if !p.opts.ListOnly {
-		bk = p.base(s.base)
-		if bk.key != nil {
-			key = bk.key
-		}
-	}
-	plans, err := p.tok.Plan(key, r)
+	plans, err := p.tok.Plan(fakeKey(s.base), r)
 	if err != nil {
 		return []Result{{KDF: s.kdf, Params: s.params, Status: Unavailable, VerifiedBy: None,
 			KeyType: s.out.String(), BaseKey: s.base.String(), Needs: []string{}, Mechanisms: []MechanismUse{},
 			Reason: trim(err)}}
 	}
-	var expected []byte
-	noRef := "no software reference for this function"
-	if bk != nil && bk.value != nil && s.ref != nil {
-		dk, err := s.ref(bk.value)
-		switch {
-		case err != nil:
-			noRef = "the software reference failed: " + err.Error()
-		case len(dk) < s.out.Len():
-			noRef = fmt.Sprintf("the software reference made %d bytes, not %d", len(dk), s.out.Len())
-		default:
-			expected, _ = ref.CheckValue(ref.AES, dk[:s.out.Len()])
-		}
-	}
 	runs := make([]run, 0, len(plans))
+	crossCheckable := true
 	for _, pl := range plans {
+		var bk *baseKey
+		if !p.opts.ListOnly {
+			bk = p.base(s.base, pl.Attributes)
+			crossCheckable = crossCheckable && bk.value == nil
+		}
+		expected, noRef := s.expected(bk)
 		res := &Result{KDF: s.kdf, Params: s.params, Strategy: string(pl.Strategy), VerifiedBy: None,
 			PlannedCalls: pl.Calls, KeyType: s.out.String(), BaseKey: s.base.String(), Needs: attrNames(pl.Attributes)}
 		allListed := true
 		for i, m := range pl.Mechanisms {
-			mu := MechanismUse{Name: mechName(m), Listed: pl.Listed[i]}
+			mu := MechanismUse{Name: mechName(m), Listed: p.tok.Lists(m)}
 			var flag uint
 			mu.Use, flag = use(pl.Strategy, m)
 			if info, _ := p.infos.get(m); info != nil {
 				ok := info.Flags&flag != 0
 				mu.Flag = &ok
 			}
-			allListed = allListed && mu.Listed
+			allListed = allListed && pl.Listed[i]
 			res.Mechanisms = append(res.Mechanisms, mu)
 		}
 		var kcv []byte
@@ -275,6 +302,9 @@ func (p *prober) probe(s *spec) []Result {
 		case bk.key == nil:
 			listOnly(res, pl)
 			res.Reason = "not run: no " + s.base.String() + " base key (" + bk.info.Reason + ")"
+			if bk.moduleFailed {
+				res.Status = Error
+			}
 		default:
 			r.Strategy = pl.Strategy
 			kcv = p.runStrategy(res, bk, r, allListed, expected)
@@ -284,7 +314,7 @@ func (p *prober) probe(s *spec) []Result {
 		}
 		runs = append(runs, run{res, kcv})
 	}
-	if bk != nil && bk.value == nil {
+	if !p.opts.ListOnly && crossCheckable {
 		crossCheck(runs)
 	}
 	out := make([]Result, len(runs))
@@ -330,6 +360,11 @@ func (p *prober) runStrategy(res *Result, bk *baseKey, r derive.Request, allList
 		got, cerr := p.checkValue(d.Key)
 		p.destroyDK(d.Key)
 		switch {
+		case cerr != nil && moduleFailure(cerr):
+			res.Status, res.VerifiedBy = Error, None
+			res.Reason = "the module or session failed computing DK's check value (not a refusal of this strategy): " + trim(cerr)
+			setCKR(res, cerr)
+			return nil
 		case cerr != nil:
 			res.Status, res.VerifiedBy = Ran, None
 			res.Reason = "DK's check value could not be computed: " + trim(cerr)
@@ -371,7 +406,14 @@ func failure(res *Result, err error, allListed bool, run int) {
 		res.Reason = fmt.Sprintf("run %d of the same derivation: %s", run+1, res.Reason)
 	}
 	var te *derive.TokenError
+	var lb *derive.LeftBehindError
 	switch {
+	case moduleFailure(err) || errors.As(err, &lb):
+		// Not the token's answer about this mechanism: the module, the
+		// session or the key failed. Nothing was learnt.
+		res.Status = Error
+		res.Reason = "the module or session failed, not a refusal of this strategy: " + res.Reason
+		setCKR(res, err)
 	case errors.As(err, &te):
 		res.Call = te.Call
 		if c := te.CKR(); c != 0 {
@@ -392,6 +434,51 @@ func failure(res *Result, err error, allListed bool, run int) {
 		// request here (a missing attribute, a CBC chain too long for it).
 		res.Status = Unavailable
 	}
+}
+
+// setCKR records the call and CKR behind err.
+func setCKR(res *Result, err error) {
+	var te *derive.TokenError
+	if errors.As(err, &te) {
+		res.Call = te.Call
+		if c := te.CKR(); c != 0 {
+			res.CKR = ckrString(c)
+		}
+	}
+}
+
+// moduleFailure reports whether err is a failed call whose CKR is not the
+// token answering for a mechanism, a key's use or a template (those are
+// refusals), but the module, the session or an object failing:
+// CKR_CRYPTOKI_NOT_INITIALIZED, CKR_GENERAL_ERROR, CKR_DEVICE_ERROR,
+// CKR_SESSION_*, CKR_TOKEN_NOT_PRESENT, CKR_OBJECT_HANDLE_INVALID (a key
+// that vanished), unknown codes...
+func moduleFailure(err error) bool {
+	var te *derive.TokenError
+	if !errors.As(err, &te) {
+		return false
+	}
+	c := te.CKR()
+	if c == 0 {
+		return false // not a CKR: a wrong output length, say (the token's doing)
+	}
+	return !refusals[c]
+}
+
+// refusals are the CKRs by which a token refuses a mechanism, a key's use
+// with it or a template: a status failed or unavailable, not error.
+var refusals = map[uint]bool{
+	pkcs11.CKR_MECHANISM_INVALID: true, pkcs11.CKR_MECHANISM_PARAM_INVALID: true,
+	pkcs11.CKR_FUNCTION_NOT_SUPPORTED: true, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED: true,
+	pkcs11.CKR_KEY_TYPE_INCONSISTENT: true, pkcs11.CKR_TEMPLATE_INCONSISTENT: true,
+	pkcs11.CKR_TEMPLATE_INCOMPLETE: true, pkcs11.CKR_ATTRIBUTE_VALUE_INVALID: true,
+	pkcs11.CKR_ATTRIBUTE_TYPE_INVALID: true, pkcs11.CKR_ATTRIBUTE_READ_ONLY: true,
+	pkcs11.CKR_DATA_LEN_RANGE: true, pkcs11.CKR_DATA_INVALID: true, pkcs11.CKR_KEY_SIZE_RANGE: true,
+	pkcs11.CKR_WRAPPED_KEY_INVALID: true, pkcs11.CKR_WRAPPED_KEY_LEN_RANGE: true,
+	pkcs11.CKR_ENCRYPTED_DATA_INVALID: true, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE: true,
+	pkcs11.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT: true, pkcs11.CKR_UNWRAPPING_KEY_SIZE_RANGE: true,
+	pkcs11.CKR_KEY_NOT_WRAPPABLE: true, pkcs11.CKR_KEY_UNEXTRACTABLE: true, pkcs11.CKR_KEY_INDIGESTIBLE: true,
+	pkcs11.CKR_ACTION_PROHIBITED: true, pkcs11.CKR_SESSION_READ_ONLY: true,
 }
 
 // flagless names the mechanisms the token lists without the flag for the
@@ -457,7 +544,7 @@ func crossCheck(runs []run) {
 
 func (p *prober) checkValue(k *derive.Key) ([]byte, error) {
 	if k.Cipher() == 0 {
-		return nil, errorf("DK is a %#x key, which has no check value", k.Type)
+		return nil, errorf("DK is a %s key, which has no check value", derive.CKKName(k.Type))
 	}
 	return p.tok.CheckValue(p.ctx, k)
 }

@@ -28,6 +28,11 @@ const (
 	// refused it too, or the strategy cannot compute the function at all
 	// (reason says which).
 	Unavailable Status = "unavailable"
+	// Error: the module or the session failed (CKR_CRYPTOKI_NOT_INITIALIZED,
+	// CKR_GENERAL_ERROR, CKR_DEVICE_ERROR, CKR_SESSION_*, a key that
+	// vanished, an unknown code...): the probe learnt nothing about the
+	// strategy, and the report is incomplete.
+	Error Status = "error"
 )
 
 // VerifiedBy says how a result's key was checked.
@@ -64,6 +69,11 @@ type Report struct {
 	Results      []Result     `json:"results"`
 	// Key is the analysis of an existing base key (Options.KeyLabel).
 	Key *KeyReport `json:"key,omitempty"`
+	// Incomplete: some results are errors (status error: the module or a
+	// session failed, not the token answering for a mechanism), so the
+	// report does not say what the token can do. p11derive probe then
+	// exits with status 3.
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // TokenInfo identifies the token and its module.
@@ -110,9 +120,23 @@ type BaseKey struct {
 	// Source is imported (C_CreateObject of a known value), generated
 	// (C_GenerateKey), or none (neither worked: see Reason).
 	Source string `json:"source"`
-	// ImportCKR is why the token refused the import, if it did.
-	ImportCKR string `json:"import_ckr,omitempty"`
-	Reason    string `json:"reason,omitempty"`
+	// Usage are the attributes the key was made with: only those the
+	// strategies it serves need (CKA_DERIVE for native; CKA_SIGN and
+	// CKA_UNWRAP for mac-unwrap, and CKA_ENCRYPT for cmac-unwrap;
+	// CKA_UNWRAP for the unwraps), or all of them for a generated key
+	// that several strategies share, so that they can be cross-checked.
+	Usage []string `json:"usage"`
+	// ImportCKR is why the token refused the import, if it did;
+	// GenerateCKR why it refused the generation.
+	ImportCKR   string `json:"import_ckr,omitempty"`
+	GenerateCKR string `json:"generate_ckr,omitempty"`
+	// Session is "read-write" when the key was made in a read-write
+	// session after the token refused it in a read-only one
+	// (CKR_SESSION_READ_ONLY), which only Options.ReadWrite (p11derive
+	// probe --rw) allows.
+	Session string   `json:"session,omitempty"`
+	Reason  string   `json:"reason,omitempty"`
+	Notes   []string `json:"notes,omitempty"`
 }
 
 // Mechanism is one mechanism that matters to derivation: whether the token

@@ -17,6 +17,7 @@ type funcFlags struct {
 	base, kdf, keyType, strategy, allow string
 	n                                   int
 	profileOut, profileIn               string
+	strict                              bool
 	// params are the function parameters, shared by --kdf and --allow,
 	// under their profile names.
 	params map[string]*string
@@ -31,6 +32,7 @@ func (f *funcFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.allow, "allow", "", "substitute functions accepted, in order, when the token cannot compute --kdf (`KDF[,KDF...]`)")
 	fs.StringVar(&f.profileOut, "profile-out", "", "write the derivation's profile (JSON) to `file`")
 	fs.StringVar(&f.profileIn, "profile-in", "", "derive with the function and key type of a profile `file`, and nothing else")
+	fs.BoolVar(&f.strict, "strict-attributes", false, "refuse a DK the token made readable or extractable against the template, rather than tightening it (C_SetAttributeValue) with a warning")
 	f.params = map[string]*string{
 		"iv":     fs.String("iv", "", "CBC IV, or SP 800-108 feedback IV, `hex`"),
 		"prf":    fs.String("prf", "", "SP 800-108 PRF: hmac-sha256, hmac-sha384, hmac-sha512, aes-cmac"),
@@ -52,6 +54,7 @@ type funcSpec struct {
 	allow    string
 	subs     []derive.Function
 	strategy derive.Strategy
+	strict   bool // --strict-attributes
 }
 
 // spec parses the function flags: from --profile-in, or from --kdf, its
@@ -104,10 +107,11 @@ func (f *funcFlags) spec() (*funcSpec, error) {
 	if f.strategy != "auto" {
 		s.strategy = derive.Strategy(f.strategy)
 	}
+	s.strict = f.strict
 	return s, nil
 }
 
 // request is the derivation request for data.
 func (s *funcSpec) request(data []byte) derive.Request {
-	return derive.Request{Function: s.fn, Data: data, KeyType: s.kt, Allow: s.subs, Strategy: s.strategy}
+	return derive.Request{Function: s.fn, Data: data, KeyType: s.kt, Allow: s.subs, Strategy: s.strategy, StrictAttributes: s.strict}
 }

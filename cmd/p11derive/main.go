@@ -50,8 +50,22 @@ commands:
 Run 'p11derive <command> -h' for the command's flags.
 `
 
-// exitUsage is the exit status for bad command lines; 1 is for failures.
-const exitUsage = 2
+// Exit statuses: 1 is for failures, exitUsage for bad command lines,
+// exitIncomplete for a probe report that is incomplete (the module or a
+// session failed: the report, printed all the same, does not say what the
+// token can do).
+const (
+	exitUsage      = 2
+	exitIncomplete = 3
+)
+
+// exitError is a failure with its own exit status.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -87,6 +101,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "p11derive %s: %v\n", args[0], err)
 			return exitUsage
+		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			fmt.Fprintf(stderr, "%s\n", oneLine(err))
+			return ee.code
 		}
 		fmt.Fprintf(stderr, "%s\n", oneLine(err))
 		return 1
@@ -194,16 +213,20 @@ type keyJSON struct {
 	// when the key has none (KCVUnavailable says why, unless none was
 	// asked for); KCVSource says how it was had ("computed", "computed on
 	// a session copy", "CKA_CHECK_VALUE").
-	KCVMethod      string   `json:"kcv_method"`
-	KCVSource      string   `json:"kcv_source,omitempty"`
-	KCVUnavailable string   `json:"kcv_unavailable,omitempty"`
-	Sensitive      bool     `json:"sensitive"`
-	Extractable    bool     `json:"extractable"`
-	Token          bool     `json:"token_object"`
-	KDF            string   `json:"kdf,omitempty"`
-	Strategy       string   `json:"strategy,omitempty"`
-	Calls          int      `json:"calls,omitempty"`
-	Warnings       []string `json:"warnings,omitempty"`
+	KCVMethod      string `json:"kcv_method"`
+	KCVSource      string `json:"kcv_source,omitempty"`
+	KCVUnavailable string `json:"kcv_unavailable,omitempty"`
+	Sensitive      bool   `json:"sensitive"`
+	Extractable    bool   `json:"extractable"`
+	// AlwaysSensitive and NeverExtractable are false for a key the token
+	// made readable or extractable and p11derive tightened (warnings say so).
+	AlwaysSensitive  bool     `json:"always_sensitive"`
+	NeverExtractable bool     `json:"never_extractable"`
+	Token            bool     `json:"token_object"`
+	KDF              string   `json:"kdf,omitempty"`
+	Strategy         string   `json:"strategy,omitempty"`
+	Calls            int      `json:"calls,omitempty"`
+	Warnings         []string `json:"warnings,omitempty"`
 }
 
 // describe is k as JSON, with its check value by the default convention
@@ -218,7 +241,8 @@ func describe(ctx context.Context, tok *derive.Token, k *derive.Key) keyJSON {
 // kcv_method "none" and the reason.
 func describeKCV(ctx context.Context, tok *derive.Token, k *derive.Key, m derive.KCVMethod) keyJSON {
 	j := keyJSON{Label: k.Label, Handle: uint(k.Handle), KeyType: derive.KeyTypeName(k.Type), Len: k.Len,
-		Sensitive: k.Sensitive, Extractable: k.Extractable, Token: k.Token, KCVMethod: string(derive.KCVNone)}
+		Sensitive: k.Sensitive, Extractable: k.Extractable, AlwaysSensitive: k.AlwaysSensitive,
+		NeverExtractable: k.NeverExtractable, Token: k.Token, Warnings: k.Warnings, KCVMethod: string(derive.KCVNone)}
 	if m == derive.KCVNone {
 		return j
 	}
@@ -370,6 +394,7 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	n := fs.Int("len", 0, "length in `bytes` (aes: 16, 24, 32)")
 	use := fs.String("usage", "derive,encrypt", "comma-separated uses: derive, encrypt, decrypt, sign, verify, wrap, unwrap")
 	session := fs.Bool("session", false, "make a session object (gone when the command exits; for tests)")
+	strict := fs.Bool("strict-attributes", false, "refuse a key the token made readable or extractable against the template, rather than tightening it (C_SetAttributeValue) with a warning")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -395,7 +420,7 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	} else if !errors.Is(err, derive.ErrNotFound) {
 		return err
 	}
-	k, err := tok.GenerateKey(ctx, *label, kt, u, !*session)
+	k, err := tok.Generate(ctx, derive.KeySpec{Label: *label, Type: kt, Usage: u, Persistent: !*session, StrictAttributes: *strict})
 	if err != nil {
 		return err
 	}

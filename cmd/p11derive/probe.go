@@ -15,7 +15,8 @@ import (
 // cmdProbe reports what the token can derive inside itself: the
 // mechanisms that matter, and for every function and strategy whether it
 // ran and gave the right key. The report is made whatever the token
-// supports; only a token that cannot be reached is an error.
+// supports; only a token that cannot be reached is an error, and a report
+// that module or session failures left incomplete exits with status 3.
 func cmdProbe(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	var tf tokenFlags
@@ -27,6 +28,7 @@ func cmdProbe(args []string, stdout io.Writer) error {
 	runs := fs.Int("runs", 3, "derivations timed per function and strategy (the median is reported)")
 	listOnly := fs.Bool("list-only", false, "run nothing and make no object: judge from the mechanism list alone")
 	noImport := fs.Bool("no-import", false, "never import test keys of known value: generate them in the token and cross-check the strategies")
+	rw := fs.Bool("rw", false, "when the token refuses a test key in a read-only session (CKR_SESSION_READ_ONLY), make it in a read-write session (the report says which)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -37,6 +39,9 @@ func cmdProbe(args []string, stdout io.Writer) error {
 		return usageError{errors.New("--runs must be at least 1")}
 	}
 	opts := probe.Options{Runs: *runs, KeyLabel: *keyLabel, ListOnly: *listOnly, NoImport: *noImport}
+	if *rw {
+		opts.ReadWrite = func() (*derive.Token, error) { return tf.openWith(false) }
+	}
 	known := map[string]bool{}
 	for _, n := range derive.FunctionNames() {
 		known[n] = true
@@ -61,9 +66,14 @@ func cmdProbe(args []string, stdout io.Writer) error {
 	}
 	switch {
 	case *asJSON:
-		return rep.WriteJSON(stdout)
+		err = rep.WriteJSON(stdout)
 	case *asMarkdown:
-		return rep.WriteMarkdown(stdout)
+		err = rep.WriteMarkdown(stdout)
+	default:
+		err = rep.WriteText(stdout)
 	}
-	return rep.WriteText(stdout)
+	if err == nil && rep.Incomplete {
+		err = exitError{exitIncomplete, errors.New("p11derive: probe: the report is incomplete: the module or a session failed (results with status error), so it does not say what the token can do")}
+	}
+	return err
 }

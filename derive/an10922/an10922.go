@@ -81,7 +81,7 @@ func DiversifyAES128(ctx context.Context, tok *derive.Token, master *derive.Key,
 		return nil, &scheme.RefusedError{Scheme: "an10922",
 			Reason: fmt.Sprintf("a %d-byte diversification input is padded to two AES blocks and masked with the CMAC subkey K2 by AN10922, where a token's CMAC pads 0x01 || M to one block: no standard PKCS#11 mechanism computes that in the token (inputs of %d to %d bytes are exact)", len(m), MinExactInput, MaxInput)}
 	}
-	if master.Type != pkcs11.CKK_AES || master.Len != 16 {
+	if master.Type != pkcs11.CKK_AES || (master.Len != 0 && master.Len != 16) { // 0: no length given, the token decides
 		return nil, &derive.KeyError{Key: name(master), Reason: derive.ErrKeyType,
 			Problem: "AN10922 AES-128 diversification needs an AES-128 master key"}
 	}

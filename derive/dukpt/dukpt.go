@@ -155,8 +155,12 @@ func derivationType(k *derive.Key) (KeyType, error) {
 			return AES256, nil
 		}
 	}
+	if k.Type == pkcs11.CKK_AES && k.Len == 0 {
+		return 0, &derive.KeyError{Key: name(k), Reason: derive.ErrKeyType,
+			Problem: "the token does not give this CKK_AES key's length (CKA_VALUE_LEN), which chooses the AES DUKPT key type (AES-128, AES-192 or AES-256) and so the derivation data"}
+	}
 	return 0, &derive.KeyError{Key: name(k), Reason: derive.ErrKeyType,
-		Problem: fmt.Sprintf("AES DUKPT derivation keys (BDK, initial and transaction keys) are AES keys; this one has type %#x, %d bytes", k.Type, k.Len)}
+		Problem: fmt.Sprintf("AES DUKPT derivation keys (BDK, initial and transaction keys) are AES keys of 16, 24 or 32 bytes; this one is a %s key of %d bytes", derive.CKKName(k.Type), k.Len)}
 }
 
 // DerivationData is the derivation data of §6.3.2 for a key of usage u and

@@ -154,7 +154,7 @@ func aesType(k *derive.Key, what, use string) (derive.KeyType, error) {
 		}
 	}
 	return derive.KeyType{}, &derive.KeyError{Key: name(k), Reason: derive.ErrKeyType,
-		Problem: fmt.Sprintf("%s takes an AES-128, AES-192 or AES-256 %s, not key type %#x of %d bytes", use, what, k.Type, k.Len)}
+		Problem: fmt.Sprintf("%s takes an AES-128, AES-192 or AES-256 %s, not a %d-byte %s key", use, what, k.Len, derive.CKKName(k.Type))}
 }
 
 // MasterKeyBlock is the block Y of option A or B (8 bytes) or C (16
@@ -237,7 +237,7 @@ func digits(field, s string, min, max int) error {
 func checkDES3(k *derive.Key, what string) error {
 	if k.Type != pkcs11.CKK_DES2 && k.Type != pkcs11.CKK_DES3 {
 		return &derive.KeyError{Key: name(k), Reason: derive.ErrKeyType,
-			Problem: fmt.Sprintf("the %s must be a double- or triple-length DES key (CKK_DES2, CKK_DES3), not key type %#x", what, k.Type)}
+			Problem: fmt.Sprintf("the %s must be a double- or triple-length DES key (CKK_DES2, CKK_DES3), not a %s key", what, derive.CKKName(k.Type))}
 	}
 	return nil
 }
@@ -296,7 +296,7 @@ func SessionKey(ctx context.Context, tok *derive.Token, mk *derive.Key, r []byte
 		f = derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}
 	default:
 		return nil, &derive.KeyError{Key: name(mk), Reason: derive.ErrKeyType,
-			Problem: fmt.Sprintf("the ICC master key must be a CKK_DES2 or AES key, not key type %#x", mk.Type)}
+			Problem: fmt.Sprintf("the ICC master key must be a CKK_DES2 or AES key, not a %s key", derive.CKKName(mk.Type))}
 	}
 	return chain.Run(ctx, tok, func(c *chain.Chain) error {
 		_, err := c.Final(mk, o.Request(f, data, kt, derive.DefaultUsage))

@@ -154,6 +154,9 @@ func Derive(ctx context.Context, tok *derive.Token, kbpk *derive.Key, v Version,
 			alg, kt = 0x0003, derive.KeyAES192
 		case kbpk.Type == pkcs11.CKK_AES && kbpk.Len == 32:
 			alg, kt = 0x0004, derive.KeyAES256
+		case kbpk.Type == pkcs11.CKK_AES && kbpk.Len == 0:
+			return nil, &derive.KeyError{Key: keyName(kbpk), Reason: derive.ErrKeyType,
+				Problem: "the token does not give this CKK_AES KBPK's length (CKA_VALUE_LEN), which chooses the TR-31 version D algorithm and key length"}
 		default:
 			return nil, keyTypeErr(kbpk, v, "an AES key")
 		}
@@ -211,11 +214,14 @@ func Keys(ctx context.Context, tok *derive.Token, kbpk *derive.Key, v Version, k
 	return kbek, kbak, nil
 }
 
-func keyTypeErr(k *derive.Key, v Version, want string) error {
-	name := fmt.Sprintf("handle %d", k.Handle)
+func keyName(k *derive.Key) string {
 	if k.Label != "" {
-		name = fmt.Sprintf("%q", k.Label)
+		return fmt.Sprintf("%q", k.Label)
 	}
-	return &derive.KeyError{Key: name, Reason: derive.ErrKeyType,
-		Problem: fmt.Sprintf("a TR-31 %v KBPK is %s, not key type %#x of %d bytes", v, want, k.Type, k.Len)}
+	return fmt.Sprintf("handle %d", k.Handle)
+}
+
+func keyTypeErr(k *derive.Key, v Version, want string) error {
+	return &derive.KeyError{Key: keyName(k), Reason: derive.ErrKeyType,
+		Problem: fmt.Sprintf("a TR-31 %v KBPK is %s, not a %s key of %d bytes", v, want, derive.CKKName(k.Type), k.Len)}
 }

@@ -56,15 +56,15 @@ func TestLayoutMatchesPKCS11(t *testing.T) {
 	real := cabi.CallStructs()
 	real["CK_ATTRIBUTE"] = cabi.Structs()["CK_ATTRIBUTE"]
 	for ckName, cName := range map[string]string{
-		"ck_attribute":         "CK_ATTRIBUTE",
-		"ck_mechanism":         "CK_MECHANISM",
-		"ck_version":           "CK_VERSION",
-		"ck_function_list":     "CK_FUNCTION_LIST",
-		"ck_info":              "CK_INFO",
-		"ck_slot_info":         "CK_SLOT_INFO",
-		"ck_token_info":        "CK_TOKEN_INFO",
-		"ck_session_info":      "CK_SESSION_INFO",
-		"ck_mechanism_info":    "CK_MECHANISM_INFO",
+		"ck_attribute":      "CK_ATTRIBUTE",
+		"ck_mechanism":      "CK_MECHANISM",
+		"ck_version":        "CK_VERSION",
+		"ck_function_list":  "CK_FUNCTION_LIST",
+		"ck_info":           "CK_INFO",
+		"ck_slot_info":      "CK_SLOT_INFO",
+		"ck_token_info":     "CK_TOKEN_INFO",
+		"ck_session_info":   "CK_SESSION_INFO",
+		"ck_mechanism_info": "CK_MECHANISM_INFO",
 	} {
 		m, ok := mine[ckName]
 		require.True(t, ok, ckName)

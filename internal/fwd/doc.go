@@ -34,6 +34,21 @@
 //     byte of the iv of CKM_*_CBC_ENCRYPT_DATA, in a copy; other derivation
 //     mechanisms go through unchanged. Naming any other function is an
 //     error;
+//   - clear CKF_ flags of a mechanism in C_GetMechanismInfo (noflag): a token
+//     that lists CKM_AES_ECB without CKF_UNWRAP, say; calls are still
+//     forwarded;
+//   - emulate misbehaving tokens (emulate=, Config's Emulate*, WeakTemplates,
+//     NoValueLen, PadTokenInfo): weak-templates leaves CKA_SENSITIVE and
+//     CKA_EXTRACTABLE out of the templates of C_CreateObject, C_GenerateKey,
+//     C_UnwrapKey and C_DeriveKey and asks for CKA_SENSITIVE=false,
+//     CKA_EXTRACTABLE=true instead (C_SetAttributeValue passes through, so
+//     a caller may tighten the key afterwards); no-value-len answers
+//     C_GetAttributeValue for CKA_VALUE_LEN as for an attribute the object
+//     lacks; pad-token-info pads CK_TOKEN_INFO's strings with NULs instead of
+//     spaces; stream-unwrap plays a token that unwraps one block in CTR, OFB
+//     or CFB-128 mode. A module whose calls answer CKR_CRYPTOKI_NOT_INITIALIZED
+//     behind working slot and token functions is a list of faults
+//     (Uninitialised);
 //   - count the calls of every function (Calls).
 //
 // It never prints key material: its only output is a configuration error on
@@ -52,6 +67,8 @@
 //	fail=FUNC:N:CKR,...   fail the Nth call of FUNC; FUNC:N+:CKR fails every call from the Nth on;
 //	                      CKR is a name (CKR_DEVICE_ERROR) or a number (0x30)
 //	corrupt=FUNC,...      every call; FUNC:N only the Nth, FUNC:N+ every call from the Nth on
+//	noflag=MECH:CKF,...   clear the flag (CKF_UNWRAP, or a number) of MECH in C_GetMechanismInfo
+//	emulate=FEATURE,...   stream-unwrap, weak-templates, no-value-len, pad-token-info
 //
 // For example "hide=CKM_AES_ECB_ENCRYPT_DATA,CKM_AES_CBC_ENCRYPT_DATA;fail=C_Sign:2:CKR_DEVICE_ERROR;corrupt=C_UnwrapKey".
 // Mechanism and CKR names are every CKM_ and CKR_ macro of the NSS
@@ -66,7 +83,7 @@
 //     configuration, in-process and in subprocesses alike, without anything in
 //     the environment, and parallel tests cannot see each other's settings;
 //  2. otherwise from the environment: P11FWD_MODULE, P11FWD_INITARGS,
-//     P11FWD_HIDE, P11FWD_FAIL, P11FWD_CORRUPT (the values of the settings
+//     P11FWD_HIDE, P11FWD_FAIL, P11FWD_CORRUPT, P11FWD_NOFLAG, P11FWD_EMULATE (the values of the settings
 //     above). Wrap puts the same values in Token.Env, for a subprocess that
 //     loads a copy without a file, such as the one Build returns.
 //

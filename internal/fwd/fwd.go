@@ -75,9 +75,47 @@ type Config struct {
 	// EmulateStreamUnwrap plays a token that unwraps one block with
 	// CKM_AES_CTR, CKM_AES_OFB or CKM_AES_CFB128 (none of the lab tokens
 	// does): the forwarder computes E_K(x) with the real module's C_Encrypt
-	// (K needs CKA_ENCRYPT) and makes the key with C_CreateObject. Key
-	// material passes through the forwarder's memory: tests only.
+	// (with a session copy of K that may encrypt, destroyed at once), makes
+	// the key with C_CreateObject, and C_GetMechanismInfo gives the three
+	// modes CKF_UNWRAP. Key material passes through the forwarder's memory:
+	// tests only.
 	EmulateStreamUnwrap bool
+	// WeakTemplates plays a token that ignores CKA_SENSITIVE and
+	// CKA_EXTRACTABLE in the templates of C_CreateObject, C_GenerateKey,
+	// C_UnwrapKey and C_DeriveKey: the forwarder leaves the caller's
+	// values out and asks for CKA_SENSITIVE=false, CKA_EXTRACTABLE=true,
+	// so every key made comes out readable and extractable (until the
+	// caller tightens it with C_SetAttributeValue, which passes through).
+	WeakTemplates bool
+	// NoValueLen plays a token that gives no CKA_VALUE_LEN: C_GetAttributeValue
+	// answers for it as for an attribute the object does not have
+	// (CK_UNAVAILABLE_INFORMATION, CKR_ATTRIBUTE_TYPE_INVALID).
+	NoValueLen bool
+	// PadTokenInfo plays a token whose CK_TOKEN_INFO strings (label,
+	// manufacturerID, model, serialNumber) are padded with NUL bytes
+	// rather than spaces.
+	PadTokenInfo bool
+	// NoFlag clears CKF_ flags of mechanisms in C_GetMechanismInfo, each
+	// entry "MECH:FLAG" ("CKM_AES_ECB:CKF_UNWRAP"): the mechanism stays
+	// listed, and calls using it are still forwarded.
+	NoFlag []string
+}
+
+// Uninitialised is the faults of a module whose function list was never
+// initialised behind its slot and token functions (a proxy that lost the
+// module it forwards to): every call that makes, reads or uses an object
+// answers ckr (CKR_CRYPTOKI_NOT_INITIALIZED, CKR_GENERAL_ERROR...), while
+// C_GetSlotList, C_GetTokenInfo, C_GetMechanismList/Info and the session
+// calls work.
+func Uninitialised(ckr uint) []Fault {
+	var out []Fault
+	for _, f := range []string{"C_CreateObject", "C_CopyObject", "C_DestroyObject", "C_GetAttributeValue",
+		"C_SetAttributeValue", "C_FindObjectsInit", "C_FindObjects", "C_EncryptInit", "C_Encrypt",
+		"C_DecryptInit", "C_Decrypt", "C_SignInit", "C_Sign", "C_GenerateKey", "C_WrapKey", "C_UnwrapKey",
+		"C_DeriveKey"} {
+		out = append(out, Fault{Func: f, N: 1, From: true, CKR: ckr})
+	}
+	return out
 }
 
 // Fault fails call number N (1-based, counted since the last configuration)
@@ -91,7 +129,7 @@ type Fault struct {
 }
 
 // lists returns the hide, fail and corrupt lists of c in the forwarder's syntax.
-func (c Config) lists() (hide, fail, corrupt string, err error) {
+func (c Config) lists() (hide, fail, corrupt, noflag string, err error) {
 	faults := make([]string, 0, len(c.Faults))
 	for _, f := range c.Faults {
 		n := strconv.Itoa(f.N)
@@ -100,27 +138,34 @@ func (c Config) lists() (hide, fail, corrupt string, err error) {
 		}
 		faults = append(faults, fmt.Sprintf("%s:%s:%#x", f.Func, n, f.CKR))
 	}
-	for _, list := range [][]string{c.Hide, faults, c.Corrupt} {
+	for _, list := range [][]string{c.Hide, faults, c.Corrupt, c.NoFlag} {
 		for _, s := range list {
 			if s == "" || strings.ContainsAny(s, ",;=\n\r#") {
-				return "", "", "", fmt.Errorf("bad entry %q", s)
+				return "", "", "", "", fmt.Errorf("bad entry %q", s)
 			}
 		}
 	}
-	return strings.Join(c.Hide, ","), strings.Join(faults, ","), strings.Join(c.Corrupt, ","), nil
+	return strings.Join(c.Hide, ","), strings.Join(faults, ","), strings.Join(c.Corrupt, ","), strings.Join(c.NoFlag, ","), nil
 }
 
 func (c Config) emulate() string {
-	if c.EmulateStreamUnwrap {
-		return "stream-unwrap"
+	var on []string
+	for _, e := range []struct {
+		on   bool
+		name string
+	}{{c.EmulateStreamUnwrap, "stream-unwrap"}, {c.WeakTemplates, "weak-templates"},
+		{c.NoValueLen, "no-value-len"}, {c.PadTokenInfo, "pad-token-info"}} {
+		if e.on {
+			on = append(on, e.name)
+		}
 	}
-	return ""
+	return strings.Join(on, ",")
 }
 
 // spec returns c in the forwarder's syntax.
 func (c Config) spec() (string, error) {
-	hide, fail, corrupt, err := c.lists()
-	return "hide=" + hide + ";fail=" + fail + ";corrupt=" + corrupt + ";emulate=" + c.emulate(), err
+	hide, fail, corrupt, noflag, err := c.lists()
+	return "hide=" + hide + ";fail=" + fail + ";corrupt=" + corrupt + ";noflag=" + noflag + ";emulate=" + c.emulate(), err
 }
 
 // Environment variables a subprocess reads when the copy it loads has no
@@ -132,6 +177,7 @@ const (
 	EnvFail     = "P11FWD_FAIL"
 	EnvCorrupt  = "P11FWD_CORRUPT"
 	EnvEmulate  = "P11FWD_EMULATE"
+	EnvNoFlag   = "P11FWD_NOFLAG"
 )
 
 // Headers the forwarder is compiled with, and their Debian packages.
@@ -328,7 +374,7 @@ func Wrap(tb testing.TB, real *lab.Token, cfg Config) *lab.Token {
 	if err := copyFile(so, module); err != nil {
 		tb.Fatalf("fwd: copy the forwarder: %v", err)
 	}
-	hide, fail, corrupt, _ := cfg.lists()
+	hide, fail, corrupt, noflag, _ := cfg.lists()
 	settings := []struct{ key, env, value string }{
 		{"module", EnvModule, real.Module},
 		{"initargs", EnvInitArgs, real.InitArgs},
@@ -336,6 +382,7 @@ func Wrap(tb testing.TB, real *lab.Token, cfg Config) *lab.Token {
 		{"fail", EnvFail, fail},
 		{"corrupt", EnvCorrupt, corrupt},
 		{"emulate", EnvEmulate, cfg.emulate()},
+		{"noflag", EnvNoFlag, noflag},
 	}
 	var conf strings.Builder
 	conf.WriteString("# Configuration of the p11fwd copy next to this file, written by fwd.Wrap.\n")

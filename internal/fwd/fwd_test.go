@@ -566,3 +566,89 @@ func TestBuild(t *testing.T) {
 	require.True(t, strings.HasSuffix(so, ".so"))
 	require.NoFileExists(t, so+".conf", "the built library reads the environment")
 }
+
+// boolAttrs reads boolean attributes of an object.
+func boolAttrs(t *testing.T, ctx *pkcs11.Ctx, sess pkcs11.SessionHandle, h pkcs11.ObjectHandle, types ...uint) map[uint]bool {
+	t.Helper()
+	var tmpl []*pkcs11.Attribute
+	for _, ty := range types {
+		tmpl = append(tmpl, pkcs11.NewAttribute(ty, nil))
+	}
+	got, err := ctx.GetAttributeValue(sess, h, tmpl)
+	require.NoError(t, err)
+	out := map[uint]bool{}
+	for _, a := range got {
+		require.Len(t, a.Value, 1)
+		out[a.Type] = a.Value[0] != 0
+	}
+	return out
+}
+
+func TestEmulateWeakTemplates(t *testing.T) {
+	forEachToken(t, func(t *testing.T, real *lab.Token) {
+		ft := fwd.Wrap(t, real, fwd.Config{WeakTemplates: true})
+		ctx, sess := lab.Open(t, ft)
+		strict := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false)}
+		k := lab.ImportSecretKey(t, ctx, sess, pkcs11.CKK_AES, keyValue, "fwd-weak", strict...)
+		weak := map[uint]bool{pkcs11.CKA_SENSITIVE: false, pkcs11.CKA_EXTRACTABLE: true}
+		require.Equal(t, weak, boolAttrs(t, ctx, sess, k, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE), "C_CreateObject")
+
+		var dk pkcs11.ObjectHandle
+		err := mechanisms.Call(pkcs11.CKM_AES_ECB_ENCRYPT_DATA, &mechanisms.KeyDerivationStringData{Data: data}, func(m []*pkcs11.Mechanism) error {
+			var err error
+			dk, err = ctx.DeriveKey(sess, m, k, append(keyTemplate(), strict...))
+			return err
+		})
+		require.NoError(t, err)
+		require.Equal(t, weak, boolAttrs(t, ctx, sess, dk, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE), "C_DeriveKey")
+		// C_SetAttributeValue passes through: the key can be tightened.
+		require.NoError(t, ctx.SetAttributeValue(sess, dk, strict))
+		require.Equal(t, map[uint]bool{pkcs11.CKA_SENSITIVE: true, pkcs11.CKA_EXTRACTABLE: false},
+			boolAttrs(t, ctx, sess, dk, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE))
+		require.NoError(t, ctx.DestroyObject(sess, dk))
+		if real.Kind == lab.KindNSS { // SoftHSM2 does not unwrap with CKM_AES_ECB
+			uk, err := ctx.UnwrapKey(sess, ecb(), k, data, append(unwrapTemplate(), strict...))
+			require.NoError(t, err)
+			require.Equal(t, weak, boolAttrs(t, ctx, sess, uk, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE), "C_UnwrapKey")
+			require.NoError(t, ctx.DestroyObject(sess, uk))
+		}
+		gk, err := ctx.GenerateKey(sess, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)},
+			append([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 16), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false)}, strict...))
+		require.NoError(t, err)
+		require.Equal(t, weak, boolAttrs(t, ctx, sess, gk, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE), "C_GenerateKey")
+
+		for _, h := range []pkcs11.ObjectHandle{gk, k} {
+			require.NoError(t, ctx.DestroyObject(sess, h))
+		}
+	})
+}
+
+func TestEmulateNoValueLenPadTokenInfoNoFlag(t *testing.T) {
+	forEachToken(t, func(t *testing.T, real *lab.Token) {
+		ft := fwd.Wrap(t, real, fwd.Config{NoValueLen: true, NoFlag: []string{"CKM_AES_ECB:CKF_ENCRYPT"}})
+		ctx, sess := lab.Open(t, ft)
+		k := lab.ImportSecretKey(t, ctx, sess, pkcs11.CKK_AES, keyValue, "fwd-novaluelen")
+		_, err := ctx.GetAttributeValue(sess, k, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, nil)})
+		requireCKR(t, err, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)
+		got := boolAttrs(t, ctx, sess, k, pkcs11.CKA_ENCRYPT)
+		require.True(t, got[pkcs11.CKA_ENCRYPT])
+
+		info, err := ctx.GetMechanismInfo(ft.SlotID, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_ECB, nil)})
+		require.NoError(t, err)
+		rctx, _ := lab.Open(t, real)
+		rinfo, err := rctx.GetMechanismInfo(real.SlotID, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_ECB, nil)})
+		require.NoError(t, err)
+		require.NotZero(t, rinfo.Flags&pkcs11.CKF_ENCRYPT)
+		require.Equal(t, rinfo.Flags&^pkcs11.CKF_ENCRYPT, info.Flags)
+		// The call itself still goes through.
+		require.Equal(t, aesBlock(t, keyValue, data), must(encrypt(ctx, sess, k, data)))
+		require.NoError(t, ctx.DestroyObject(sess, k))
+	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -20,7 +20,12 @@
  *   hide=MECH,...          CKM_ names or numbers (0x1104)
  *   fail=FUNC:N:CKR,...    FUNC:N+:CKR fails every call from the Nth on
  *   corrupt=FUNC[:N[+]],...
- *   emulate=stream-unwrap  play a token that unwraps in CTR/OFB/CFB-128 mode
+ *   noflag=MECH:CKF,...    clear a CKF_ flag of a mechanism in C_GetMechanismInfo
+ *   emulate=FEATURE,...    stream-unwrap: play a token that unwraps in CTR/OFB/CFB-128 mode;
+ *                          weak-templates: ask for CKA_SENSITIVE=false, CKA_EXTRACTABLE=true
+ *                          whatever the caller's template says (C_CreateObject, C_GenerateKey,
+ *                          C_UnwrapKey, C_DeriveKey); no-value-len: give no CKA_VALUE_LEN;
+ *                          pad-token-info: NULs, not spaces, after CK_TOKEN_INFO's strings
  *
  * The first C_Initialize reads it from the file "<this library>.conf" if that
  * exists, else from P11FWD_MODULE, P11FWD_INITARGS, P11FWD_HIDE, P11FWD_FAIL
@@ -183,14 +188,43 @@ struct rule {
 	CK_RV rv;        /* fail only */
 };
 
+/* A noflag rule: C_GetMechanismInfo clears flags of mech. */
+struct noflag {
+	CK_MECHANISM_TYPE mech;
+	CK_FLAGS flags;
+};
+
+/* The CKF_ flags of CK_MECHANISM_INFO, for noflag. */
+static const struct name flag_names[] = {
+	{"CKF_HW", CKF_HW},
+	{"CKF_ENCRYPT", CKF_ENCRYPT},
+	{"CKF_DECRYPT", CKF_DECRYPT},
+	{"CKF_DIGEST", CKF_DIGEST},
+	{"CKF_SIGN", CKF_SIGN},
+	{"CKF_SIGN_RECOVER", CKF_SIGN_RECOVER},
+	{"CKF_VERIFY", CKF_VERIFY},
+	{"CKF_VERIFY_RECOVER", CKF_VERIFY_RECOVER},
+	{"CKF_GENERATE", CKF_GENERATE},
+	{"CKF_GENERATE_KEY_PAIR", CKF_GENERATE_KEY_PAIR},
+	{"CKF_WRAP", CKF_WRAP},
+	{"CKF_UNWRAP", CKF_UNWRAP},
+	{"CKF_DERIVE", CKF_DERIVE},
+	{NULL, 0},
+};
+
 struct policy {
 	CK_MECHANISM_TYPE hide[MAX_HIDE];
 	size_t nhide;
+	struct noflag noflag[MAX_RULES];
+	size_t nnoflag;
 	struct rule fail[MAX_RULES];
 	size_t nfail;
 	struct rule corrupt[MAX_RULES];
 	size_t ncorrupt;
 	int emulate_stream_unwrap; /* emulate=stream-unwrap */
+	int weak_templates;        /* emulate=weak-templates */
+	int no_value_len;          /* emulate=no-value-len */
+	int pad_token_info;        /* emulate=pad-token-info */
 };
 
 struct settings {
@@ -290,9 +324,36 @@ static int add_item(struct policy *p, const char *key, char *item, char *err, si
 	unsigned long v;
 
 	if (strcmp(key, "emulate") == 0) {
-		if (strcmp(item, "stream-unwrap") != 0)
-			return fail_msg(err, n, "emulate: unknown feature %s (known: stream-unwrap)", item);
-		p->emulate_stream_unwrap = 1;
+		if (strcmp(item, "stream-unwrap") == 0)
+			p->emulate_stream_unwrap = 1;
+		else if (strcmp(item, "weak-templates") == 0)
+			p->weak_templates = 1;
+		else if (strcmp(item, "no-value-len") == 0)
+			p->no_value_len = 1;
+		else if (strcmp(item, "pad-token-info") == 0)
+			p->pad_token_info = 1;
+		else
+			return fail_msg(err, n,
+					"emulate: unknown feature %s (known: stream-unwrap, weak-templates, no-value-len, "
+					"pad-token-info)",
+					item);
+		return 0;
+	}
+	if (strcmp(key, "noflag") == 0) {
+		char *colon = strchr(item, ':');
+		struct noflag nf;
+		if (colon == NULL)
+			return fail_msg(err, n, "noflag: want MECH:CKF_FLAG, not %s", item);
+		*colon = '\0';
+		if (!lookup(mech_names, trim(item), &v))
+			return fail_msg(err, n, "noflag: unknown mechanism %s", item);
+		nf.mech = v;
+		if (!lookup(flag_names, trim(colon + 1), &v))
+			return fail_msg(err, n, "noflag: unknown flag %s", colon + 1);
+		nf.flags = v;
+		if (p->nnoflag == MAX_RULES)
+			return fail_msg(err, n, "noflag: more than %d rules", MAX_RULES);
+		p->noflag[p->nnoflag++] = nf;
 		return 0;
 	}
 	if (strcmp(key, "hide") == 0) {
@@ -350,7 +411,7 @@ static int set(struct settings *s, const char *key, const char *value, int load_
 	else if (strcmp(key, "initargs") == 0)
 		str = &s->initargs;
 	else if (strcmp(key, "hide") != 0 && strcmp(key, "fail") != 0 && strcmp(key, "corrupt") != 0 &&
-		 strcmp(key, "emulate") != 0)
+		 strcmp(key, "emulate") != 0 && strcmp(key, "noflag") != 0)
 		return fail_msg(err, n, "unknown setting %s", key);
 	if (str != NULL && !load_time)
 		return fail_msg(err, n, "%s can only be set in the file or the environment", key);
@@ -444,6 +505,7 @@ static int read_settings(struct settings *s, char *err, size_t n)
 		{"fail", "P11FWD_FAIL"},
 		{"corrupt", "P11FWD_CORRUPT"},
 		{"emulate", "P11FWD_EMULATE"},
+		{"noflag", "P11FWD_NOFLAG"},
 	};
 	char path[PATH_MAX], msg[200];
 	const char *v;
@@ -754,7 +816,34 @@ FORWARD(C_GetInfo, 0, NULL, (CK_INFO_PTR pInfo), (pInfo))
 FORWARD(C_GetSlotList, 0, NULL, (CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList, CK_ULONG_PTR pulCount),
 	(tokenPresent, pSlotList, pulCount))
 FORWARD(C_GetSlotInfo, 0, NULL, (CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo), (slotID, pInfo))
-FORWARD(C_GetTokenInfo, 0, NULL, (CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo), (slotID, pInfo))
+/* pad turns the trailing spaces of a blank-padded string into NULs. */
+static void pad(CK_UTF8CHAR *s, size_t n)
+{
+	while (n > 0 && s[n - 1] == ' ')
+		s[--n] = '\0';
+}
+
+/* C_GetTokenInfo with emulate=pad-token-info pads the strings with NULs. */
+static CK_RV fw_C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
+{
+	CK_FUNCTION_LIST_PTR r;
+	CK_RV rv;
+	int padded;
+
+	if (!enter(F_C_GetTokenInfo, 0, NULL, &r, &rv, NULL))
+		return rv;
+	rv = r->C_GetTokenInfo(slotID, pInfo);
+	pthread_mutex_lock(&mu);
+	padded = policy.pad_token_info;
+	pthread_mutex_unlock(&mu);
+	if (rv == CKR_OK && padded && pInfo != NULL) {
+		pad(pInfo->label, sizeof pInfo->label);
+		pad(pInfo->manufacturerID, sizeof pInfo->manufacturerID);
+		pad(pInfo->model, sizeof pInfo->model);
+		pad(pInfo->serialNumber, sizeof pInfo->serialNumber);
+	}
+	return rv;
+}
 
 /* C_GetMechanismList leaves the hidden mechanisms out. */
 static CK_RV fw_C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList, CK_ULONG_PTR pulCount)
@@ -813,10 +902,78 @@ static CK_RV fw_C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK
 	CK_FUNCTION_LIST_PTR r;
 	CK_RV rv;
 
+	size_t i;
+
 	if (!enter(F_C_GetMechanismInfo, 0, &m, &r, &rv, NULL))
 		return rv;
-	return r->C_GetMechanismInfo(slotID, type, pInfo);
+	rv = r->C_GetMechanismInfo(slotID, type, pInfo);
+	pthread_mutex_lock(&mu);
+	if (policy.emulate_stream_unwrap && pInfo != NULL) {
+		/* Played as unwrap-capable: the stream modes say CKF_UNWRAP. */
+		for (i = 0; i < sizeof stream_modes / sizeof stream_modes[0]; i++) {
+			if (stream_modes[i] != type)
+				continue;
+			if (rv != CKR_OK) {
+				pInfo->ulMinKeySize = 16;
+				pInfo->ulMaxKeySize = 32;
+				pInfo->flags = CKF_ENCRYPT | CKF_DECRYPT;
+				rv = CKR_OK;
+			}
+			pInfo->flags |= CKF_UNWRAP;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	if (rv == CKR_OK && pInfo != NULL) {
+		pthread_mutex_lock(&mu);
+		for (i = 0; i < policy.nnoflag; i++) {
+			if (policy.noflag[i].mech == type)
+				pInfo->flags &= ~policy.noflag[i].flags;
+		}
+		pthread_mutex_unlock(&mu);
+	}
+	return rv;
 }
+
+/*
+ * weaken copies the template t into out, leaving CKA_SENSITIVE and
+ * CKA_EXTRACTABLE out and asking for CKA_SENSITIVE=false and
+ * CKA_EXTRACTABLE=true instead (emulate=weak-templates): a token that
+ * ignores what the caller asked. It returns 0 if out has no room.
+ */
+static CK_BBOOL weak_false = CK_FALSE, weak_true = CK_TRUE;
+
+static int weaken(CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_ATTRIBUTE *out, CK_ULONG room, CK_ULONG *outn)
+{
+	CK_ULONG i, j = 0;
+
+	if (n + 2 > room)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (t[i].type != CKA_SENSITIVE && t[i].type != CKA_EXTRACTABLE)
+			out[j++] = t[i];
+	}
+	out[j].type = CKA_SENSITIVE;
+	out[j].pValue = &weak_false;
+	out[j++].ulValueLen = sizeof weak_false;
+	out[j].type = CKA_EXTRACTABLE;
+	out[j].pValue = &weak_true;
+	out[j++].ulValueLen = sizeof weak_true;
+	*outn = j;
+	return 1;
+}
+
+/* weak reports whether emulate=weak-templates is on. */
+static int weak(void)
+{
+	int w;
+
+	pthread_mutex_lock(&mu);
+	w = policy.weak_templates;
+	pthread_mutex_unlock(&mu);
+	return w;
+}
+
+#define WEAK_ROOM 128
 
 FORWARD(C_InitToken, 0, NULL, (CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen, CK_UTF8CHAR_PTR pLabel),
 	(slotID, pPin, ulPinLen, pLabel))
@@ -839,9 +996,20 @@ FORWARD(C_SetOperationState, hSession, NULL,
 FORWARD(C_Login, hSession, NULL, (SESSION, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen),
 	(hSession, userType, pPin, ulPinLen))
 FORWARD(C_Logout, hSession, NULL, (SESSION), (hSession))
-FORWARD(C_CreateObject, hSession, NULL,
-	(SESSION, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phObject),
-	(hSession, pTemplate, ulCount, phObject))
+/* C_CreateObject with emulate=weak-templates asks for a weak key. */
+static CK_RV fw_C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
+			       CK_OBJECT_HANDLE_PTR phObject)
+{
+	CK_FUNCTION_LIST_PTR r;
+	CK_ATTRIBUTE w[WEAK_ROOM];
+	CK_RV rv;
+
+	if (!enter(F_C_CreateObject, hSession, NULL, &r, &rv, NULL))
+		return rv;
+	if (weak() && pTemplate != NULL && weaken(pTemplate, ulCount, w, WEAK_ROOM, &ulCount))
+		pTemplate = w;
+	return r->C_CreateObject(hSession, pTemplate, ulCount, phObject);
+}
 FORWARD(C_CopyObject, hSession, NULL,
 	(SESSION, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
 	 CK_OBJECT_HANDLE_PTR phNewObject),
@@ -849,9 +1017,36 @@ FORWARD(C_CopyObject, hSession, NULL,
 FORWARD(C_DestroyObject, hSession, NULL, (SESSION, CK_OBJECT_HANDLE hObject), (hSession, hObject))
 FORWARD(C_GetObjectSize, hSession, NULL, (SESSION, CK_OBJECT_HANDLE hObject, CK_ULONG_PTR pulSize),
 	(hSession, hObject, pulSize))
-FORWARD(C_GetAttributeValue, hSession, NULL,
-	(SESSION, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount),
-	(hSession, hObject, pTemplate, ulCount))
+/*
+ * C_GetAttributeValue with emulate=no-value-len answers for CKA_VALUE_LEN as
+ * for an attribute the object does not have.
+ */
+static CK_RV fw_C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate,
+				    CK_ULONG ulCount)
+{
+	CK_FUNCTION_LIST_PTR r;
+	CK_RV rv;
+	CK_ULONG i;
+	int hide;
+
+	if (!enter(F_C_GetAttributeValue, hSession, NULL, &r, &rv, NULL))
+		return rv;
+	rv = r->C_GetAttributeValue(hSession, hObject, pTemplate, ulCount);
+	pthread_mutex_lock(&mu);
+	hide = policy.no_value_len;
+	pthread_mutex_unlock(&mu);
+	if (!hide || pTemplate == NULL || (rv != CKR_OK && rv != CKR_ATTRIBUTE_SENSITIVE && rv != CKR_ATTRIBUTE_TYPE_INVALID &&
+					   rv != CKR_BUFFER_TOO_SMALL))
+		return rv;
+	for (i = 0; i < ulCount; i++) {
+		if (pTemplate[i].type == CKA_VALUE_LEN) {
+			pTemplate[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+			if (rv == CKR_OK)
+				rv = CKR_ATTRIBUTE_TYPE_INVALID;
+		}
+	}
+	return rv;
+}
 FORWARD(C_SetAttributeValue, hSession, NULL,
 	(SESSION, CK_OBJECT_HANDLE hObject, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount),
 	(hSession, hObject, pTemplate, ulCount))
@@ -934,9 +1129,20 @@ FORWARD_OUT(C_DecryptVerifyUpdate, NULL,
 	    (SESSION, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen),
 	    (hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen), pPart, pulPartLen)
 
-FORWARD(C_GenerateKey, hSession, pMechanism,
-	(SESSION, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey),
-	(hSession, pMechanism, pTemplate, ulCount, phKey))
+/* C_GenerateKey with emulate=weak-templates asks for a weak key. */
+static CK_RV fw_C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pTemplate,
+			      CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey)
+{
+	CK_FUNCTION_LIST_PTR r;
+	CK_ATTRIBUTE w[WEAK_ROOM];
+	CK_RV rv;
+
+	if (!enter(F_C_GenerateKey, hSession, pMechanism, &r, &rv, NULL))
+		return rv;
+	if (weak() && pTemplate != NULL && weaken(pTemplate, ulCount, w, WEAK_ROOM, &ulCount))
+		pTemplate = w;
+	return r->C_GenerateKey(hSession, pMechanism, pTemplate, ulCount, phKey);
+}
 FORWARD(C_GenerateKeyPair, hSession, pMechanism,
 	(SESSION, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pPublicKeyTemplate, CK_ULONG ulPublicKeyAttributeCount,
 	 CK_ATTRIBUTE_PTR pPrivateKeyTemplate, CK_ULONG ulPrivateKeyAttributeCount, CK_OBJECT_HANDLE_PTR phPublicKey,
@@ -952,7 +1158,8 @@ FORWARD_OUT(C_WrapKey, pMechanism,
  * emulate_stream_unwrap plays a token that unwraps with CKM_AES_CTR,
  * CKM_AES_OFB and CKM_AES_CFB128 (one block), which no lab token does: the
  * keystream block E_K(x) comes from the real module by C_Encrypt in ECB
- * mode (K needs CKA_ENCRYPT), and the key is made by C_CreateObject with
+ * mode, with a session copy of K that may encrypt (C_CopyObject, destroyed
+ * at once), and the key is made by C_CreateObject with
  * CKA_VALUE = wrapped XOR E_K(x), truncated to the template's
  * CKA_VALUE_LEN. Key material passes through this test-only module's memory
  * and is wiped. It returns -1 when the call is not one it emulates.
@@ -965,6 +1172,9 @@ static CK_RV emulate_stream_unwrap(CK_FUNCTION_LIST_PTR r, CK_SESSION_HANDLE s, 
 	CK_BYTE x[16], ks[16], value[16];
 	CK_ULONG kslen = sizeof ks, vlen = sizeof value, i, j;
 	CK_ATTRIBUTE tmpl[64];
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE enc[2] = {{CKA_ENCRYPT, &yes, sizeof yes}, {CKA_TOKEN, &no, sizeof no}};
+	CK_OBJECT_HANDLE copy;
 	CK_RV rv;
 
 	if (m == NULL || in == NULL || inlen != 16 || tn >= 63)
@@ -976,9 +1186,13 @@ static CK_RV emulate_stream_unwrap(CK_FUNCTION_LIST_PTR r, CK_SESSION_HANDLE s, 
 		memcpy(x, m->pParameter, 16);
 	else
 		return (CK_RV)-1;
-	if ((rv = r->C_EncryptInit(s, &ecb, k)) != CKR_OK)
+	/* A session copy of K that may encrypt: K itself may only unwrap. */
+	if ((rv = r->C_CopyObject(s, k, enc, 2, &copy)) != CKR_OK)
 		return rv;
-	if ((rv = r->C_Encrypt(s, x, 16, ks, &kslen)) != CKR_OK)
+	if ((rv = r->C_EncryptInit(s, &ecb, copy)) == CKR_OK)
+		rv = r->C_Encrypt(s, x, 16, ks, &kslen);
+	r->C_DestroyObject(s, copy);
+	if (rv != CKR_OK)
 		return rv;
 	for (i = 0; i < 16; i++)
 		value[i] = in[i] ^ ks[i];
@@ -1006,11 +1220,14 @@ static CK_RV fw_C_UnwrapKey(SESSION, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HAND
 {
 	CK_FUNCTION_LIST_PTR r;
 	CK_BYTE_PTR copy = NULL;
+	CK_ATTRIBUTE w[WEAK_ROOM];
 	CK_RV rv;
 	int corrupt, emulate;
 
 	if (!enter(F_C_UnwrapKey, hSession, pMechanism, &r, &rv, &corrupt))
 		return rv;
+	if (weak() && pTemplate != NULL && weaken(pTemplate, ulAttributeCount, w, WEAK_ROOM, &ulAttributeCount))
+		pTemplate = w;
 	pthread_mutex_lock(&mu);
 	emulate = policy.emulate_stream_unwrap;
 	pthread_mutex_unlock(&mu);
@@ -1096,6 +1313,7 @@ static CK_RV fw_C_DeriveKey(SESSION, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HAND
 {
 	CK_FUNCTION_LIST_PTR r;
 	CK_MECHANISM copy;
+	CK_ATTRIBUTE w[WEAK_ROOM];
 	void *mem = NULL;
 	size_t size = 0;
 	CK_RV rv;
@@ -1103,6 +1321,8 @@ static CK_RV fw_C_DeriveKey(SESSION, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HAND
 
 	if (!enter(F_C_DeriveKey, hSession, pMechanism, &r, &rv, &corrupt))
 		return rv;
+	if (weak() && pTemplate != NULL && weaken(pTemplate, ulAttributeCount, w, WEAK_ROOM, &ulAttributeCount))
+		pTemplate = w;
 	if (corrupt && pMechanism != NULL) {
 		copy = *pMechanism;
 		if ((mem = corrupt_derivation(&copy, &size)) != NULL)
