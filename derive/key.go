@@ -321,3 +321,23 @@ func hasValueLen(ckk uint) bool {
 	}
 	return ckk != 0
 }
+
+// BaseKeyWarnings says what in k's attributes weakens it as a base key:
+// CKA_ENCRYPT lets anyone with a session compute every DK in the clear
+// with C_Encrypt of the derivation data (DK = E(data, K) is an encryption),
+// and CKA_EXTRACTABLE lets K itself be wrapped out of the token. A base
+// key needs CKA_DERIVE (native) or CKA_SIGN and CKA_UNWRAP (mac-unwrap),
+// never these two; see SECURITY.md. The warnings name attributes only.
+func BaseKeyWarnings(k *Key) []string {
+	var w []string
+	if k == nil {
+		return nil
+	}
+	if k.Encrypt {
+		w = append(w, "base key "+k.name()+" has CKA_ENCRYPT: C_Encrypt of the derivation data computes every DK on the host, in the clear")
+	}
+	if k.Extractable {
+		w = append(w, "base key "+k.name()+" has CKA_EXTRACTABLE: it can be wrapped out of the token, and every DK with it")
+	}
+	return w
+}

@@ -221,7 +221,11 @@ func (k *KeyReport) writeText(w io.Writer) error {
 	fmt.Fprintf(w, "\nKey %q: %s, %d bytes, token object %v\n", k.Label, k.Type, k.Len, k.TokenObject)
 	fmt.Fprintf(w, "  true:  %s\n  false: %s\n", k.attrs(true), k.attrs(false))
 	fmt.Fprintf(w, "  unwrap template: %s\n", k.UnwrapTemplate)
-	fmt.Fprintf(w, "  MAC-unwrap safe: %v\n\n", k.MACUnwrapSafe)
+	fmt.Fprintf(w, "  MAC-unwrap safe: %v\n", k.MACUnwrapSafe)
+	for _, x := range k.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", x)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "FUNCTION\tSTRATEGY\tUSABLE\tSET TO TRUE\tON THIS TOKEN\tNOTE")
 	for _, u := range k.Uses {
@@ -326,6 +330,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		fmt.Fprintf(w, "\n## Key %s\n\n", code(k.Label))
 		fmt.Fprintf(w, "%s, %d bytes, token object: %v. True: %s. False: %s.\n\n", k.Type, k.Len, k.TokenObject, md(k.attrs(true)), md(k.attrs(false)))
 		fmt.Fprintf(w, "Unwrap template: %s. MAC-unwrap safe: %v.\n\n", md(k.UnwrapTemplate.String()), k.MACUnwrapSafe)
+		for _, x := range k.Warnings {
+			fmt.Fprintf(w, "**Warning:** %s.\n\n", md(x))
+		}
 		fmt.Fprintln(w, "| Function | Strategy | Usable | Set to true | On this token | Note |")
 		fmt.Fprintln(w, "|---|---|---|---|---|---|")
 		for _, u := range k.Uses {

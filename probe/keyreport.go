@@ -27,7 +27,8 @@ func analyseKey(ctx context.Context, tok *derive.Token, opts Options, all []*spe
 			"CKA_DERIVE":  k.Derive, "CKA_SIGN": k.Sign, "CKA_VERIFY": k.Verify,
 			"CKA_ENCRYPT": k.Encrypt, "CKA_DECRYPT": k.Decrypt, "CKA_WRAP": k.Wrap, "CKA_UNWRAP": k.Unwrap,
 		},
-		Uses: []KeyUse{},
+		Uses:     []KeyUse{},
+		Warnings: derive.BaseKeyWarnings(k),
 	}
 	modifiable, known := readBool(ctx, tok, k, pkcs11.CKA_MODIFIABLE)
 	if known {

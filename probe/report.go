@@ -225,6 +225,10 @@ type KeyReport struct {
 	MACUnwrapSafe bool     `json:"mac_unwrap_safe"`
 	Uses          []KeyUse `json:"uses"`
 	Notes         []string `json:"notes,omitempty"`
+	// Warnings say what weakens the key as a base key: CKA_ENCRYPT (C_Encrypt
+	// computes every DK in the clear) or CKA_EXTRACTABLE
+	// (derive.BaseKeyWarnings).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // UnwrapTemplate is what the probe read of a key's CKA_UNWRAP_TEMPLATE.

@@ -67,7 +67,16 @@ type exitError struct {
 
 func (e exitError) Error() string { return e.err.Error() }
 
+// diag is where commands write warnings: run's stderr.
+var diag io.Writer = os.Stderr
+
+// warn writes one warning line on stderr.
+func warn(cmd, msg string) {
+	fmt.Fprintf(diag, "p11derive %s: warning: %s\n", cmd, strings.TrimPrefix(msg, "p11derive: "))
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
+	diag = stderr
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
@@ -223,6 +232,7 @@ type keyJSON struct {
 	AlwaysSensitive  bool     `json:"always_sensitive"`
 	NeverExtractable bool     `json:"never_extractable"`
 	Token            bool     `json:"token_object"`
+	Usages           []string `json:"usages"`
 	KDF              string   `json:"kdf,omitempty"`
 	Strategy         string   `json:"strategy,omitempty"`
 	Calls            int      `json:"calls,omitempty"`
@@ -242,7 +252,7 @@ func describe(ctx context.Context, tok *derive.Token, k *derive.Key) keyJSON {
 func describeKCV(ctx context.Context, tok *derive.Token, k *derive.Key, m derive.KCVMethod) keyJSON {
 	j := keyJSON{Label: k.Label, Handle: uint(k.Handle), KeyType: derive.KeyTypeName(k.Type), Len: k.Len,
 		Sensitive: k.Sensitive, Extractable: k.Extractable, AlwaysSensitive: k.AlwaysSensitive,
-		NeverExtractable: k.NeverExtractable, Token: k.Token, Warnings: k.Warnings, KCVMethod: string(derive.KCVNone)}
+		NeverExtractable: k.NeverExtractable, Token: k.Token, Usages: usages(k), Warnings: k.Warnings, KCVMethod: string(derive.KCVNone)}
 	if m == derive.KCVNone {
 		return j
 	}
@@ -344,7 +354,7 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	j.KDF = res.Function.Name()
 	j.Strategy = string(res.Strategy)
 	j.Calls = res.Calls
-	j.Warnings = res.Warnings
+	j.Warnings = append(res.Warnings, derive.BaseKeyWarnings(k)...)
 	return printJSON(stdout, j)
 }
 
@@ -392,7 +402,7 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	label := fs.String("label", "", "the new key's CKA_LABEL")
 	keyType := fs.String("key-type", "aes", "aes, des, des2, des3, generic")
 	n := fs.Int("len", 0, "length in `bytes` (aes: 16, 24, 32)")
-	use := fs.String("usage", "derive,encrypt", "comma-separated uses: derive, encrypt, decrypt, sign, verify, wrap, unwrap")
+	use := fs.String("usage", "derive", "comma-separated uses: derive, encrypt, decrypt, sign, verify, wrap, unwrap\n(a base key needs derive, or sign,unwrap for mac-unwrap; encrypt with either lets C_Encrypt compute DK in the clear)")
 	session := fs.Bool("session", false, "make a session object (gone when the command exits; for tests)")
 	strict := fs.Bool("strict-attributes", false, "refuse a key the token made readable or extractable against the template, rather than tightening it (C_SetAttributeValue) with a warning")
 	if err := parse(fs, args); err != nil {
@@ -408,6 +418,12 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	u, err := parseUsage(*use)
 	if err != nil {
 		return err
+	}
+	if u == 0 {
+		return usageError{errors.New("--usage: a key with no usage is of no use")}
+	}
+	if u&derive.UseEncrypt != 0 && u&(derive.UseDerive|derive.UseUnwrap) != 0 {
+		warn("keygen", "--usage gives the key CKA_ENCRYPT as well as CKA_DERIVE or CKA_UNWRAP: C_Encrypt of any derivation data then computes that DK on the host, in the clear (see SECURITY.md)")
 	}
 	tok, err := tf.open()
 	if err != nil {
@@ -425,6 +441,21 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 		return err
 	}
 	return printJSON(stdout, describe(ctx, tok, k))
+}
+
+// usages are the key's CKA_DERIVE, CKA_ENCRYPT… that are true, as --usage
+// names them.
+func usages(k *derive.Key) []string {
+	u := []string{}
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{k.Derive, "derive"}, {k.Encrypt, "encrypt"}, {k.Decrypt, "decrypt"}, {k.Sign, "sign"}, {k.Verify, "verify"}, {k.Wrap, "wrap"}, {k.Unwrap, "unwrap"}} {
+		if x.on {
+			u = append(u, x.name)
+		}
+	}
+	return u
 }
 
 func parseUsage(s string) (derive.Usage, error) {

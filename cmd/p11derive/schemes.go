@@ -427,7 +427,7 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 	out := make([]schemeJSON, len(results))
 	for i, res := range results {
 		j := describeKCV(ctx, tok, res.Key, km)
-		j.KDF, j.Strategy, j.Calls, j.Warnings = res.Function, string(res.Strategy), res.Calls, res.Warnings
+		j.KDF, j.Strategy, j.Calls, j.Warnings = res.Function, string(res.Strategy), res.Calls, append(res.Warnings, derive.BaseKeyWarnings(k)...)
 		out[i] = schemeJSON{Scheme: schemeName, keyJSON: j, Derivations: res.Derivations}
 		if wrap != nil {
 			w, err := batch.WrapKey(ctx, tok, wrap, res.Key)

@@ -34,8 +34,8 @@ echo "== throwaway SoftHSM2 token 'p11derive-demo' in $dir"
 go build -o "$dir/p11derive" ./cmd/p11derive
 p11derive() { "$dir/p11derive" "$@"; }
 
-echo "== base key K: AES-128, generated inside the token, sensitive, never extractable"
-p11derive keygen --token p11derive-demo --label K --key-type aes --len 16 --usage derive,encrypt
+echo "== base key K: AES-128, generated inside the token, sensitive, never extractable, derive only"
+p11derive keygen --token p11derive-demo --label K --key-type aes --len 16
 
 data=00112233445566778899aabbccddeeff
 echo "== DK = AES-ECB(K, $data), derived inside the token and kept there as a token object"
