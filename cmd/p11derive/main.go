@@ -46,6 +46,7 @@ commands:
   keygen   generate a base key inside the token
   probe    report what the token can derive inside itself, verified
   scheme   derive the keys of a published scheme (EMV, GlobalPlatform SCP02/SCP03, AN10922, AES DUKPT, TR-31)
+  version  print the version p11derive was built from (also --version)
 
 Run 'p11derive <command> -h' for the command's flags.
 `
@@ -95,6 +96,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cmd = cmdProbe
 	case "scheme":
 		cmd = cmdScheme
+	case "version":
+		cmd = cmdVersion
+	case "--version", "-version":
+		fmt.Fprintln(stdout, currentVersion())
+		return 0
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -277,6 +283,10 @@ func parseKCV(s string) (derive.KCVMethod, error) {
 	}
 	return m, nil
 }
+
+// schemaVersion is the version of the command's JSON documents (see
+// docs/json.md): it changes when a field changes meaning or goes away.
+const schemaVersion = 1
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
