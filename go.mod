@@ -9,6 +9,7 @@ require (
 	github.com/stefanberger/go-pkcs11uri v0.0.0-20230803200340-78284954bff6
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/sys v0.26.0
+	golang.org/x/term v0.25.0
 )
 
 require (

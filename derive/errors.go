@@ -75,6 +75,9 @@ type TokenError struct {
 	Step     string   // what the call was for, e.g. "derive DK"
 	Call     string   // the PKCS#11 function, e.g. "C_DeriveKey"
 	Err      error    // the token's answer, usually a pkcs11.Error
+	// Hint, when set, says what the answer means here and what to do,
+	// e.g. that the token takes no login.
+	Hint string
 }
 
 func (e *TokenError) Error() string {
@@ -89,6 +92,10 @@ func (e *TokenError) Error() string {
 	b.WriteString(e.Call)
 	b.WriteString(": ")
 	b.WriteString(e.Err.Error())
+	if e.Hint != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Hint)
+	}
 	return b.String()
 }
 

@@ -268,7 +268,14 @@ func (t *Token) login(s pkcs11.SessionHandle) error {
 		return nil
 	}
 	// The error names the CKR code only: never the PIN.
-	return &TokenError{Step: "log in", Call: "C_Login", Err: pkcs11.Error(rv)}
+	te := &TokenError{Step: "log in", Call: "C_Login", Err: pkcs11.Error(rv)}
+	switch rv {
+	case pkcs11.CKR_USER_TYPE_INVALID, pkcs11.CKR_USER_PIN_NOT_INITIALIZED, pkcs11.CKR_FUNCTION_NOT_SUPPORTED:
+		if t.info.Flags&pkcs11.CKF_LOGIN_REQUIRED == 0 {
+			te.Hint = fmt.Sprintf("token %q takes no user login (its flags lack CKF_LOGIN_REQUIRED): a PIN was given where none is needed; open it without one", strings.TrimSpace(t.info.Label))
+		}
+	}
+	return te
 }
 
 // sessionFlags are the C_OpenSession flags of the Token's sessions.

@@ -117,12 +117,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "p11derive %s: %v\n", args[0], err)
 			return exitUsage
 		}
+		msg := oneLine(err)
+		if loginHint != "" && errors.Is(err, derive.ErrNotFound) {
+			msg += " (" + loginHint + ")"
+		}
 		var ee exitError
 		if errors.As(err, &ee) {
-			fmt.Fprintf(stderr, "%s\n", oneLine(err))
+			fmt.Fprintf(stderr, "%s\n", msg)
 			return ee.code
 		}
-		fmt.Fprintf(stderr, "%s\n", oneLine(err))
+		fmt.Fprintf(stderr, "%s\n", msg)
 		return 1
 	}
 	return 0
@@ -137,59 +141,6 @@ func oneLine(err error) string {
 		msg = "p11derive: " + msg
 	}
 	return msg
-}
-
-// tokenFlags are the flags every command takes to reach its token.
-type tokenFlags struct {
-	module, initArgs string
-	label, uri       string
-	slot             int
-	pinEnv, pinFile  string
-}
-
-func (f *tokenFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.module, "module", os.Getenv("P11DERIVE_MODULE"), "PKCS#11 module `path` [P11DERIVE_MODULE]")
-	fs.StringVar(&f.initArgs, "init-args", os.Getenv("P11DERIVE_INIT_ARGS"), "C_Initialize pReserved `string`, e.g. for NSS softoken [P11DERIVE_INIT_ARGS]")
-	fs.StringVar(&f.label, "token", "", "token `label`")
-	fs.IntVar(&f.slot, "slot", -1, "slot `ID`")
-	fs.StringVar(&f.uri, "uri", "", "RFC 7512 PKCS#11 `URI` selecting the token")
-	fs.StringVar(&f.pinEnv, "pin-env", "P11DERIVE_PIN", "environment `variable` holding the user PIN")
-	fs.StringVar(&f.pinFile, "pin-file", "", "`file` holding the user PIN")
-}
-
-func (f *tokenFlags) open() (*derive.Token, error) { return f.openWith(false) }
-
-// openWith opens the token, with read-only sessions if readOnly.
-func (f *tokenFlags) openWith(readOnly bool) (*derive.Token, error) {
-	cfg := derive.Config{Module: f.module, InitArgs: f.initArgs, Label: f.label, URI: f.uri, ReadOnly: readOnly}
-	if f.slot >= 0 {
-		slot := uint(f.slot)
-		cfg.Slot = &slot
-	}
-	pin, err := readPIN(f.pinEnv, f.pinFile)
-	if err != nil {
-		return nil, err
-	}
-	cfg.PIN = pin
-	return derive.Open(cfg)
-}
-
-// readPIN reads the PIN from a file (first line) or an environment
-// variable. An absent PIN means no login.
-func readPIN(env, file string) (string, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			// The path is not secret; the content is never shown.
-			return "", fmt.Errorf("p11derive: reading the PIN file: %w", err)
-		}
-		pin, _, _ := strings.Cut(string(b), "\n")
-		return strings.TrimRight(pin, "\r"), nil
-	}
-	if env == "" {
-		return "", nil
-	}
-	return os.Getenv(env), nil
 }
 
 func parse(fs *flag.FlagSet, args []string) error {

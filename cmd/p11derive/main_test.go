@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -120,6 +122,7 @@ func TestScripts(t *testing.T) {
 					setupScript(env, tok, tok.Kind)
 					return nil
 				},
+				Cmds:      map[string]func(ts *testscript.TestScript, neg bool, args []string){"exits": exits},
 				Condition: tokenCondition(kind),
 			})
 		})
@@ -147,6 +150,7 @@ func TestScriptsRPC(t *testing.T) {
 					setupScript(env, rig, "rpc-"+rig.Kind)
 					return nil
 				},
+				Cmds:      map[string]func(ts *testscript.TestScript, neg bool, args []string){"exits": exits},
 				Condition: tokenCondition(kind),
 			})
 		})
@@ -181,6 +185,30 @@ func tokenCondition(kind string) func(cond string) (bool, error) {
 			return cond == kind, nil
 		}
 		return false, fmt.Errorf("unknown condition %q", cond)
+	}
+}
+
+// exits CODE COMMAND [ARGS...] runs the command like exec, and fails
+// unless it exits with status CODE (stdout and stderr are kept for the
+// next stdout/stderr checks).
+func exits(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exits CODE COMMAND [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exits: bad code %q", args[0])
+	}
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("exits: %v", err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("%s exited with status %d, want %d", args[1], got, want)
 	}
 }
 

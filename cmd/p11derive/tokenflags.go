@@ -1,0 +1,165 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/miekg/pkcs11"
+	"golang.org/x/term"
+
+	"github.com/p11derive/p11derive/derive"
+)
+
+// tokenFlags are the flags every command takes to reach its token.
+type tokenFlags struct {
+	module, initArgs string
+	label, uri       string
+	slot             int
+	pinEnv, pinFile  string
+	pinPrompt        bool
+
+	fs *flag.FlagSet // to tell flags given from defaults
+}
+
+// defaultPINEnv is the variable the PIN is read from when no PIN flag is
+// given.
+const defaultPINEnv = "P11DERIVE_PIN"
+
+func (f *tokenFlags) register(fs *flag.FlagSet) {
+	f.fs = fs
+	fs.StringVar(&f.module, "module", os.Getenv("P11DERIVE_MODULE"), "PKCS#11 module `path` [P11DERIVE_MODULE]")
+	fs.StringVar(&f.initArgs, "init-args", os.Getenv("P11DERIVE_INIT_ARGS"), "C_Initialize pReserved `string`, e.g. for NSS softoken [P11DERIVE_INIT_ARGS]")
+	fs.StringVar(&f.label, "token", "", "token `label`")
+	fs.IntVar(&f.slot, "slot", -1, "slot `ID`")
+	fs.StringVar(&f.uri, "uri", "", "RFC 7512 PKCS#11 `URI` selecting the token")
+	fs.StringVar(&f.pinEnv, "pin-env", defaultPINEnv, "environment `variable` holding the user PIN (an unset default means no PIN)")
+	fs.StringVar(&f.pinFile, "pin-file", "", "`file` holding the user PIN (its first line)")
+	fs.BoolVar(&f.pinPrompt, "pin-prompt", false, "ask for the user PIN on the terminal, without echo (stdin must be a terminal)")
+}
+
+// given reports whether the flag name was on the command line.
+func (f *tokenFlags) given(name string) bool {
+	found := false
+	if f.fs != nil {
+		f.fs.Visit(func(fl *flag.Flag) { found = found || fl.Name == name })
+	}
+	return found
+}
+
+// pinSource is where the PIN came from, or was looked for: for messages.
+type pinSource struct {
+	pin  string
+	from string // "the environment variable P11DERIVE_PIN", "the file pin.txt", "the terminal"
+}
+
+// readPIN reads the PIN from the one source the flags name: --pin-file,
+// --pin-prompt, --pin-env, or by default P11DERIVE_PIN, whose absence
+// means no PIN. A source named on the command line that holds nothing is a
+// usage error; nothing here reaches the token.
+func (f *tokenFlags) readPIN() (pinSource, error) {
+	envGiven := f.given("pin-env") && f.pinEnv != ""
+	n := 0
+	for _, b := range []bool{envGiven, f.pinFile != "", f.pinPrompt} {
+		if b {
+			n++
+		}
+	}
+	if n > 1 {
+		return pinSource{}, usageError{errors.New("give one PIN source: --pin-env, --pin-file or --pin-prompt")}
+	}
+	switch {
+	case f.pinFile != "":
+		src := pinSource{from: "the file " + f.pinFile}
+		b, err := os.ReadFile(f.pinFile)
+		if err != nil {
+			// The path is not secret; the content is never shown.
+			return src, usageError{fmt.Errorf("--pin-file: cannot read the PIN file: %w", err)}
+		}
+		pin, _, _ := strings.Cut(string(b), "\n")
+		src.pin = strings.TrimRight(pin, "\r")
+		clear(b)
+		if src.pin == "" {
+			return src, usageError{fmt.Errorf("--pin-file: the PIN file %s is empty", f.pinFile)}
+		}
+		return src, nil
+	case f.pinPrompt:
+		return promptPIN(os.Stdin, diag)
+	case envGiven:
+		src := pinSource{from: "the environment variable " + f.pinEnv}
+		v, ok := os.LookupEnv(f.pinEnv)
+		switch {
+		case !ok:
+			return src, usageError{fmt.Errorf("--pin-env: the environment variable %s is not set", f.pinEnv)}
+		case v == "":
+			return src, usageError{fmt.Errorf("--pin-env: the environment variable %s is empty", f.pinEnv)}
+		}
+		src.pin = v
+		return src, nil
+	case f.given("pin-env"): // --pin-env "": no PIN, deliberately
+		return pinSource{from: "no PIN source (--pin-env \"\")"}, nil
+	}
+	return pinSource{pin: os.Getenv(defaultPINEnv), from: "the environment variable " + defaultPINEnv}, nil
+}
+
+// promptPIN asks for the PIN on the terminal that stdin is, with echo off.
+func promptPIN(stdin *os.File, prompt io.Writer) (pinSource, error) {
+	src := pinSource{from: "the terminal"}
+	fd := int(stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return src, usageError{errors.New("--pin-prompt: stdin is not a terminal (use --pin-env or --pin-file)")}
+	}
+	fmt.Fprint(prompt, "p11derive: user PIN: ")
+	b, err := term.ReadPassword(fd)
+	fmt.Fprintln(prompt)
+	if err != nil {
+		return src, fmt.Errorf("p11derive: --pin-prompt: reading the PIN: %w", err)
+	}
+	src.pin = string(b)
+	clear(b)
+	if src.pin == "" {
+		return src, usageError{errors.New("--pin-prompt: no PIN typed")}
+	}
+	return src, nil
+}
+
+// loginHint, when set, is why a key may not be visible: the token was
+// opened without a PIN although its flags say it needs a login. run adds
+// it to a not-found error.
+var loginHint string
+
+func (f *tokenFlags) open() (*derive.Token, error) { return f.openWith(false) }
+
+// openWith opens the token, with read-only sessions if readOnly. Without a
+// PIN, a token whose flags say CKF_LOGIN_REQUIRED is refused with an error
+// naming where the PIN was looked for, except read-only (the probe, which
+// needs no login for session objects where the token allows it).
+func (f *tokenFlags) openWith(readOnly bool) (*derive.Token, error) {
+	cfg := derive.Config{Module: f.module, InitArgs: f.initArgs, Label: f.label, URI: f.uri, ReadOnly: readOnly}
+	if f.slot >= 0 {
+		slot := uint(f.slot)
+		cfg.Slot = &slot
+	}
+	src, err := f.readPIN()
+	if err != nil {
+		return nil, err
+	}
+	cfg.PIN = src.pin
+	tok, err := derive.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if src.pin == "" && tok.Info().Flags&pkcs11.CKF_LOGIN_REQUIRED != 0 {
+		msg := fmt.Sprintf("token %q requires a login (CKF_LOGIN_REQUIRED) and no PIN was given: %s is not set; give the PIN there, or with --pin-env NAME, --pin-file PATH or --pin-prompt",
+			strings.TrimSpace(tok.Info().Label), src.from)
+		if !readOnly {
+			tok.Close()
+			return nil, usageError{errors.New(msg)}
+		}
+		loginHint = msg
+	}
+	return tok, nil
+}
