@@ -91,7 +91,7 @@ func (e *TokenError) Error() string {
 	b.WriteString(": ")
 	b.WriteString(e.Call)
 	b.WriteString(": ")
-	b.WriteString(e.Err.Error())
+	b.WriteString(ckrText(e.Err))
 	if e.Hint != "" {
 		b.WriteString(": ")
 		b.WriteString(e.Hint)
@@ -100,6 +100,18 @@ func (e *TokenError) Error() string {
 }
 
 func (e *TokenError) Unwrap() []error { return []error{e.Err, ErrToken} }
+
+// ckrText is err's text; a CKR code the pkcs11 package has no name for
+// (a vendor's, or garbage) is given in hex and said to be unknown.
+func ckrText(err error) string {
+	var ck pkcs11.Error
+	if errors.As(err, &ck) {
+		if msg := err.Error(); strings.HasSuffix(msg, ": ") || strings.HasSuffix(msg, ":") {
+			return fmt.Sprintf("CKR 0x%X (unknown: not a PKCS#11 3.0 return value)", uint(ck))
+		}
+	}
+	return err.Error()
+}
 
 // CKR returns the token's return value, or 0 if the failure was not a
 // PKCS#11 return value.

@@ -66,6 +66,9 @@ func moduleErr(path string, err error) error {
 	if _, serr := os.Stat(path); errors.Is(serr, fs.ErrNotExist) {
 		return fmt.Errorf("p11derive: cannot load PKCS#11 module %q: no such file: %w", path, ErrNotFound)
 	}
+	if strings.HasPrefix(le.Problem, "dlopen: ") {
+		return fmt.Errorf("p11derive: cannot load PKCS#11 module %q: not a shared library this process can load (%s)", path, le.Problem)
+	}
 	return fmt.Errorf("p11derive: cannot load PKCS#11 module %q: %s", path, le.Problem)
 }
 

@@ -213,14 +213,16 @@ func (t *Token) open(sel selector) error {
 	var matches []uint
 	var seen []string
 	for _, id := range slots {
-		if sel.slot != nil && id != *sel.slot {
-			continue
-		}
 		info, rv := c.GetTokenInfo(id)
 		if rv != pkcs11.CKR_OK {
 			continue // a slot whose token vanished is not a match
 		}
-		seen = append(seen, fmt.Sprintf("slot %d %q serial %q", id, info.Label, info.SerialNumber))
+		// Every token present is listed, matching or not: the error says
+		// what there is to choose from.
+		seen = append(seen, fmt.Sprintf("slot %d %q serial %q", id, strings.TrimSpace(info.Label), strings.TrimSpace(info.SerialNumber)))
+		if sel.slot != nil && id != *sel.slot {
+			continue
+		}
 		if (sel.label == "" || info.Label == sel.label) &&
 			(sel.serial == "" || info.SerialNumber == sel.serial) &&
 			(sel.manufacturer == "" || info.ManufacturerID == sel.manufacturer) &&

@@ -77,10 +77,8 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, v := range map[string]string{"base": ff.base, "input": *input, "output": *output} {
-		if v == "" {
-			return usageError{fmt.Errorf("--%s is required", name)}
-		}
+	if err := required("base", ff.base, "input", *input, "output", *output); err != nil {
+		return err
 	}
 	var wrap *batch.Wrap
 	if *wrapKey != "" {

@@ -145,7 +145,7 @@ func waitRows(t *testing.T, path string, n int, done <-chan struct{}) {
 }
 
 // interrupt starts a batch, sends it SIGINT once its output has n rows,
-// and returns its stderr; it must exit 1 and say it was interrupted. The
+// and returns its stderr; it must exit 130 (SIGINT) and say it was interrupted. The
 // batch reads an endlessInput, so that it is still running when the signal
 // comes, however fast the token and however slow the test's polling.
 func interrupt(t *testing.T, cmd *exec.Cmd, output string, n int) string {
@@ -158,7 +158,7 @@ func interrupt(t *testing.T, cmd *exec.Cmd, output string, n int) string {
 	waitRows(t, output, n, done)
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	<-done
-	assert.Equal(t, 1, cmd.ProcessState.ExitCode(), stderr.String())
+	assert.Equal(t, exitInterrupted, cmd.ProcessState.ExitCode(), stderr.String())
 	assert.Contains(t, stderr.String(), "interrupted: ")
 	return stderr.String()
 }

@@ -85,10 +85,8 @@ func (f *funcFlags) spec() (*funcSpec, error) {
 		}
 		s.kdf, s.params, s.fn, s.kt = p.KDF, p.Params, r.Function, r.KeyType
 	} else {
-		for name, v := range map[string]string{"kdf": f.kdf, "key-type": f.keyType} {
-			if v == "" {
-				return nil, usageError{fmt.Errorf("--%s is required", name)}
-			}
+		if err := required("kdf", f.kdf, "key-type", f.keyType); err != nil {
+			return nil, err
 		}
 		fn, err := derive.ParseFunction(f.kdf, pm)
 		if err != nil {

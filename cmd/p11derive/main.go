@@ -17,8 +17,10 @@
 //	--pin-env NAME     environment variable holding the PIN (default P11DERIVE_PIN)
 //	--pin-file PATH    file holding the PIN
 //
-// derive prints one JSON object on stdout. Every failure exits non-zero
-// with a one-line error on stderr. The PIN is never printed.
+// derive prints one JSON object on stdout. Exit status: 0 done, 1 the
+// token or the data said no, 2 a usage error, 130 SIGINT; 3–125 are left
+// for command-specific outcomes. Every failure is one line on stderr,
+// "p11derive CMD: ...". The PIN is never printed.
 package main
 
 import (
@@ -30,12 +32,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/p11derive/p11derive/derive"
 )
-
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 const usage = `usage: p11derive <command> [flags]
 
@@ -48,16 +49,25 @@ commands:
   scheme   derive the keys of a published scheme (EMV, GlobalPlatform SCP02/SCP03, AN10922, AES DUKPT, TR-31)
   version  print the version p11derive was built from (also --version)
 
-Run 'p11derive <command> -h' for the command's flags.
+Run 'p11derive help <command>' (or 'p11derive <command> -h') for the command's flags.
+
+Exit status: 0 done; 1 the token or the data said no; 2 a usage error (a bad
+or missing flag, bad input found before any token call); 3 the probe report
+is incomplete; 130 interrupted (SIGINT). Other codes are reserved. Every
+failure is one line on stderr, starting "p11derive <command>: ".
 `
 
-// Exit statuses: 1 is for failures, exitUsage for bad command lines,
-// exitIncomplete for a probe report that is incomplete (the module or a
-// session failed: the report, printed all the same, does not say what the
-// token can do).
+// Exit statuses. 4 to 125 are left for other command-specific outcomes;
+// 126 and up are the shell's.
 const (
-	exitUsage      = 2
-	exitIncomplete = 3
+	exitOK      = 0
+	exitFailure = 1 // the token or the data said no
+	exitUsage   = 2 // bad command line, or input refused before any token call
+	// exitIncomplete is for a probe report that is incomplete (the module
+	// or a session failed: the report, printed all the same, does not say
+	// what the token can do).
+	exitIncomplete  = 3
+	exitInterrupted = 130 // SIGINT: 128 + 2, as shells report it
 )
 
 // exitError is a failure with its own exit status.
@@ -71,83 +81,128 @@ func (e exitError) Error() string { return e.err.Error() }
 // diag is where commands write warnings: run's stderr.
 var diag io.Writer = os.Stderr
 
+// helpOut is where -h and help print: run's stdout.
+var helpOut io.Writer = os.Stdout
+
 // warn writes one warning line on stderr.
 func warn(cmd, msg string) {
 	fmt.Fprintf(diag, "p11derive %s: warning: %s\n", cmd, strings.TrimPrefix(msg, "p11derive: "))
 }
 
+// commands are the subcommands by name.
+var commands map[string]func([]string, io.Writer) error
+
+func init() {
+	commands = map[string]func([]string, io.Writer) error{
+		"derive": cmdDerive, "batch": cmdBatch, "kcv": cmdKCV, "keygen": cmdKeygen,
+		"probe": cmdProbe, "scheme": cmdScheme, "version": cmdVersion,
+	}
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
-	diag = stderr
+	diag, helpOut, loginHint = stderr, stdout, ""
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
-	var cmd func([]string, io.Writer) error
-	switch args[0] {
-	case "derive":
-		cmd = cmdDerive
-	case "batch":
-		cmd = cmdBatch
-	case "kcv":
-		cmd = cmdKCV
-	case "keygen":
-		cmd = cmdKeygen
-	case "probe":
-		cmd = cmdProbe
-	case "scheme":
-		cmd = cmdScheme
-	case "version":
-		cmd = cmdVersion
-	case "--version", "-version":
-		fmt.Fprintln(stdout, currentVersion())
-		return 0
-	case "-h", "-help", "--help", "help":
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "p11derive: unknown command %q\n%s", args[0], usage)
-		return exitUsage
-	}
-	if err := cmd(args[1:], stdout); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+		return exitOK
+	case "help":
+		if len(args) == 1 {
+			fmt.Fprint(stdout, usage)
+			return exitOK
 		}
-		var ue usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "p11derive %s: %v\n", args[0], err)
+		if _, ok := commands[args[1]]; !ok {
+			fmt.Fprintf(stderr, "p11derive: help: unknown command %q (commands: %s)\n", args[1], commandNames())
 			return exitUsage
 		}
-		msg := oneLine(err)
-		if loginHint != "" && errors.Is(err, derive.ErrNotFound) {
-			msg += " (" + loginHint + ")"
-		}
-		var ee exitError
-		if errors.As(err, &ee) {
-			fmt.Fprintf(stderr, "%s\n", msg)
-			return ee.code
-		}
-		fmt.Fprintf(stderr, "%s\n", msg)
-		return 1
+		name, args = args[1], []string{args[1], "-h"}
+	case "--version", "-version":
+		fmt.Fprintln(stdout, currentVersion())
+		return exitOK
 	}
-	return 0
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "p11derive: unknown command %q (commands: %s; run 'p11derive help')\n", name, commandNames())
+		return exitUsage
+	}
+	err := cmd(args[1:], stdout)
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	msg := oneLine(name, err)
+	if loginHint != "" && errors.Is(err, derive.ErrNotFound) {
+		msg += " (" + loginHint + ")"
+	}
+	fmt.Fprintln(stderr, msg)
+	return exitCode(err)
+}
+
+// exitCode is the exit status for a command's error: 130 after SIGINT,
+// an exitError's own code, 2 for a bad command line or input refused before any token call
+// (derive.ErrInvalidInput), else 1.
+func exitCode(err error) int {
+	var ue usageError
+	var ee exitError
+	switch {
+	case interrupted.Load() || errors.Is(err, errInterrupted):
+		return exitInterrupted
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ue), errors.Is(err, derive.ErrInvalidInput):
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func commandNames() string {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// required reports the first of the flags, given as name, value pairs in
+// the order of the usage text, whose value is empty: always the same one.
+func required(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] == "" {
+			return usageError{fmt.Errorf("--%s is required", pairs[i])}
+		}
+	}
+	return nil
 }
 
 // usageError is a bad command line.
 type usageError struct{ error }
 
-func oneLine(err error) string {
+// oneLine is err as one line with one prefix, "p11derive CMD: ": the
+// prefixes of wrapped errors are dropped.
+func oneLine(cmd string, err error) string {
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	if !strings.HasPrefix(msg, "p11derive") {
-		msg = "p11derive: " + msg
+	msg = strings.ReplaceAll(msg, ": p11derive: ", ": ")
+	for strings.HasPrefix(msg, "p11derive: ") {
+		msg = strings.TrimPrefix(msg, "p11derive: ")
 	}
-	return msg
+	return "p11derive " + cmd + ": " + msg
 }
 
 func parse(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
+	if text, ok := usageTexts[fs.Name()]; ok {
+		fs.Usage = func() { fmt.Fprint(fs.Output(), text); fs.PrintDefaults() }
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stdout)
+			fs.SetOutput(helpOut)
 			fs.Usage()
 			return err
 		}
@@ -269,10 +324,8 @@ func cmdDerive(args []string, stdout io.Writer) error {
 		}
 		*dataHex = *info
 	}
-	for name, v := range map[string]string{"base": ff.base, "data": *dataHex} {
-		if v == "" {
-			return usageError{fmt.Errorf("--%s is required", name)}
-		}
+	if err := required("base", ff.base, "data", *dataHex); err != nil {
+		return err
 	}
 	data, err := hexFlag("data", *dataHex)
 	if err != nil {
@@ -292,7 +345,7 @@ func cmdDerive(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer tok.Close()
-	ctx := context.Background()
+	ctx := rootCtx
 	k, err := tok.FindKey(ctx, ff.base)
 	if err != nil {
 		return err
@@ -343,7 +396,7 @@ func cmdKCV(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer tok.Close()
-	ctx := context.Background()
+	ctx := rootCtx
 	k, err := tok.FindKey(ctx, *label)
 	if err != nil {
 		return err
@@ -391,7 +444,7 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer tok.Close()
-	ctx := context.Background()
+	ctx := rootCtx
 	if _, err := tok.FindKey(ctx, *label); err == nil {
 		return fmt.Errorf("p11derive: a secret key labelled %q exists already", *label)
 	} else if !errors.Is(err, derive.ErrNotFound) {

@@ -27,7 +27,7 @@ func (l labM) Run() int { return lab.Main(l.m) }
 
 func TestMain(m *testing.M) {
 	testscript.Main(labM{m}, map[string]func(){
-		"p11derive": func() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) },
+		"p11derive": main,
 		// testkey LABEL aes|des2|des3 HEX imports a known base key as a token
 		// object, for known-answer tests. It is test-only: the command has
 		// no way to import a key in the clear, and should not.

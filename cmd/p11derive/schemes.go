@@ -397,7 +397,7 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 		return err
 	}
 	defer tok.Close()
-	ctx := context.Background()
+	ctx := rootCtx
 	k, err := tok.FindKey(ctx, *base)
 	if err != nil {
 		return err
@@ -499,7 +499,9 @@ func cmdSchemeList(args []string, stdout io.Writer) error {
 		Note       string     `json:"note,omitempty"`
 	}
 	var entries []scheme.EntryStatus
-	if tf.module != "" || tf.uri != "" {
+	// A token only when one is named on the command line: P11DERIVE_MODULE
+	// alone does not make the catalog need a token.
+	if tf.given("module") || tf.uri != "" || tf.label != "" || tf.slot >= 0 {
 		tok, err := tf.open()
 		if err != nil {
 			return err

@@ -112,6 +112,10 @@ func promptPIN(stdin *os.File, prompt io.Writer) (pinSource, error) {
 	if !term.IsTerminal(fd) {
 		return src, usageError{errors.New("--pin-prompt: stdin is not a terminal (use --pin-env or --pin-file)")}
 	}
+	if st, err := term.GetState(fd); err == nil {
+		setOnInterrupt(func() { term.Restore(fd, st); fmt.Fprintln(prompt) })
+		defer setOnInterrupt(nil)
+	}
 	fmt.Fprint(prompt, "p11derive: user PIN: ")
 	b, err := term.ReadPassword(fd)
 	fmt.Fprintln(prompt)

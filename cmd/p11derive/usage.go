@@ -1,0 +1,58 @@
+package main
+
+// usageTexts are the help of the commands whose flag set does not print
+// its own (batch, scheme and version do), by flag set name: parse makes
+// them the flag set's usage, followed by the flags.
+var usageTexts = map[string]string{
+	"derive": `usage: p11derive derive [token flags] --base LABEL --kdf KDF [function flags] --data HEX
+                        --key-type TYPE [--len N] [--label LABEL [--token-object]]
+
+Derives DK from the base key --base inside the token, as the function --kdf
+of the derivation data, and prints DK as one JSON object (docs/json.md):
+its label, type, length, check value, attributes and usages, the strategy
+that ran, the PKCS#11 calls it took and any warnings. DK is sensitive, not
+extractable and a session object (gone when the command exits) unless
+--token-object makes it persistent.
+
+Example:
+  p11derive derive --token payments --base K --kdf aes-ecb \
+    --data 00112233445566778899aabbccddeeff --key-type aes --len 16 --label DK --token-object
+
+Token flags: --module, --init-args, --token, --slot, --uri, --pin-env,
+--pin-file, --pin-prompt (p11derive help). Exit status 0, 1 (the token or
+the data said no), 2 (usage), 130 (interrupted).
+
+Flags:
+`,
+	"kcv": `usage: p11derive kcv [token flags] --key LABEL [--json]
+
+Prints the key's check value: the first 3 bytes of the encryption of a zero
+block under the key, computed inside the token (the key needs CKA_ENCRYPT).
+With --json, the key as one JSON object (docs/json.md).
+
+Flags:
+`,
+	"keygen": `usage: p11derive keygen [token flags] --label LABEL --key-type TYPE [--len N] [--usage LIST] [--session]
+
+Generates a secret key inside the token (C_GenerateKey): sensitive, never
+extractable, a token object unless --session. By default it may derive and
+nothing else, which is all a base key for native derivation needs; mac-unwrap
+needs --usage sign,unwrap. Asking for encrypt together with derive or unwrap
+warns: C_Encrypt of the derivation data would compute DK in the clear.
+Prints the key as one JSON object (docs/json.md). A label that exists is
+refused.
+
+Flags:
+`,
+	"probe": `usage: p11derive probe [token flags] [--json | --markdown] [--key LABEL] [--kdf LIST] [--list-only] [--no-import] [--runs N]
+
+Reports what the token can derive inside itself: the mechanisms that matter,
+and for every function and strategy whether it ran and gave the right key
+(checked by known answer, or across strategies). It makes session objects
+only and destroys them; --list-only runs nothing. With --key, also what the
+existing base key can use (its attributes are only read). --json prints the
+report in the probe package's versioned schema.
+
+Flags:
+`,
+}
