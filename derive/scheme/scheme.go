@@ -21,7 +21,9 @@
 //
 // [Catalog] lists every scheme and case, with the mechanisms each needs and
 // what is refused and why; [Check] adds which of those mechanisms a token
-// lists (the p11derive command prints it with 'p11derive scheme list').
+// lists, and package derive/scheme/verify runs each case on a token
+// against its known answer (the p11derive command prints both with
+// 'p11derive scheme list --token …').
 package scheme
 
 import (
