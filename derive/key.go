@@ -34,6 +34,10 @@ type Key struct {
 	unknown []uint // boolean attributes the token did not give
 }
 
+// Name names k in messages: its label, quoted, or its handle when it has
+// no label. The schemes' errors name keys by it.
+func (k *Key) Name() string { return k.name() }
+
 func (k *Key) name() string {
 	if k.Label != "" {
 		return fmt.Sprintf("%q", k.Label)

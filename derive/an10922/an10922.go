@@ -98,10 +98,5 @@ func Input(uid, aid, systemID []byte) []byte {
 	return append(append(append([]byte{}, uid...), aid...), systemID...)
 }
 
-// name names a key in errors by its label, by its handle if it has none.
-func name(k *derive.Key) string {
-	if k.Label != "" {
-		return fmt.Sprintf("%q", k.Label)
-	}
-	return fmt.Sprintf("handle %d", k.Handle)
-}
+// name names k in errors: by its label (derive.Key.Name).
+func name(k *derive.Key) string { return k.Name() }

@@ -187,10 +187,15 @@ func request(u KeyUsage, k KeyType, id []byte, label string, o scheme.Options, u
 	return r
 }
 
-// intermediate is the request of a key along the path: derivation only,
-// no label, a session object; the strategy as the caller chose.
+// intermediate is the request of a key along the path: derivation only, a
+// session object labelled for what it is (so that an error deriving from
+// it names it, not its handle); the strategy as the caller chose.
 func intermediate(u KeyUsage, k KeyType, id []byte, o scheme.Options) derive.Request {
-	return derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB},
+	label := "p11derive dukpt intermediate: initial key"
+	if u != InitialKeyUsage {
+		label = fmt.Sprintf("p11derive dukpt intermediate: key of counter %08X", binary.BigEndian.Uint32(id[4:]))
+	}
+	return derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, Label: label,
 		Data: DerivationData(u, k, id), KeyType: keyTypes[k].kt, Usage: derive.UseDerive, Strategy: o.Strategy}
 }
 
@@ -420,9 +425,5 @@ func checkWorking(u KeyUsage, kt KeyType, dt KeyType) error {
 	return nil
 }
 
-func name(k *derive.Key) string {
-	if k.Label != "" {
-		return fmt.Sprintf("%q", k.Label)
-	}
-	return fmt.Sprintf("handle %d", k.Handle)
-}
+// name names k in errors: by its label (derive.Key.Name).
+func name(k *derive.Key) string { return k.Name() }

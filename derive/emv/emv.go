@@ -242,12 +242,8 @@ func checkDES3(k *derive.Key, what string) error {
 	return nil
 }
 
-func name(k *derive.Key) string {
-	if k.Label != "" {
-		return fmt.Sprintf("%q", k.Label)
-	}
-	return fmt.Sprintf("handle %d", k.Handle)
-}
+// name names k in errors: by its label (derive.Key.Name).
+func name(k *derive.Key) string { return k.Name() }
 
 // SessionKey derives the common session key SK of Book 2 A1.3.1 from the
 // ICC master key mk and the diversification value r:

@@ -211,9 +211,5 @@ func SCP03SessionKey(ctx context.Context, tok *derive.Token, static *derive.Key,
 	})
 }
 
-func name(k *derive.Key) string {
-	if k.Label != "" {
-		return fmt.Sprintf("%q", k.Label)
-	}
-	return fmt.Sprintf("handle %d", k.Handle)
-}
+// name names k in errors: by its label (derive.Key.Name).
+func name(k *derive.Key) string { return k.Name() }

@@ -214,12 +214,8 @@ func Keys(ctx context.Context, tok *derive.Token, kbpk *derive.Key, v Version, k
 	return kbek, kbak, nil
 }
 
-func keyName(k *derive.Key) string {
-	if k.Label != "" {
-		return fmt.Sprintf("%q", k.Label)
-	}
-	return fmt.Sprintf("handle %d", k.Handle)
-}
+// keyName names k in errors: by its label (derive.Key.Name).
+func keyName(k *derive.Key) string { return k.Name() }
 
 func keyTypeErr(k *derive.Key, v Version, want string) error {
 	return &derive.KeyError{Key: keyName(k), Reason: derive.ErrKeyType,
