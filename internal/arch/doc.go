@@ -7,7 +7,8 @@
 //	commands   cmd/p11derive ─→ internal/batch (the batch engine belongs to the command)
 //	           examples/*
 //	users      probe, derive/c11, derive/{emv,gp,an10922,dukpt,tr31}
-//	           (the schemes share derive/scheme and derive/internal/chain)
+//	           (the schemes share derive/scheme and derive/internal/chain;
+//	           derive/scheme/verify runs them all against their known answers)
 //	engine     derive: strategies, functions, the Token and its session pool
 //	call path  internal/ck: the module's one function list, every PKCS#11 call
 //	           mechanisms: PKCS#11 parameter structures and their marshaller
