@@ -29,6 +29,7 @@ var allowed = map[string][]string{
 	"derive/dukpt":             {"derive", "derive/scheme", "derive/internal/chain"},
 	"derive/tr31":              {"derive", "derive/scheme", "derive/internal/chain"},
 	"derive/c11":               {"derive"},
+	"derive/scheme/verify":     {"derive", "derive/scheme", "derive/emv", "derive/gp", "derive/an10922", "derive/dukpt", "derive/tr31", "internal/ckm", "internal/ref"},
 	"probe":                    {"derive", "internal/ckm", "internal/ref"},
 	"internal/batch":           {"derive"},
 	"cmd/p11derive":            {"derive", "derive/scheme", "derive/emv", "derive/gp", "derive/an10922", "derive/dukpt", "derive/tr31", "derive/scheme/verify", "probe", "internal/batch"},
