@@ -114,7 +114,9 @@ func readOutput(t *testing.T, path string) [][]string {
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
+	r := csv.NewReader(f)
+	r.Comment = '#' // the manifest line
+	recs, err := r.ReadAll()
 	require.NoError(t, err, "the output must be valid CSV")
 	seen := map[string]bool{}
 	for _, r := range recs[1:] {

@@ -410,9 +410,37 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 			return err
 		}
 	}
+	if o.Persistent {
+		labels := []string{o.Label}
+		if name == "tr31" {
+			labels = []string{o.Label + "-kbek", o.Label + "-kbak"}
+		}
+		for _, l := range labels {
+			if err := labelFree(ctx, tok, l); err != nil {
+				return err
+			}
+		}
+	}
 	results, err := run(ctx, tok, k)
 	if err != nil {
 		return err
+	}
+	var made []*derive.Key
+	for _, res := range results {
+		made = append(made, res.Key)
+	}
+	if o.Persistent {
+		for i, res := range results {
+			if err := ownLabel(ctx, tok, res.Key); err != nil {
+				for _, other := range made[:i] {
+					tok.Destroy(context.WithoutCancel(ctx), other)
+				}
+				for _, other := range made[i+1:] {
+					tok.Destroy(context.WithoutCancel(ctx), other)
+				}
+				return err
+			}
+		}
 	}
 	if wrap != nil {
 		// The keys leave wrapped and are destroyed, on every path.
@@ -447,9 +475,9 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 		for i, n := range names {
 			m[n] = out[i]
 		}
-		return printJSON(stdout, m)
+		return reported(ctx, tok, printJSON(stdout, m), made...)
 	}
-	return printJSON(stdout, out[0])
+	return reported(ctx, tok, printJSON(stdout, out[0]), made...)
 }
 
 func one(f func(ctx context.Context, tok *derive.Token, k *derive.Key) (*scheme.Result, error)) func(context.Context, *derive.Token, *derive.Key) ([]*scheme.Result, error) {
