@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"strconv"
+	"syscall"
 	"slices"
 	"strings"
 	"sync"
@@ -408,6 +411,7 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Ou
 	if err != nil {
 		return Out{}, nil, err
 	}
+	testKill("made")
 	d.mu.Lock()
 	if d.labels != nil {
 		d.labels.made1(label)
@@ -416,6 +420,7 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Ou
 	kcv, err := d.Token.CheckValue(ctx, res.Key)
 	if err == nil {
 		err = d.claim(ctx, res.Key, label)
+		testKill("labelled")
 	}
 	if err != nil {
 		d.Token.Destroy(context.WithoutCancel(ctx), res.Key)
@@ -424,6 +429,28 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Ou
 	undo := func() { d.Token.Destroy(context.WithoutCancel(ctx), res.Key) }
 	return Out{ID: row.ID, Key: label, KCV: hex.EncodeToString(kcv),
 		Strategy: string(res.Strategy), KDF: res.Function.Name()}, undo, nil
+}
+
+// killAt is P11DERIVE_TEST_KILL, "STEP:N": the process kills itself
+// (SIGKILL) at the Nth key reaching STEP ("made": derived under its
+// provisional label; "labelled": given its final label, its row not yet
+// written), for the kill tests.
+var (
+	killAt    = os.Getenv("P11DERIVE_TEST_KILL")
+	killCount atomic.Int64
+)
+
+func testKill(step string) {
+	if killAt == "" {
+		return
+	}
+	s, n, _ := strings.Cut(killAt, ":")
+	if s != step {
+		return
+	}
+	if want, _ := strconv.Atoi(n); killCount.Add(1) == int64(want) {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
 }
 
 // claim gives k, complete, its final label, and checks after that no other
