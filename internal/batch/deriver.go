@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"strconv"
-	"syscall"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/miekg/pkcs11"
 
