@@ -261,10 +261,13 @@ func (t *Token) deriveExact(ctx context.Context, base *Key, r *Request) (*Result
 		if r.Strategy != Auto || !refused(err) {
 			return nil, err
 		}
-		// The token refused what it listed (or did not list): remember, and
-		// try the next strategy.
-		mechs, _ := c.needs(r.Function)
-		t.memo.fail(base.Handle, c.name(), r.Function.Name(), mechs, err)
+		// The token refused what it listed (or did not list): try the next
+		// strategy, and remember the refusal for the base key when it
+		// cannot depend on this request's data or parameters.
+		if keyRefusal(err) {
+			mechs, _ := c.needs(r.Function)
+			t.memo.fail(base.Handle, c.name(), r.Function.Name(), mechs, err)
+		}
 		reason := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "p11derive: "), string(c.name())+": ")
 		if c.unlisted != nil {
 			reason = c.unlisted.Error() + ", and refused it: " + reason
@@ -662,8 +665,29 @@ func refused(err error) bool {
 	return false
 }
 
-// memo remembers, per base key, the strategies a token refused, so that
-// Auto does not ask again.
+// keyRefusal reports whether a refusal holds for every request with the
+// same base key and strategy: the mechanism is not supported, or the key
+// may not be used with it. A refusal about the parameters, the data or the
+// template (CKR_MECHANISM_PARAM_INVALID, CKR_DATA_LEN_RANGE,
+// CKR_DATA_INVALID, CKR_TEMPLATE_INCONSISTENT, CKR_ATTRIBUTE_VALUE_INVALID)
+// may depend on the request — NSS softoken refuses data over 64 bytes with
+// CKR_MECHANISM_PARAM_INVALID — and fails that request only.
+func keyRefusal(err error) bool {
+	var te *TokenError
+	if !errors.As(err, &te) {
+		return false
+	}
+	switch te.CKR() {
+	case pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_FUNCTION_NOT_SUPPORTED,
+		pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT:
+		return true
+	}
+	return false
+}
+
+// memo remembers, per base key, the strategies a token refused in a way
+// that cannot depend on the request (see keyRefusal), so that Auto does not
+// ask again.
 type memo struct {
 	mu      sync.Mutex
 	byKey   map[memoKey]error

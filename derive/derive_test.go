@@ -10,6 +10,9 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/fwd"
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // TestBadInput checks every bad input is refused with a typed error before
@@ -269,4 +272,64 @@ func TestDestroyForgetsRefusals(t *testing.T) {
 	require.NoError(t, lt.tok.Destroy(ctx, base))
 	assert.Nil(t, lt.tok.memo.failed(base.Handle, MACUnwrap, Encrypt{Cipher: AES, Mode: ECB}), "and forgotten with the key")
 	assert.False(t, lt.tok.memo.refusedMechanisms(base.Handle, MACUnwrap, []uint{pkcs11.CKM_AES_MAC_GENERAL, pkcs11.CKM_AES_ECB}))
+}
+
+// TestRowRefusalNotRemembered: a refusal about a request's data or
+// parameters (NSS softoken answers CKR_MECHANISM_PARAM_INVALID for some
+// data) fails that request only: the next request with the same base key
+// tries the same strategies again. A refusal that cannot depend on the
+// request (CKR_KEY_FUNCTION_NOT_PERMITTED) is remembered. The refusals are
+// the token's, made to order by the forwarding module in front of SoftHSM2
+// and NSS softoken.
+func TestRowRefusalNotRemembered(t *testing.T) {
+	for _, kind := range []string{lab.KindSoftHSM2, lab.KindNSS} {
+		t.Run(kind, func(t *testing.T) {
+			var l *lab.Token
+			if kind == lab.KindNSS {
+				l = lab.NSS(t)
+			} else {
+				l = lab.SoftHSM2(t)
+			}
+			l.Setenv(t)
+			w := fwd.Wrap(t, l, fwd.Config{})
+			cfg := Config{Module: w.Module, InitArgs: w.InitArgs, Slot: &w.SlotID}
+			if w.Login {
+				cfg.PIN = w.PIN
+			}
+			tok, err := Open(cfg)
+			require.NoError(t, err)
+			t.Cleanup(func() { tok.Close() })
+			lt := &labToken{kind: kind + "+fwd", lab: w, tok: tok}
+			ctx := context.Background()
+			f := Encrypt{Cipher: AES, Mode: ECB}
+			for _, c := range []struct {
+				ckr      uint
+				remember bool
+			}{
+				{pkcs11.CKR_MECHANISM_PARAM_INVALID, false},
+				{pkcs11.CKR_DATA_LEN_RANGE, false},
+				{pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, true},
+			} {
+				base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+				fwd.Configure(t, w, fwd.Config{Faults: []fwd.Fault{{Func: "C_DeriveKey", N: 1, CKR: c.ckr}}})
+				res, err := tok.Derive(ctx, base, Request{Function: f, Data: randomBytes(t, 16), KeyType: KeyAES128})
+				if err == nil {
+					require.NoError(t, tok.Destroy(ctx, res.Key))
+				}
+				fwd.Configure(t, w, fwd.Config{})
+				if c.remember {
+					assert.NotNil(t, tok.memo.failed(base.Handle, Native, f), "%#x is remembered for the key", c.ckr)
+					continue
+				}
+				assert.Nil(t, tok.memo.failed(base.Handle, Native, f), "%#x fails that request only", c.ckr)
+				res, err = tok.Derive(ctx, base, Request{Function: f, Data: randomBytes(t, 16), KeyType: KeyAES128, Strategy: Native})
+				require.NoError(t, err, "native, after a refusal of another request's parameters")
+				require.NoError(t, tok.Destroy(ctx, res.Key))
+				res, err = tok.Derive(ctx, base, Request{Function: f, Data: randomBytes(t, 16), KeyType: KeyAES128})
+				require.NoError(t, err)
+				assert.Equal(t, Native, res.Strategy, "auto tries native again")
+				require.NoError(t, tok.Destroy(ctx, res.Key))
+			}
+		})
+	}
 }

@@ -402,3 +402,45 @@ func (t *Token) SessionState(ctx context.Context) (uint, error) {
 	}
 	return i.State, nil
 }
+
+// SetLabel gives k the label (C_SetAttributeValue of CKA_LABEL, one call):
+// the second phase of making a key under a provisional label, so that a key
+// is found under its final label only once it is complete. It refuses an
+// empty label before any call; k.Label is updated on success.
+func (t *Token) SetLabel(ctx context.Context, k *Key, label string) error {
+	if k == nil {
+		return inputErr("key", "no key given")
+	}
+	if label == "" {
+		return inputErr("label", "an empty label names no key")
+	}
+	if t.readOnly && k.Token {
+		return inputErr("label", "the token was opened read-only (Config.ReadOnly)")
+	}
+	s, err := t.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer t.release(s)
+	if err := s.setAttributes("label key "+k.name(), k.Handle, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}); err != nil {
+		return err
+	}
+	k.Label = label
+	return nil
+}
+
+// Handles returns the handles of the secret keys sel selects, at most max
+// (0: all), reading no attribute (C_FindObjectsInit, C_FindObjects,
+// C_FindObjectsFinal): the cheapest way to know whether a label is taken,
+// and by how many keys. sel must name a label or an ID.
+func (t *Token) Handles(ctx context.Context, sel Selector, max int) ([]pkcs11.ObjectHandle, error) {
+	if sel.Label == "" && len(sel.ID) == 0 {
+		return nil, inputErr("key", "no key label or ID given")
+	}
+	s, err := t.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer t.release(s)
+	return s.find("find "+sel.String(), sel.template(), max)
+}

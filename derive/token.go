@@ -697,3 +697,7 @@ func contextDone(ctx context.Context) error {
 		return nil
 	}
 }
+
+// Calls is the number of PKCS#11 calls made through the Token's sessions so
+// far (opening and logging in aside): for reports such as calls per row.
+func (t *Token) Calls() int64 { return t.calls.Load() }

@@ -2,6 +2,7 @@ package derive
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -137,6 +138,39 @@ func TestReadOnly(t *testing.T) {
 				return err
 			}))
 			_, err = tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128, Label: "x", Persistent: true})
+			assert.ErrorIs(t, err, ErrInvalidInput)
+		})
+	}
+}
+
+// TestSetLabelAndHandles: SetLabel relabels a key in one call, and Handles
+// finds it under its new label only, on each token; bad input is refused
+// before any call.
+func TestSetLabelAndHandles(t *testing.T) {
+	for _, lt := range tokens(t) {
+		t.Run(lt.kind, func(t *testing.T) {
+			ctx := context.Background()
+			k := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+			old := fmt.Sprintf("setlabel-old-%s-%d", lt.kind, k.Handle)
+			require.NoError(t, lt.tok.SetLabel(ctx, k, old))
+			hs, err := lt.tok.Handles(ctx, Selector{Label: old}, 0)
+			require.NoError(t, err)
+			assert.Equal(t, []pkcs11.ObjectHandle{k.Handle}, hs)
+			require.NoError(t, lt.tok.SetLabel(ctx, k, old+"-new"))
+			assert.Equal(t, old+"-new", k.Label)
+			hs, err = lt.tok.Handles(ctx, Selector{Label: old}, 0)
+			require.NoError(t, err)
+			assert.Empty(t, hs)
+			hs, err = lt.tok.Handles(ctx, Selector{Label: old + "-new"}, 2)
+			require.NoError(t, err)
+			assert.Equal(t, []pkcs11.ObjectHandle{k.Handle}, hs)
+			got, err := lt.tok.Key(ctx, k.Handle)
+			require.NoError(t, err)
+			assert.Equal(t, old+"-new", got.Label)
+
+			assert.ErrorIs(t, lt.tok.SetLabel(ctx, k, ""), ErrInvalidInput)
+			assert.ErrorIs(t, lt.tok.SetLabel(ctx, nil, "x"), ErrInvalidInput)
+			_, err = lt.tok.Handles(ctx, Selector{}, 0)
 			assert.ErrorIs(t, err, ErrInvalidInput)
 		})
 	}

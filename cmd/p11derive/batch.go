@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -10,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -28,7 +31,7 @@ var batchLog io.Writer = os.Stderr
 const batchUsage = `usage: p11derive batch [token flags] --base LABEL --kdf KDF --key-type TYPE [--len N]
                        --input IN.csv --output OUT.csv
                        [--wrap-key LABEL [--wrap-mech MECH] [--wrap-iv HEX] | --label-template dk-{id}]
-                       [--workers N] [--fail-fast] [--max-rows N] [--session-copy]
+                       [--workers N] [--fail-fast] [--max-rows N] [--no-session-copy] [--new-output]
 
 Derives one key per row of IN.csv (header row; columns id, data and
 optionally iv, data and iv in hex) inside the token, and appends one row per
@@ -40,9 +43,17 @@ Keep mode (no --wrap-key): DK is a token object labelled from
 --label-template. Wrap mode: DK is made sensitive and extractable, wrapped
 under the transport key --wrap-key with --wrap-mech, and destroyed.
 
-A bad row is reported with its line and skipped (the batch stops at the
-first failure with --fail-fast). Rerunning the same command after an
-interruption skips the ids OUT.csv holds. Ctrl-C stops cleanly: every row
+OUT.csv starts with a comment line holding the run's parameters (base and
+transport keys by label, CKA_ID and check value, function, key type, label
+template, version), then the header. An existing OUT.csv is used only if it
+is an output of the same run: anything else is refused and left as it was
+(--new-output moves an output of other parameters aside to OUT.csv.N and
+starts afresh). --output - writes to stdout.
+
+A bad row (an id that repeats an earlier row's, a line over 64 KiB among
+them) is reported with its line and skipped (the batch stops at the first
+failure with --fail-fast). Rerunning the same command after an interruption
+or a kill skips the ids OUT.csv holds. Ctrl-C stops cleanly: every row
 written has its key, no other key is left behind.
 
 Flags:
@@ -71,7 +82,9 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	failFast := fs.Bool("fail-fast", false, "stop at the first failed row")
 	maxRows := fs.Int("max-rows", 0, "stop after `N` new rows (a rerun goes on from there)")
 	every := fs.Duration("progress-every", 10*time.Second, "when stderr is not a terminal, a progress line this often (0: none)")
-	sessionCopy := fs.Bool("session-copy", false, "work from session copies of the base and transport keys (C_CopyObject, same protections, gone at the end):\nmuch faster on tokens that read token-object keys from storage on every use, such as NSS softoken's key database")
+	sessionCopy := fs.Bool("session-copy", true, "work from session copies of the base and transport keys (C_CopyObject, same protections, gone at the end):\nmuch faster on tokens that read token-object keys from storage on every use, such as NSS softoken's key database")
+	noSessionCopy := fs.Bool("no-session-copy", false, "use the base and transport keys as they are (no --session-copy)")
+	newOutput := fs.Bool("new-output", false, "when --output is an output of this kind made with other parameters, move it aside (to OUTPUT.N) and start a new one")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -106,6 +119,9 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	if *workers < 1 {
 		return usageError{errors.New("--workers must be at least 1")}
 	}
+	if *noSessionCopy {
+		*sessionCopy = false
+	}
 	if *maxRows < 0 {
 		return usageError{errors.New("--max-rows must not be negative")}
 	}
@@ -131,44 +147,87 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	defer tok.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	prog := &batch.Progress{W: batchLog, Prefix: "p11derive batch", Every: *every}
 	base, err := tok.FindKey(ctx, ff.base)
 	if err != nil {
 		return err
 	}
-	if *sessionCopy {
-		if base, err = copyKey(ctx, tok, base); err != nil {
-			return err
+	m := &batch.Manifest{Version: version, Mode: "keep", KDF: spec.kdf, Params: spec.params, Allow: spec.allow,
+		Strategy: string(spec.strategy), KeyType: derive.KeyTypeName(spec.kt.CKK()), Len: spec.kt.Len(), Base: keyRef(ctx, tok, base)}
+	if m.Strategy == "" {
+		m.Strategy = "auto"
+	}
+	copyRefused := false
+	sessionKey := func(k *derive.Key) *derive.Key {
+		if !*sessionCopy || copyRefused {
+			return k
 		}
+		c, err := copyKey(ctx, tok, k)
+		if err != nil {
+			copyRefused = true
+			prog.Printf("the token refused a session copy of %q (%s): using the keys as they are (slower on tokens that read token objects from storage on every use)", k.Label, err)
+			return k
+		}
+		return c
 	}
 	d := &batch.Deriver{Token: tok, Base: base, LabelTemplate: *template, Wrap: wrap, RowIVs: rows.HasIV(),
 		Spec: batch.Spec{KDF: spec.kdf, Params: spec.params, KeyType: spec.kt, Strategy: spec.strategy, Allow: spec.allow}}
-	prog := &batch.Progress{W: batchLog, Prefix: "p11derive batch", Every: *every}
 	if wrap != nil {
 		if wrap.Key, err = tok.FindKey(ctx, *wrapKey); err != nil {
 			return fmt.Errorf("p11derive: transport key: %w", err)
 		}
-		if *sessionCopy {
-			if wrap.Key, err = copyKey(ctx, tok, wrap.Key); err != nil {
-				return err
-			}
-		}
-		if !wrap.Key.Sensitive {
+		m.Mode = "wrap"
+		m.Wrap = &batch.WrapRef{Key: keyRef(ctx, tok, wrap.Key), Mech: wrap.Mech.Name, IV: hex.EncodeToString(wrap.IV)}
+		// Both keys are found before either is copied: a copy has its
+		// key's label.
+		if !wrap.Key.Sensitive { // the key itself: its copy may say otherwise
 			prog.Printf("warning: transport key %q is not sensitive: whoever can read its value can unwrap every key of this batch", wrap.Key.Label)
 		}
+		d.Base = sessionKey(base)
+		wrap.Key = sessionKey(wrap.Key)
+	} else {
+		m.LabelTemplate = *template
+		d.Base = sessionKey(base)
 	}
 	if err := d.Check(); err != nil {
 		return fmt.Errorf("p11derive: %w", err)
 	}
+
+	opts := batch.OutputOptions{Header: d.Header(), Manifest: m, NewOutput: *newOutput}
+	var out *batch.Output
+	if *output == "-" {
+		m.NewRun()
+		out, err = batch.OpenStream(stdout, opts)
+	} else {
+		out, err = batch.OpenOutputWith(*output, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("p11derive: %w", err)
+	}
+	defer out.Close()
+	d.Run = m.Run
+	if out.MovedAside != "" {
+		prog.Printf("%s was made with other parameters: moved aside to %s; starting a new output", *output, out.MovedAside)
+	}
 	if wrap == nil {
+		// One keep-mode batch at a time over a label template on this
+		// token, on this machine: the later waits, then finds the keys.
+		unlock, err := keepLock(ctx, tok, *template, prog)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 		// One pass over the token's labels rather than a look-up per row.
 		if _, err := d.Scan(ctx); err != nil {
 			return err
 		}
-	}
-
-	out, err := batch.OpenOutput(*output, d.Header())
-	if err != nil {
-		return fmt.Errorf("p11derive: %w", err)
+		n, err := d.Cleanup(ctx)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			prog.Printf("destroyed %d keys a killed run into %s left under provisional labels (their rows are derived again)", n, *output)
+		}
 	}
 	if out.Truncated > 0 {
 		prog.Printf("%s: cut off a partial last row (%d bytes) left by an interrupted run", *output, out.Truncated)
@@ -180,12 +239,13 @@ func cmdBatch(args []string, stdout io.Writer) error {
 		prog.Bar = true
 		prog.Width = func() int { return termWidth(fd) }
 	}
+	calls0 := tok.Calls()
 	st, runErr := batch.Run(ctx, rows, out, d, batch.Config{
 		Workers: *workers, FailFast: *failFast, MaxRows: *maxRows, Total: total,
 		OnFailure: prog.Failure, OnTick: prog.Tick,
 	})
 	stop() // a second Ctrl-C now ends the process
-	if err := out.Close(); err != nil && runErr == nil {
+	if err := out.Close(); err != nil && runErr == nil && st.Stopped != "output" {
 		runErr = err
 	}
 	prog.Clear()
@@ -198,7 +258,7 @@ func cmdBatch(args []string, stdout io.Writer) error {
 			runErr = fmt.Errorf("p11derive: writing the profile: %w", err)
 		}
 	}
-	prog.Printf("%s", summary(st, *workers, d.Adopted()))
+	prog.Printf("%s", summary(st, *workers, d.Adopted(), tok.Calls()-calls0))
 	switch st.Stopped {
 	case "interrupted":
 		prog.Printf("interrupted: %s lists every key made; run the same command again to go on", *output)
@@ -215,6 +275,62 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	return nil
 }
 
+// version is p11derive's version, recorded in batch outputs (set with
+// -ldflags "-X main.version=...").
+var version = "dev"
+
+// keyRef names a key for the manifest: label, CKA_ID, and check value
+// when the token computes one for it.
+func keyRef(ctx context.Context, tok *derive.Token, k *derive.Key) batch.KeyRef {
+	r := batch.KeyRef{Label: k.Label, ID: hex.EncodeToString(k.ID)}
+	if kcv, err := tok.CheckValue(ctx, k); err == nil {
+		r.KCV = hex.EncodeToString(kcv)
+	}
+	return r
+}
+
+// keepLock takes the lock of keep-mode batches over template on tok's
+// token: a file in the user's runtime directory (or the temporary one),
+// named by the token and the template, locked with flock. A second batch
+// waits for the first to end, then finds its keys. It is a lock of this
+// machine only: batches on two machines sharing a token are not
+// serialised; the check after labelling each key (Deriver's claim) then
+// fails the row of the later one rather than leave two keys under a label.
+func keepLock(ctx context.Context, tok *derive.Token, template string, prog *batch.Progress) (func(), error) {
+	info := tok.Info()
+	h := sha256.Sum256([]byte(strings.Join([]string{info.ManufacturerID, info.Model, info.SerialNumber, info.Label, template}, "\x00")))
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	path := filepath.Join(dir, fmt.Sprintf("p11derive-keep-%x.lock", h[:8]))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("p11derive: keep-mode lock: %w", err)
+	}
+	said := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("p11derive: keep-mode lock %s: %w", path, err)
+		}
+		if !said {
+			prog.Printf("another keep-mode batch over the labels %q of this token is running: waiting for it to end", template)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, errors.New("p11derive: interrupted")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // copyKey makes a session copy of k in the token (see
 // derive.Token.SessionCopy), under k's label for the messages.
 func copyKey(ctx context.Context, tok *derive.Token, k *derive.Key) (*derive.Key, error) {
@@ -227,7 +343,7 @@ func copyKey(ctx context.Context, tok *derive.Token, k *derive.Key) (*derive.Key
 }
 
 // summary is the last line of a run.
-func summary(st batch.Stats, workers, adopted int) string {
+func summary(st batch.Stats, workers, adopted int, calls int64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d rows read: %d written, %d failed", st.Read, st.Written, st.Failed)
 	if st.Skipped > 0 {
@@ -237,7 +353,10 @@ func summary(st batch.Stats, workers, adopted int) string {
 		fmt.Fprintf(&b, ", %d derived but not written (their keys destroyed)", st.Undone)
 	}
 	if adopted > 0 {
-		fmt.Fprintf(&b, ", %d keys adopted from an interrupted run", adopted)
+		fmt.Fprintf(&b, ", %d keys found in the token with no row (same check value as the row's key), listed as they are", adopted)
+	}
+	if done := st.Written + st.Failed + st.Undone; done > 0 && calls > 0 {
+		fmt.Fprintf(&b, "; %.1f PKCS#11 calls per row", float64(calls)/float64(done))
 	}
 	rate := 0.0
 	if st.Busy > 0 {

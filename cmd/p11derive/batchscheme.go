@@ -230,7 +230,7 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 		runErr = err
 	}
 	prog.Clear()
-	prog.Printf("%s", summary(st, *workers, 0))
+	prog.Printf("%s", summary(st, *workers, 0, 0))
 	if st.Stopped == "interrupted" {
 		prog.Printf("interrupted: %s lists every key made; run the same command again to go on", *output)
 		return errors.New("p11derive: interrupted")

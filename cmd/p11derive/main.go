@@ -350,9 +350,19 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if r.Persistent {
+		if err := labelFree(ctx, tok, r.Label); err != nil {
+			return err
+		}
+	}
 	res, err := tok.Derive(ctx, k, r)
 	if err != nil {
 		return err
+	}
+	if r.Persistent {
+		if err := ownLabel(ctx, tok, res.Key); err != nil {
+			return err
+		}
 	}
 	if ff.profileOut != "" {
 		b, err := json.MarshalIndent(res.Profile(), "", "  ")
@@ -369,7 +379,48 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	j.Strategy = string(res.Strategy)
 	j.Calls = res.Calls
 	j.Warnings = append(res.Warnings, derive.BaseKeyWarnings(k)...)
-	return printJSON(stdout, j)
+	return reported(ctx, tok, printJSON(stdout, j), res.Key)
+}
+
+// labelFree refuses a label that a secret key of the token has already: a
+// persistent key never shares its label, which names it for every later
+// command.
+func labelFree(ctx context.Context, tok *derive.Token, label string) error {
+	hs, err := tok.Handles(ctx, derive.Selector{Label: label}, 1)
+	if err != nil {
+		return err
+	}
+	if len(hs) > 0 {
+		return fmt.Errorf("p11derive: a secret key labelled %q exists already: choose another --label", label)
+	}
+	return nil
+}
+
+// ownLabel checks, after making k, that no other key took its label
+// meanwhile (another process); if one did, k is destroyed.
+func ownLabel(ctx context.Context, tok *derive.Token, k *derive.Key) error {
+	hs, err := tok.Handles(ctx, derive.Selector{Label: k.Label}, 2)
+	if err == nil && (len(hs) != 1 || hs[0] != k.Handle) {
+		err = fmt.Errorf("p11derive: another key was labelled %q meanwhile: the new key is destroyed", k.Label)
+	}
+	if err != nil {
+		tok.Destroy(context.WithoutCancel(ctx), k)
+	}
+	return err
+}
+
+// reported destroys the persistent keys made when err, the result of
+// reporting them, is not nil: a key nobody was told of is not left behind.
+func reported(ctx context.Context, tok *derive.Token, err error, keys ...*derive.Key) error {
+	if err == nil {
+		return nil
+	}
+	for _, k := range keys {
+		if k.Token {
+			tok.Destroy(context.WithoutCancel(ctx), k)
+		}
+	}
+	return fmt.Errorf("p11derive: reporting the new key failed, so it was destroyed: %w", err)
 }
 
 func cmdKCV(args []string, stdout io.Writer) error {
@@ -445,16 +496,19 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	}
 	defer tok.Close()
 	ctx := rootCtx
-	if _, err := tok.FindKey(ctx, *label); err == nil {
-		return fmt.Errorf("p11derive: a secret key labelled %q exists already", *label)
-	} else if !errors.Is(err, derive.ErrNotFound) {
+	if err := labelFree(ctx, tok, *label); err != nil {
 		return err
 	}
 	k, err := tok.Generate(ctx, derive.KeySpec{Label: *label, Type: kt, Usage: u, Persistent: !*session, StrictAttributes: *strict})
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, describe(ctx, tok, k))
+	if !*session {
+		if err := ownLabel(ctx, tok, k); err != nil {
+			return err
+		}
+	}
+	return reported(ctx, tok, printJSON(stdout, describe(ctx, tok, k)), k)
 }
 
 // usages are the key's CKA_DERIVE, CKA_ENCRYPT… that are true, as --usage

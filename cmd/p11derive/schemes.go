@@ -188,9 +188,42 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 			return err
 		}
 	}
+	if o.Persistent {
+		// Persistent keys never duplicate a label: a scheme that makes
+		// several keys labels them LABEL-NAME.
+		labels := []string{o.Label}
+		if sr.names != nil {
+			labels = labels[:0]
+			for _, n := range sr.names {
+				labels = append(labels, o.Label+"-"+n)
+			}
+		}
+		for _, l := range labels {
+			if err := labelFree(ctx, tok, l); err != nil {
+				return err
+			}
+		}
+	}
 	results, err := sr.run(ctx, tok, k)
 	if err != nil {
 		return err
+	}
+	var made []*derive.Key
+	for _, res := range results {
+		made = append(made, res.Key)
+	}
+	if o.Persistent {
+		for i, res := range results {
+			if err := ownLabel(ctx, tok, res.Key); err != nil {
+				for _, other := range made[:i] {
+					tok.Destroy(context.WithoutCancel(ctx), other)
+				}
+				for _, other := range made[i+1:] {
+					tok.Destroy(context.WithoutCancel(ctx), other)
+				}
+				return err
+			}
+		}
 	}
 	if wrap != nil {
 		// The keys leave wrapped and are destroyed, on every path.
@@ -225,9 +258,9 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 		for i, n := range sr.names {
 			m[n] = out[i]
 		}
-		return printJSON(stdout, m)
+		return reported(ctx, tok, printJSON(stdout, m), made...)
 	}
-	return printJSON(stdout, out[0])
+	return reported(ctx, tok, printJSON(stdout, out[0]), made...)
 }
 
 // cmdSchemeList prints the scheme catalog; given a token (--token, --slot,

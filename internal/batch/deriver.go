@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/miekg/pkcs11"
 
@@ -110,6 +113,11 @@ type Deriver struct {
 	// RowIVs says that the input has an iv column: rows may bring their own
 	// CBC IV. Without it, a CBC function needs its IV in Spec.Params.
 	RowIVs bool
+	// Run is the output's run tag (Manifest.Run): keep mode makes each key
+	// under a provisional label carrying it (PendingLabel), and gives it
+	// its final label once it is complete. Check sets a random one if it is
+	// empty. Set it before Check and Scan.
+	Run string
 
 	mu      sync.Mutex
 	create  sync.Mutex // token objects are made one at a time (see keepRow)
@@ -120,6 +128,7 @@ type Deriver struct {
 	profile *derive.Profile   // of the first row derived
 	flight  map[string]bool   // labels being derived (keep mode)
 	labels  *labelSet         // the keys found by Scan whose labels fit the template
+	pending []string          // provisional labels of this run found by Scan
 	adopted atomic.Int64
 }
 
@@ -174,6 +183,13 @@ func (d *Deriver) Check() error {
 		}
 	} else if !strings.Contains(d.LabelTemplate, "{id}") {
 		return fmt.Errorf("--label-template %q lacks {id}: every key would get the same label", d.LabelTemplate)
+	}
+	if d.Run == "" {
+		// No output's tag: one of this run only (a rerun cannot know its
+		// provisional keys; give Run to have it).
+		var m Manifest
+		m.NewRun()
+		d.Run = m.Run
 	}
 	d.checked = true
 	return nil
@@ -246,9 +262,11 @@ func (d *Deriver) Profile() (derive.Profile, bool) {
 	return *d.profile, true
 }
 
-// Adopted is the number of keys found in the token, left by an earlier run
-// that was stopped before writing their rows, and taken as they were (keep
-// mode).
+// Adopted is the number of keys found in the token under their final
+// labels with no row in the output, proven to be the rows' keys (same check
+// value as the row's key derived again) and listed as they are (keep
+// mode): keys of a run killed between labelling a key and writing its row,
+// or of an earlier run into another output.
 func (d *Deriver) Adopted() int { return int(d.adopted.Load()) }
 
 // Do derives the key of one row.
@@ -381,31 +399,85 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Ou
 	case !errors.Is(err, derive.ErrNotFound):
 		return Out{}, nil, err
 	}
-	req.Label, req.Persistent = label, true
-	// Token objects are made one at a time: SoftHSM2 2.6.1's file store
-	// loses the attributes of token objects made from several sessions at
-	// once (C_DeriveKey answers CKR_GENERAL_ERROR, or the key reads back
-	// with CKA_SENSITIVE and CKA_TOKEN false, which Derive refuses and
-	// destroys). The look-ups and check values still run in parallel.
+	req.Label, req.Persistent = PendingLabel(d.Run, label), true
+	// Token objects are made and changed one at a time: SoftHSM2 2.6.1's
+	// file store loses the attributes of token objects written from
+	// several sessions at once (C_DeriveKey answers CKR_GENERAL_ERROR or
+	// CKR_TEMPLATE_INCONSISTENT, or the key reads back with CKA_SENSITIVE
+	// and CKA_TOKEN false, which Derive refuses and destroys) — relabelling
+	// one while another is made included. The look-ups and check values
+	// still run in parallel.
 	d.create.Lock()
 	res, err := d.derive(ctx, req)
 	d.create.Unlock()
 	if err != nil {
 		return Out{}, nil, err
 	}
+	testKill("made")
 	d.mu.Lock()
 	if d.labels != nil {
 		d.labels.made1(label)
 	}
 	d.mu.Unlock()
 	kcv, err := d.Token.CheckValue(ctx, res.Key)
-	if err != nil {
+	if err == nil {
+		d.create.Lock()
+		err = d.claim(ctx, res.Key, label)
+		d.create.Unlock()
+		testKill("labelled")
+	}
+	destroy := func() {
+		d.create.Lock()
+		defer d.create.Unlock()
 		d.Token.Destroy(context.WithoutCancel(ctx), res.Key)
+	}
+	if err != nil {
+		destroy()
 		return Out{}, nil, err
 	}
-	undo := func() { d.Token.Destroy(context.WithoutCancel(ctx), res.Key) }
+	undo := destroy
 	return Out{ID: row.ID, Key: label, KCV: hex.EncodeToString(kcv),
 		Strategy: string(res.Strategy), KDF: res.Function.Name()}, undo, nil
+}
+
+// killAt is P11DERIVE_TEST_KILL, "STEP:N": the process kills itself
+// (SIGKILL) at the Nth key reaching STEP ("made": derived under its
+// provisional label; "labelled": given its final label, its row not yet
+// written), for the kill tests.
+var (
+	killAt    = os.Getenv("P11DERIVE_TEST_KILL")
+	killCount atomic.Int64
+)
+
+func testKill(step string) {
+	if killAt == "" {
+		return
+	}
+	s, n, _ := strings.Cut(killAt, ":")
+	if s != step {
+		return
+	}
+	if want, _ := strconv.Atoi(n); killCount.Add(1) == int64(want) {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+}
+
+// claim gives k, complete, its final label, and checks after that no other
+// key has it: a key made under that label meanwhile by a run this
+// process's lock does not see (another machine's) is an error, and k is
+// destroyed by the caller.
+func (d *Deriver) claim(ctx context.Context, k *derive.Key, label string) error {
+	if err := d.Token.SetLabel(ctx, k, label); err != nil {
+		return err
+	}
+	hs, err := d.Token.Handles(ctx, derive.Selector{Label: label}, 2)
+	if err != nil {
+		return err
+	}
+	if len(hs) != 1 || hs[0] != k.Handle {
+		return fmt.Errorf("another key was labelled %q while this row was derived (a batch over the same labels elsewhere?): this row's key is destroyed", label)
+	}
+	return nil
 }
 
 // Scan lists the labels of the token's secret keys once, before a
@@ -430,7 +502,13 @@ func (d *Deriver) Scan(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	set := &labelSet{}
+	var pending []string
+	mine := d.pendingPrefix()
 	for _, l := range labels {
+		if d.Run != "" && strings.HasPrefix(l, mine) {
+			pending = append(pending, l)
+			continue
+		}
 		if strings.HasPrefix(l, prefix) && strings.HasSuffix(l, suffix) && len(l) >= len(prefix)+len(suffix) {
 			set.add(l)
 		}
@@ -438,8 +516,45 @@ func (d *Deriver) Scan(ctx context.Context) (int, error) {
 	set.sort()
 	d.mu.Lock()
 	d.labels = set
+	d.pending = pending
 	d.mu.Unlock()
 	return len(set.d), nil
+}
+
+// pendingPrefix starts the provisional labels of this run.
+func (d *Deriver) pendingPrefix() string { return "p11derive-pending " + d.Run + " " }
+
+// PendingLabel is the provisional label under which keep mode makes the key
+// to be labelled final, in run run: the key takes its final label only
+// once it is complete (made and its check value computed), so that a key
+// found under a final label is always whole. SoftHSM2 does not make token
+// objects atomically: a process killed inside C_DeriveKey can leave an
+// object with its label and without its value.
+func PendingLabel(run, final string) string { return "p11derive-pending " + run + " " + final }
+
+// Cleanup destroys the keys a killed run into the same output left under
+// their provisional labels (found by Scan): their rows were never written,
+// and the rows are derived again. Keys of other runs are left alone. It
+// returns how many it destroyed.
+func (d *Deriver) Cleanup(ctx context.Context) (int, error) {
+	d.mu.Lock()
+	pending := d.pending
+	d.pending = nil
+	d.mu.Unlock()
+	n := 0
+	for _, l := range pending {
+		hs, err := d.Token.Handles(ctx, derive.Selector{Label: l}, 0)
+		if err != nil {
+			return n, err
+		}
+		for _, h := range hs {
+			if err := d.Token.Destroy(ctx, &derive.Key{Handle: h, Label: l}); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
 }
 
 // labelSet is a set of labels, as 16-byte digests: those Scan found, sorted,

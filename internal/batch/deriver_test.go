@@ -286,7 +286,7 @@ func testKeep(t *testing.T, scan bool) {
 		}
 		st, err, recs = runDeriver(t, ctx, d, nil, src, path, cfg)
 		require.NoError(t, err)
-		require.Len(t, recs, 39, "every row but dev-006")
+		require.Len(t, recs, 39, "every row but dev-006: %v", failures)
 		assert.Equal(t, 1, d.Adopted())
 		require.NotEmpty(t, failures)
 		last := failures[len(failures)-1]
@@ -317,9 +317,9 @@ func testKeep(t *testing.T, scan bool) {
 	})
 }
 
-// TestKeepRepeatedID: an id seen twice in one input finds the key its
-// first row made, after the label scan too: the same data adopts it, other
-// data fails; never two keys under one label.
+// TestKeepRepeatedID: an id seen twice in one input is a bad row, with the
+// same data or not: one key per id, none adopted, never two keys under one
+// label.
 func TestKeepRepeatedID(t *testing.T) {
 	lt := token(t, "softhsm2")
 	ctx := context.Background()
@@ -335,12 +335,13 @@ func TestKeepRepeatedID(t *testing.T) {
 	st, err, recs := runDeriver(t, ctx, d, nil, src, filepath.Join(t.TempDir(), "out.csv"),
 		Config{Workers: 1, OnFailure: func(e *RowError) { failures = append(failures, e) }})
 	require.NoError(t, err)
-	assert.Equal(t, 3, st.Written)
-	assert.Len(t, recs, 3)
-	assert.Equal(t, 1, d.Adopted())
-	require.Len(t, failures, 1)
-	assert.Equal(t, 5, failures[0].Line)
-	assert.Contains(t, failures[0].Error(), "a different key is labelled")
+	assert.Equal(t, 2, st.Written)
+	assert.Len(t, recs, 2)
+	assert.Zero(t, d.Adopted())
+	require.Len(t, failures, 2)
+	assert.Equal(t, 4, failures[0].Line)
+	assert.Contains(t, failures[0].Error(), `id "a"): bad row: id repeats line 2`)
+	assert.Contains(t, failures[1].Error(), `id "b"): bad row: id repeats line 3`)
 	for l, n := range lt.labelled(t, prefix) {
 		assert.Equal(t, 1, n, l)
 	}

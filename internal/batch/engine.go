@@ -65,7 +65,7 @@ type Config struct {
 type Stats struct {
 	Read    int // rows read from the input (bad rows and rows already done included)
 	Skipped int // rows whose id the output held already
-	Written int // rows derived and written to the output
+	Written int // rows derived and in the output file (not merely buffered)
 	Failed  int // rows that failed
 	Undone  int // rows derived but not written, their keys removed (stop or interruption)
 	Total   int // Config.Total
@@ -152,6 +152,7 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 		defer wg.Done()
 		defer close(jobs)
 		seq, n := 0, 0
+		seen := map[[16]byte]int32{} // the ids read, and their lines
 		for {
 			if cfg.MaxRows > 0 && n >= cfg.MaxRows {
 				maxRowsHit = true
@@ -168,9 +169,19 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 				return
 			}
 			read.Add(1)
-			if row != nil && out.Done(row.ID) {
-				skipped.Add(1)
-				continue
+			if row != nil {
+				// An id is one key: a repeated id is a bad row, whether its
+				// first row is done in this run or was in the output.
+				d := digest(row.ID)
+				if first, dup := seen[d]; dup {
+					re = &RowError{Line: row.Line, ID: printable(row.ID), Err: fmt.Errorf("%w: id repeats line %d", ErrBadRow, first)}
+				} else {
+					seen[d] = int32(row.Line)
+					if out.Done(row.ID) {
+						skipped.Add(1)
+						continue
+					}
+				}
 			}
 			n++
 			busySince.CompareAndSwap(0, time.Now().UnixNano())
@@ -183,7 +194,7 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 			seq++
 			if re != nil {
 				it.err = re
-				results <- it // the writer reads results until every sender is done
+				results <- it
 				continue
 			}
 			jobs <- it // workers drain jobs until it is closed
@@ -228,6 +239,28 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 			stopping, st.Stopped, runErr = true, why, err
 			stop()
 		}
+	}
+	// inBuf are the undo functions of the rows written to the output's
+	// buffer but not yet to the file: a row counts as written once it
+	// reached the file, and a row that cannot reach it is undone.
+	var inBuf []func()
+	written := func(n int) {
+		if n > 0 {
+			st.Written += n
+			inBuf = inBuf[:0]
+		}
+	}
+	lost := func(err error) {
+		for _, undo := range inBuf {
+			if undo != nil {
+				undo()
+			}
+			st.Undone++
+		}
+		inBuf = inBuf[:0]
+		out.Discard()
+		writeFail = err
+		halt("output", err)
 	}
 	stats := func() Stats {
 		s := st
@@ -274,16 +307,13 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 			}
 		default:
 			inARow = 0
-			if err := out.Write(&it.out); err != nil {
-				if it.undo != nil {
-					it.undo()
-				}
-				st.Undone++
-				writeFail = err
-				halt("output", err)
+			inBuf = append(inBuf, it.undo)
+			n, err := out.Write(&it.out)
+			if err != nil {
+				lost(err)
 				return
 			}
-			st.Written++
+			written(n)
 		}
 	}
 	for done := false; !done; {
@@ -309,15 +339,18 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 				halt("interrupted", ctx.Err())
 			}
 			if writeFail == nil {
-				var err error
-				if time.Since(lastSync) >= syncEvery {
-					err, lastSync = out.Sync(), time.Now()
-				} else {
-					err = out.Flush()
-				}
+				n, err := out.Flush()
 				if err != nil {
-					writeFail = err
-					halt("output", err)
+					lost(err)
+				} else {
+					written(n)
+					if time.Since(lastSync) >= syncEvery {
+						if err := out.Sync(); err != nil {
+							writeFail = err
+							halt("output", err)
+						}
+						lastSync = time.Now()
+					}
 				}
 			}
 			if cfg.OnTick != nil {
@@ -326,7 +359,14 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 		}
 	}
 	if writeFail == nil {
-		if err := out.Sync(); err != nil {
+		n, err := out.Flush()
+		if err != nil {
+			lost(err)
+		} else {
+			written(n)
+			err = out.Sync()
+		}
+		if err != nil {
 			halt("output", err)
 			if runErr == nil {
 				runErr = err

@@ -1,7 +1,9 @@
 package batch
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -293,4 +296,39 @@ func TestRunFlatMemory(t *testing.T) {
 	t.Logf("peak heap in use: %d KiB for 4,000 rows, %d KiB for 40,000", small>>10, large>>10)
 	require.NotZero(t, small)
 	assert.Less(t, large, small+2<<20, "memory grows with the input")
+}
+
+// fullDisk accepts limit bytes, then fails every write with ENOSPC, as a
+// full disk does.
+type fullDisk struct {
+	bytes.Buffer
+	limit int
+}
+
+func (d *fullDisk) Write(p []byte) (int, error) {
+	if d.Len()+len(p) > d.limit {
+		return 0, syscall.ENOSPC
+	}
+	return d.Buffer.Write(p)
+}
+
+// TestRunDiskFull: when the output cannot be written, the run stops, the
+// rows that did not reach the file are undone (their keys removed), and
+// the summary counts as written exactly the rows in the file.
+func TestRunDiskFull(t *testing.T) {
+	disk := &fullDisk{limit: 200 << 10}
+	out, err := OpenStream(disk, OutputOptions{Header: testHeader})
+	require.NoError(t, err)
+	in, err := NewInput(&genCSV{n: 20000, prefix: "r"})
+	require.NoError(t, err)
+	job := &fakeJob{}
+	st, err := Run(context.Background(), in, out, job, Config{Workers: 2})
+	require.ErrorIs(t, err, syscall.ENOSPC)
+	assert.Equal(t, "output", st.Stopped)
+	r := csv.NewReader(bytes.NewReader(disk.Bytes()))
+	recs, err := r.ReadAll()
+	require.NoError(t, err, "whole rows only")
+	assert.Equal(t, len(recs)-1, st.Written, "rows counted as written are in the file")
+	assert.Len(t, job.liveIDs(), st.Written, "a key for every row in the file, and no other")
+	assert.Positive(t, st.Undone)
 }

@@ -1,6 +1,8 @@
 package batch
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/csv"
 	"encoding/hex"
 	"errors"
@@ -50,6 +52,68 @@ func (e *RowError) Error() string {
 }
 
 func (e *RowError) Unwrap() error { return e.Err }
+
+// MaxLine is the longest input line, in bytes (its newline aside): a longer
+// line is a bad row, skipped without being held in memory, so that memory
+// stays flat whatever the input (an endless line included). A row is one
+// line: a quoted field may not span lines.
+const MaxLine = 64 << 10
+
+// Markers that lines replaces a bad line with; Next reports them.
+const (
+	markLong  = "\x00p11derive: line too long"
+	markQuote = "\x00p11derive: quoted field spans lines"
+)
+
+// lines passes its source through line by line, each line at most MaxLine
+// bytes with its quotes balanced; a line that is not is replaced by a
+// marker line (so that line numbers stay right), and its bytes are dropped
+// as they come.
+type lines struct {
+	src  *bufio.Reader
+	out  []byte // what is left of the current line to hand out
+	eof  error
+	skip bool // dropping the rest of a long line
+}
+
+func newLines(r io.Reader) *lines { return &lines{src: bufio.NewReaderSize(r, MaxLine+2)} }
+
+func (l *lines) Read(p []byte) (int, error) {
+	for len(l.out) == 0 {
+		if l.eof != nil {
+			return 0, l.eof
+		}
+		line, err := l.src.ReadSlice('\n')
+		switch {
+		case err == bufio.ErrBufferFull:
+			// Longer than MaxLine: drop it up to its newline.
+			for err == bufio.ErrBufferFull {
+				_, err = l.src.ReadSlice('\n')
+			}
+			if err != nil && err != io.EOF {
+				l.eof = err
+			} else if err == io.EOF {
+				l.eof = io.EOF
+			}
+			l.out = []byte(markLong + "\n")
+			continue
+		case err != nil:
+			l.eof = err
+		}
+		if len(line) > MaxLine+1 || (len(line) == MaxLine+1 && line[len(line)-1] != '\n') {
+			l.out = []byte(markLong + "\n")
+			continue
+		}
+		if bytes.Count(line, []byte{'"'})%2 != 0 {
+			l.out = []byte(markQuote + "\n")
+			continue
+		}
+		l.out = line
+	}
+	n := copy(p, l.out)
+	l.out = l.out[n:]
+	return n, nil
+}
 
 // Input reads rows from CSV with a header row. It holds one row at a time.
 type Input struct {
@@ -123,7 +187,7 @@ func NewSchemeInput(r io.Reader, cols, optional []string) (*Input, error) {
 // an iv column; column names are case-insensitive, and any other name is
 // refused (a misspelt "iv" must not silently derive other keys).
 func NewInput(r io.Reader) (*Input, error) {
-	cr := csv.NewReader(r)
+	cr := csv.NewReader(newLines(r))
 	cr.ReuseRecord = true
 	cr.FieldsPerRecord = -1 // counted here, to report and go on
 	hdr, err := cr.Read()
@@ -174,6 +238,12 @@ func (in *Input) Next() (*Row, error) {
 	}
 	line, _ := in.r.FieldPos(0)
 	row := &Row{Line: line}
+	switch rec[0] {
+	case markLong:
+		return nil, &RowError{Line: line, Err: fmt.Errorf("%w: a line longer than %d KiB", ErrBadRow, MaxLine>>10)}
+	case markQuote:
+		return nil, &RowError{Line: line, Err: fmt.Errorf("%w: a quoted field spans lines (a row is one line)", ErrBadRow)}
+	}
 	if len(rec) != in.n {
 		if in.id < len(rec) {
 			row.ID = rec[in.id]

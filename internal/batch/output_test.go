@@ -28,8 +28,10 @@ func TestOutputNewAndResume(t *testing.T) {
 	o, err := OpenOutput(path, testHeader)
 	require.NoError(t, err)
 	assert.Zero(t, o.Resumed)
-	require.NoError(t, o.Write(&Out{ID: "a,1", Key: "00", KCV: "abcdef", Strategy: "native", KDF: "aes-ecb"}))
-	require.NoError(t, o.Write(&Out{ID: "b", Key: "01", KCV: "abcdef", Strategy: "native", KDF: "aes-ecb"}))
+	_, err = o.Write(&Out{ID: "a,1", Key: "00", KCV: "abcdef", Strategy: "native", KDF: "aes-ecb"})
+	require.NoError(t, err)
+	_, err = o.Write(&Out{ID: "b", Key: "01", KCV: "abcdef", Strategy: "native", KDF: "aes-ecb"})
+	require.NoError(t, err)
 	require.NoError(t, o.Close())
 	info, err := os.Stat(path)
 	require.NoError(t, err)
@@ -46,7 +48,8 @@ func TestOutputNewAndResume(t *testing.T) {
 	assert.True(t, o.Done("a,1"))
 	assert.True(t, o.Done("b"))
 	assert.False(t, o.Done("c"))
-	require.NoError(t, o.Write(&Out{ID: "c", Key: "02", KCV: "abcdef", Strategy: "native", KDF: "aes-ecb"}))
+	_, err = o.Write(&Out{ID: "c", Key: "02", KCV: "abcdef", Strategy: "native", KDF: "aes-ecb"})
+	require.NoError(t, err)
 	require.NoError(t, o.Close())
 	assert.Len(t, readCSV(t, path), 4, "appended, header not repeated")
 }
@@ -60,13 +63,14 @@ func TestOutputCutsPartialRow(t *testing.T) {
 	assert.Equal(t, int64(len("b,01,ab")), o.Truncated)
 	assert.Equal(t, 1, o.Resumed)
 	assert.False(t, o.Done("b"), "a partial row is not done")
-	require.NoError(t, o.Write(&Out{ID: "b", Key: "01", KCV: "abcdef", Strategy: "native", KDF: "aes-ecb"}))
+	_, err = o.Write(&Out{ID: "b", Key: "01", KCV: "abcdef", Strategy: "native", KDF: "aes-ecb"})
+	require.NoError(t, err)
 	require.NoError(t, o.Close())
 	recs := readCSV(t, path)
 	require.Len(t, recs, 3)
 	assert.Equal(t, []string{"b", "01", "abcdef", "native", "aes-ecb"}, recs[2])
 
-	// A partial header only: the file starts afresh.
+	// A partial header only (a run killed writing it): the file starts afresh.
 	require.NoError(t, os.WriteFile(path, []byte("id,wra"), 0o600))
 	o, err = OpenOutput(path, testHeader)
 	require.NoError(t, err)
@@ -79,7 +83,7 @@ func TestOutputRefusals(t *testing.T) {
 	path := filepath.Join(dir, "out.csv")
 	require.NoError(t, os.WriteFile(path, []byte("id,label,kcv,strategy,kdf\n"), 0o600))
 	_, err := OpenOutput(path, testHeader)
-	require.ErrorContains(t, err, "not the output of this kind of run")
+	require.ErrorContains(t, err, "not an output of this kind of p11derive batch run; it was left as it was")
 
 	require.NoError(t, os.WriteFile(path, []byte(strings.Join(testHeader, ",")+"\na,b\n"), 0o600))
 	_, err = OpenOutput(path, testHeader)
@@ -105,7 +109,8 @@ func TestOutputWritesWholeRows(t *testing.T) {
 	require.NoError(t, err)
 	long := strings.Repeat("ab", 1000)
 	for i := range 200 { // past flushAt: some rows are written before Close
-		require.NoError(t, o.Write(&Out{ID: strings.Repeat("x", i+1), Key: long, KCV: "abcdef", Strategy: "s", KDF: "k"}))
+		_, err = o.Write(&Out{ID: strings.Repeat("x", i+1), Key: long, KCV: "abcdef", Strategy: "s", KDF: "k"})
+		require.NoError(t, err)
 		b, err := os.ReadFile(path)
 		require.NoError(t, err)
 		require.True(t, len(b) == 0 || b[len(b)-1] == '\n', "the file ends on a whole row")
