@@ -75,6 +75,40 @@ static ck_rv ck_derive_key(ck_function_list *f, ck_ulong session, ck_ulong mech,
 	return f->C_DeriveKey(session, &m, base, n ? a : NULL, n, key);
 }
 
+// ck_derive_key_data is ck_derive_key for the *_ENCRYPT_DATA mechanisms: it
+// builds their parameter on the C stack, pointing at data. kind 0:
+// CK_KEY_DERIVATION_STRING_DATA {pData, ulLen}; kind 16 or 8:
+// CK_AES_CBC_ENCRYPT_DATA_PARAMS or CK_DES_CBC_ENCRYPT_DATA_PARAMS
+// {iv[kind], pData, length}.
+static ck_rv ck_derive_key_data(ck_function_list *f, ck_ulong session, ck_ulong mech, int kind, const unsigned char *iv,
+		unsigned char *data, ck_ulong dataLen, ck_ulong base, const ck_ulong *w, ck_ulong n, ck_ulong *key) {
+	struct { unsigned char *pData; ck_ulong ulLen; } sd = { data, dataLen };
+	struct { unsigned char iv[16]; unsigned char *pData; ck_ulong length; } aes;
+	struct { unsigned char iv[8]; unsigned char *pData; ck_ulong length; } des;
+	ck_mechanism m = { mech, &sd, sizeof sd };
+	switch (kind) {
+	case 0:
+		break;
+	case 16:
+		for (int i = 0; i < 16; i++) aes.iv[i] = iv[i];
+		aes.pData = data;
+		aes.length = dataLen;
+		m.pParameter = &aes;
+		m.ulParameterLen = sizeof aes;
+		break;
+	case 8:
+		for (int i = 0; i < 8; i++) des.iv[i] = iv[i];
+		des.pData = data;
+		des.length = dataLen;
+		m.pParameter = &des;
+		m.ulParameterLen = sizeof des;
+		break;
+	default:
+		return CK_ARGUMENTS_BAD;
+	}
+	return ck_derive_key(f, session, mech, m.pParameter, m.ulParameterLen, base, w, n, key);
+}
+
 static ck_rv ck_unwrap_key(ck_function_list *f, ck_ulong session, ck_ulong mech, void *param, ck_ulong paramLen,
 		ck_ulong unwrappingKey, unsigned char *wrapped, ck_ulong wrappedLen, const ck_ulong *w, ck_ulong n, ck_ulong *key) {
 	ck_attribute a[CK_MAX_ATTRS];
@@ -153,6 +187,8 @@ static ck_rv ck_sign(ck_function_list *f, ck_ulong session, unsigned char *in, c
 
 #cgo noescape ck_derive_key
 #cgo nocallback ck_derive_key
+#cgo noescape ck_derive_key_data
+#cgo nocallback ck_derive_key_data
 #cgo noescape ck_unwrap_key
 #cgo nocallback ck_unwrap_key
 #cgo noescape ck_destroy_object
@@ -272,6 +308,38 @@ func (m *Module) DeriveKey(session, mechanism uint, param []byte, base uint, tem
 	var h C.ck_ulong
 	r := C.ck_derive_key(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)),
 		C.ck_ulong(base), unsafe.SliceData(w), C.ck_ulong(len(template)), &h)
+	if r != C.CK_OK {
+		return 0, uint(r)
+	}
+	return uint(h), uint(r)
+}
+
+// DeriveKeyData calls C_DeriveKey(session, {mechanism, param}, base,
+// template) for a *_ENCRYPT_DATA mechanism, with the mechanism's parameter
+// built on the C stack around data: with an empty iv a
+// CK_KEY_DERIVATION_STRING_DATA (the ECB mechanisms), with a 16- or 8-byte
+// iv a CK_AES_CBC_ENCRYPT_DATA_PARAMS or CK_DES_CBC_ENCRYPT_DATA_PARAMS
+// (the CBC ones). It is DeriveKey without the C copy of data that a
+// parameter holding a pointer needs: nothing allocated.
+func (m *Module) DeriveKeyData(session, mechanism uint, iv, data []byte, base uint, template []*pkcs11.Attribute) (handle uint, rv uint) {
+	kind := len(iv)
+	if kind != 0 && kind != 8 && kind != 16 {
+		return 0, rvArgumentsBad
+	}
+	n := templateWords(template)
+	if n < 0 {
+		return 0, rvArgumentsBad
+	}
+	var stack [stackWords]C.ck_ulong
+	w := stack[:]
+	if n > len(w) {
+		w = make([]C.ck_ulong, n)
+	}
+	w = w[:n]
+	encodeTemplate(w, template)
+	var h C.ck_ulong
+	r := C.ck_derive_key_data(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), C.int(kind), bytePtr(iv),
+		bytePtr(data), C.ck_ulong(len(data)), C.ck_ulong(base), unsafe.SliceData(w), C.ck_ulong(len(template)), &h)
 	if r != C.CK_OK {
 		return 0, uint(r)
 	}
@@ -410,6 +478,81 @@ func (m *Module) GetAttributeValue(session, object uint, types []uint, maxLen []
 		vals[i] = b[start:end:end]
 	}
 	return vals, r
+}
+
+// MaxFixed is the most attributes GetFixedAttributes reads in one call.
+const MaxFixed = 24
+
+// GetFixedAttributes reads attributes of fixed size (CK_BBOOL, CK_ULONG:
+// sizes[i] is 1 or up to 8) of object in one C_GetAttributeValue, into
+// vals: vals[i] holds the bytes of types[i] and lens[i] their number, or -1
+// when the token gave no value. It is GetAttributeValue for attributes of
+// at most one CK_ULONG, with the same return values and the same reading
+// of a token that reports more than it was given room for, but its buffer
+// is on the stack: nothing allocated. More than MaxFixed types, or a size
+// above 8, is CKR_ARGUMENTS_BAD.
+func (m *Module) GetFixedAttributes(session, object uint, types []uint, sizes []int, vals [][8]byte, lens []int) (rv uint) {
+	n := len(types)
+	if n > MaxFixed || len(sizes) != n || len(vals) < n || len(lens) < n {
+		return rvArgumentsBad
+	}
+	// Header triples, then one CK_ULONG per value, then one CK_ULONG of
+	// slack: room that no slot owns.
+	var w [4*MaxFixed + 1]C.ck_ulong
+	valOff := 3 * n
+	for i, t := range types {
+		if sizes[i] < 0 || sizes[i] > ulongSize {
+			return rvArgumentsBad
+		}
+		w[3*i] = C.ck_ulong(t)
+		w[3*i+1] = C.ck_ulong((valOff + i) * ulongSize)
+		w[3*i+2] = C.ck_ulong(sizes[i])
+	}
+	r := uint(C.ck_get_attribute_value(m.f, C.ck_ulong(session), C.ck_ulong(object), &w[0], C.ck_ulong(n)))
+	switch r {
+	case pkcs11.CKR_OK, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_ATTRIBUTE_SENSITIVE, pkcs11.CKR_BUFFER_TOO_SMALL:
+	default:
+		return r
+	}
+	var unread uint64
+	end := (valOff + n) * ulongSize // the end of the slots
+	for i := range types {
+		l := w[3*i+2]
+		if l == unavailable {
+			unread |= 1 << i
+			continue
+		}
+		if l <= C.ck_ulong(sizes[i]) {
+			continue
+		}
+		unread |= 1 << i
+		if r == pkcs11.CKR_BUFFER_TOO_SMALL {
+			continue
+		}
+		// The token wrote l bytes into sizes[i] of room (see
+		// GetAttributeValue) and did not say so.
+		start := (valOff + i) * ulongSize
+		if l > C.ck_ulong(len(w)*ulongSize-start) {
+			panic(fmt.Sprintf("ck: C_GetAttributeValue of %s wrote %d bytes of attribute %#x into %d bytes of room, past the end of the buffer: memory is corrupted",
+				m.path, uint64(l), types[i], sizes[i]))
+		}
+		reach := start + int(l)
+		for j := i + 1; j < n && (valOff+j)*ulongSize < min(reach, end); j++ {
+			unread |= 1 << j
+		}
+		r = pkcs11.CKR_BUFFER_TOO_SMALL
+	}
+	for i := range types {
+		if unread&(1<<i) != 0 {
+			lens[i] = -1
+			continue
+		}
+		l := int(w[3*i+2])
+		lens[i] = l
+		v := unsafe.Slice((*byte)(unsafe.Pointer(&w[valOff+i])), ulongSize)
+		copy(vals[i][:], v[:l])
+	}
+	return r
 }
 
 // EncryptInit calls C_EncryptInit(session, {mechanism, param}, key).
