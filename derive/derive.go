@@ -570,6 +570,12 @@ func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Requ
 	}
 	defer t.release(s)
 	s.strategy = st.name()
+	// DK's read-back, for the call that makes DK to make in its crossing.
+	s.ahead.n, s.ahead.done = len(ownKeyAttrs), false
+	if hasValueLen(r.KeyType.ckk) {
+		s.ahead.n++
+	}
+	defer func() { s.ahead.n, s.ahead.done = 0, false }()
 	h, err := st.run(ctx, s, base, r, tmpl)
 	if err != nil {
 		return nil, err

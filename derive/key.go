@@ -127,21 +127,33 @@ func readOwnKey(s *session, h pkcs11.ObjectHandle, kt KeyType, label, what strin
 	return k, nil
 }
 
-// readOwnKeyInto is readOwnKey into k: the values are read onto the stack
-// (session.fixedInto), with no map and no allocation.
+// readOwnKeyInto is readOwnKey into k, with no map: the values were read
+// with the call that made DK (s.ahead), or are read now onto the stack.
 func readOwnKeyInto(k *Key, s *session, h pkcs11.ObjectHandle, kt KeyType, label, what string) error {
 	n := len(ownKeyAttrs)
 	if hasValueLen(kt.ckk) {
 		n++
 	}
-	var v fixedValues
-	if err := s.fixedInto(readStep(what), h, ownKeyAttrsWithLen[:n], ownKeyAttrSizes[:n], &v); err != nil {
-		return err
+	step := readStep(what)
+	var v *fixedValues
+	var local fixedValues
+	if a := &s.ahead; a.done && a.n == n {
+		// Read in the crossing that made DK (session.deriveKeyData).
+		a.done = false
+		if err := s.fixedResult(step, a.rv); err != nil {
+			return err
+		}
+		v = &a.v
+	} else {
+		v = &local
+		if err := s.fixedInto(step, h, ownKeyAttrsWithLen[:n], ownKeyAttrSizes[:n], v); err != nil {
+			return err
+		}
 	}
 	for i := n; i < len(ownKeyAttrsWithLen); i++ {
 		v.lens[i] = -1
 	}
-	if err := keyInto(k, h, &v, kt.ckk); err != nil {
+	if err := keyInto(k, h, v, kt.ckk); err != nil {
 		return err
 	}
 	k.Label = label

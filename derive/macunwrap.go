@@ -198,7 +198,7 @@ func (m macUnwrap) run(ctx context.Context, s *session, base *Key, r *Request, t
 		}
 		wrapped = append(wrapped, w...)
 	}
-	return s.unwrapKeyWith("unwrap DK", ecb, nil, base.Handle, wrapped, tmpl)
+	return s.unwrapKeyDK("unwrap DK", ecb, nil, base.Handle, wrapped, tmpl)
 }
 
 // macSteps name the MAC steps, made once rather than per derivation.

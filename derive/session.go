@@ -30,6 +30,26 @@ type session struct {
 	// mechanism (0 for C_CreateObject), for errors about that key.
 	madeCall string
 	madeMech uint
+
+	// ahead is DK's read-back made in the same cgo crossing as the call
+	// that makes DK (deriveKeyData, unwrapKeyDK), when runStrategy asked for
+	// it.
+	ahead readAhead
+}
+
+// readAhead is a read of DK's attributes that the call making DK does in
+// the same crossing: n attributes of ownKeyAttrsWithLen (0: none asked);
+// done when it was made, with the read's return value rv.
+type readAhead struct {
+	n    int
+	done bool
+	rv   uint
+	v    fixedValues
+}
+
+// fixed is the ck read of the attributes asked for, into s.ahead.v.
+func (s *session) fixed() ck.Fixed {
+	return ck.Fixed{Types: ownKeyAttrsWithLen[:s.ahead.n], Sizes: ownKeyAttrSizes[:s.ahead.n], Vals: s.ahead.v.vals[:], Lens: s.ahead.v.lens[:]}
 }
 
 // made records the call that made the key the session works on.
@@ -98,13 +118,47 @@ func (s *session) deriveKey(step string, m []*pkcs11.Mechanism, base pkcs11.Obje
 // deriveKeyData is deriveKey for the *_ENCRYPT_DATA mechanisms, their
 // parameter built around data by ck (ECB without iv, CBC with one): the
 // same single C_DeriveKey, without the C copy of data.
+//
+// It makes DK: when runStrategy asked for DK's read-back (s.ahead.n), the
+// C_GetAttributeValue that reads it is made in the same crossing (the
+// same two PKCS#11 calls, counted when they are made).
 func (s *session) deriveKeyData(step string, mech uint, iv, data []byte, base pkcs11.ObjectHandle, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	s.calls++
 	s.made("C_DeriveKey", mech)
-	h, rv := s.ck.DeriveKeyData(uint(s.h), mech, iv, data, uint(base), tmpl)
+	var h, rv uint
+	if s.ahead.n > 0 {
+		x := s.fixed()
+		var readRv uint
+		h, rv, readRv = s.ck.DeriveKeyDataRead(uint(s.h), mech, iv, data, uint(base), tmpl, &x)
+		if rv == pkcs11.CKR_OK {
+			s.calls++
+			s.ahead.done, s.ahead.rv = true, readRv
+		}
+	} else {
+		h, rv = s.ck.DeriveKeyData(uint(s.h), mech, iv, data, uint(base), tmpl)
+	}
 	if rv != pkcs11.CKR_OK {
 		return 0, s.fail(step, "C_DeriveKey", pkcs11.Error(rv))
 	}
+	return pkcs11.ObjectHandle(h), nil
+}
+
+// unwrapKeyDK is unwrapKeyWith for the call that makes DK: with DK's
+// read-back in the same crossing when runStrategy asked for it (see
+// deriveKeyData).
+func (s *session) unwrapKeyDK(step string, mech uint, param []byte, key pkcs11.ObjectHandle, wrapped []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	if s.ahead.n == 0 {
+		return s.unwrapKeyWith(step, mech, param, key, wrapped, tmpl)
+	}
+	s.calls++
+	s.made("C_UnwrapKey", mech)
+	x := s.fixed()
+	h, rv, readRv := s.ck.UnwrapKeyRead(uint(s.h), mech, param, uint(key), wrapped, tmpl, &x)
+	if rv != pkcs11.CKR_OK {
+		return 0, s.fail(step, "C_UnwrapKey", pkcs11.Error(rv))
+	}
+	s.calls++
+	s.ahead.done, s.ahead.rv = true, readRv
 	return pkcs11.ObjectHandle(h), nil
 }
 
@@ -248,7 +302,14 @@ func (v *fixedValues) value(i int) []byte {
 // one C_GetAttributeValue of at most ck.MaxFixed attributes.
 func (s *session) fixedInto(step string, h pkcs11.ObjectHandle, types []uint, sizes []int, v *fixedValues) error {
 	s.calls++
-	rv := s.ck.GetFixedAttributes(uint(s.h), uint(h), types, sizes, v.vals[:], v.lens[:])
+	x := ck.Fixed{Types: types, Sizes: sizes, Vals: v.vals[:], Lens: v.lens[:]}
+	rv := s.ck.GetFixedAttributes(uint(s.h), uint(h), &x)
+	return s.fixedResult(step, rv)
+}
+
+// fixedResult is the error of a read of fixed-size attributes that
+// answered rv, or nil.
+func (s *session) fixedResult(step string, rv uint) error {
 	if rv != pkcs11.CKR_OK && rv != pkcs11.CKR_ATTRIBUTE_TYPE_INVALID && rv != pkcs11.CKR_ATTRIBUTE_SENSITIVE {
 		return s.fail(step, "C_GetAttributeValue", pkcs11.Error(rv))
 	}

@@ -518,6 +518,7 @@ func (t *Token) release(s *session) {
 	// The session struct goes back to the pool with the session: the next
 	// operation reuses it, nothing allocated.
 	s.calls, s.strategy, s.lost, s.madeCall, s.madeMech = 0, "", 0, "", 0
+	s.ahead.n, s.ahead.done = 0, false
 	t.idle = append(t.idle, s)
 	t.wakeLocked()
 }

@@ -992,20 +992,36 @@ func TestGetFixedAttributes(t *testing.T) {
 		want, rv := e.m.GetAttributeValue(e.sess, dk, types, sizes)
 		requireOK(t, rv, "C_GetAttributeValue")
 		vals, lens := make([][8]byte, len(types)), make([]int, len(types))
-		requireOK(t, e.m.GetFixedAttributes(e.sess, dk, types, sizes, vals, lens), "GetFixedAttributes")
+		x := &Fixed{Types: types, Sizes: sizes, Vals: vals, Lens: lens}
+		requireOK(t, e.m.GetFixedAttributes(e.sess, dk, x), "GetFixedAttributes")
 		for i := range types {
 			require.Equal(t, want[i], vals[i][:lens[i]], "attribute %#x", types[i])
 		}
 		// An attribute no object has: the token says so,
 		// and the others are still read.
-		rv = e.m.GetFixedAttributes(e.sess, dk, []uint{pkcs11.CKA_SENSITIVE, 0x7ffffff0}, []int{1, ulong}, vals, lens)
+		rv = e.m.GetFixedAttributes(e.sess, dk, &Fixed{Types: []uint{pkcs11.CKA_SENSITIVE, 0x7ffffff0}, Sizes: []int{1, ulong}, Vals: vals, Lens: lens})
 		requireRV(t, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, rv, "an unknown attribute")
 		require.Equal(t, []byte{1}, vals[0][:lens[0]])
 		require.Equal(t, -1, lens[1])
-		requireRV(t, pkcs11.CKR_ARGUMENTS_BAD, e.m.GetFixedAttributes(e.sess, dk, types, sizes[:2], vals, lens), "sizes too short")
-		requireRV(t, pkcs11.CKR_ARGUMENTS_BAD, e.m.GetFixedAttributes(e.sess, dk, types[:1], []int{9}, vals, lens), "a size above a CK_ULONG")
-		if tok.Kind == lab.KindNSS {
-			allocs := testing.AllocsPerRun(100, func() { e.m.GetFixedAttributes(e.sess, dk, types, sizes, vals, lens) })
+		requireRV(t, pkcs11.CKR_ARGUMENTS_BAD, e.m.GetFixedAttributes(e.sess, dk, &Fixed{Types: types, Sizes: sizes[:2], Vals: vals, Lens: lens}), "sizes too short")
+		requireRV(t, pkcs11.CKR_ARGUMENTS_BAD, e.m.GetFixedAttributes(e.sess, dk, &Fixed{Types: types[:1], Sizes: []int{9}, Vals: vals, Lens: lens}), "a size above a CK_ULONG")
+		// The same read in the crossing that makes the key.
+		dk2, rv, readRv := e.m.DeriveKeyDataRead(e.sess, pkcs11.CKM_AES_ECB_ENCRYPT_DATA, nil, data, k, keyTemplate("ck-fixed-dk2"), x)
+		requireOK(t, rv, "C_DeriveKey")
+		requireOK(t, readRv, "C_GetAttributeValue")
+		for i := range types {
+			require.Equal(t, want[i], vals[i][:lens[i]], "attribute %#x", types[i])
+		}
+		e.destroy(t, dk2)
+		if tok.Kind == lab.KindNSS { // SoftHSM2 does not unwrap with CKM_AES_ECB
+			wrapped := aesBlock(t, keyValue, data)
+			uk, rv, readRv := e.m.UnwrapKeyRead(e.sess, pkcs11.CKM_AES_ECB, nil, k, wrapped, keyTemplate("ck-fixed-uk"), x)
+			requireOK(t, rv, "C_UnwrapKey")
+			requireOK(t, readRv, "C_GetAttributeValue")
+			require.Equal(t, ulongBytes(pkcs11.CKK_AES), vals[2][:lens[2]])
+			e.destroy(t, uk)
+
+			allocs := testing.AllocsPerRun(100, func() { e.m.GetFixedAttributes(e.sess, dk, x) })
 			require.Zero(t, allocs, "GetFixedAttributes")
 		}
 		e.destroy(t, dk)
