@@ -73,7 +73,9 @@ func BenchmarkDerive(b *testing.B) {
 // destruction), in one run, interleaved in chunks so that both see the
 // same machine. It reports ratio (p11derive's derivations/s over the C
 // loop's), both rates, and allocs/derivation (p11derive's, the whole of
-// Derive and Destroy).
+// Derive and Destroy); and ratio-C1, against the same C loop entered once
+// per derivation (C1/s): the ceiling of any Go caller of a C loop body,
+// one cgo crossing per derivation.
 func BenchmarkOverhead(b *testing.B) {
 	var lt *labToken
 	for _, x := range tokens(b) {
@@ -108,7 +110,7 @@ func BenchmarkOverhead(b *testing.B) {
 			require.NoError(b, loop.Run(c.mode, 1))
 
 			const chunk = 256
-			var goTime, cTime time.Duration
+			var goTime, cTime, c1Time time.Duration
 			var mallocs uint64
 			var ms runtime.MemStats
 			b.ResetTimer()
@@ -144,13 +146,25 @@ func BenchmarkOverhead(b *testing.B) {
 				if done/chunk%2 == 0 {
 					runC()
 				}
+				// The C loop again, one derivation per cgo crossing: what
+				// any Go caller of a C library pays at least.
+				t0 = time.Now()
+				for i := 0; i < k; i++ {
+					if err := loop.Run(c.mode, 1); err != nil {
+						b.Fatal(err)
+					}
+				}
+				c1Time += time.Since(t0)
 				done += k
 			}
 			goRate := float64(b.N) / goTime.Seconds()
 			cRate := float64(b.N) / cTime.Seconds()
+			c1Rate := float64(b.N) / c1Time.Seconds()
 			b.ReportMetric(goRate/cRate, "ratio")
+			b.ReportMetric(goRate/c1Rate, "ratio-C1")
 			b.ReportMetric(goRate, "p11derive/s")
 			b.ReportMetric(cRate, "C/s")
+			b.ReportMetric(c1Rate, "C1/s")
 			b.ReportMetric(float64(mallocs)/float64(b.N), "allocs/derivation")
 			b.ReportMetric(0, "ns/op")
 		})
