@@ -137,7 +137,7 @@ func readOwnKeyInto(k *Key, s *session, h pkcs11.ObjectHandle, kt KeyType, label
 	step := readStep(what)
 	var v *fixedValues
 	var local fixedValues
-	if a := &s.ahead; a.done && a.n == n {
+	if a := &s.ahead; a.done && a.n == n && a.h == h {
 		// Read in the crossing that made DK (session.deriveKeyData).
 		a.done = false
 		if err := s.fixedResult(step, a.rv); err != nil {

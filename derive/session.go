@@ -43,6 +43,7 @@ type session struct {
 type readAhead struct {
 	n    int
 	done bool
+	h    pkcs11.ObjectHandle // the key read
 	rv   uint
 	v    fixedValues
 }
@@ -132,7 +133,7 @@ func (s *session) deriveKeyData(step string, mech uint, iv, data []byte, base pk
 		h, rv, readRv = s.ck.DeriveKeyDataRead(uint(s.h), mech, iv, data, uint(base), tmpl, &x)
 		if rv == pkcs11.CKR_OK {
 			s.calls++
-			s.ahead.done, s.ahead.rv = true, readRv
+			s.ahead.done, s.ahead.h, s.ahead.rv = true, pkcs11.ObjectHandle(h), readRv
 		}
 	} else {
 		h, rv = s.ck.DeriveKeyData(uint(s.h), mech, iv, data, uint(base), tmpl)
@@ -158,7 +159,7 @@ func (s *session) unwrapKeyDK(step string, mech uint, param []byte, key pkcs11.O
 		return 0, s.fail(step, "C_UnwrapKey", pkcs11.Error(rv))
 	}
 	s.calls++
-	s.ahead.done, s.ahead.rv = true, readRv
+	s.ahead.done, s.ahead.h, s.ahead.rv = true, pkcs11.ObjectHandle(h), readRv
 	return pkcs11.ObjectHandle(h), nil
 }
 
