@@ -39,7 +39,7 @@ type session struct {
 
 // readAhead is a read of DK's attributes that the call making DK does in
 // the same crossing: n attributes of ownKeyAttrsWithLen (0: none asked);
-// done when it was made, with the read's return value rv.
+// done when it was made, of key h, with the read's return value rv.
 type readAhead struct {
 	n    int
 	done bool
