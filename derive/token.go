@@ -102,8 +102,10 @@ type Token struct {
 	mechOnce sync.Once
 	mechs    map[uint]bool
 	mechErr  error
-	// infos caches C_GetMechanismInfo's flags, read once per mechanism.
-	infoMu sync.Mutex
+	// infos caches C_GetMechanismInfo's flags, read once per mechanism;
+	// every derivation reads it, under a read lock that does not serialise
+	// them.
+	infoMu sync.RWMutex
 	infos  map[uint]mechFlags
 
 	memo      memo // what worked and what failed, per base key
@@ -620,9 +622,9 @@ type mechFlags struct {
 // reading C_GetMechanismInfo once per mechanism; ok is false if the token
 // would not say.
 func (t *Token) flagsOf(m uint) (flags uint, ok bool) {
-	t.infoMu.Lock()
+	t.infoMu.RLock()
 	f, seen := t.infos[m]
-	t.infoMu.Unlock()
+	t.infoMu.RUnlock()
 	if seen {
 		return f.flags, f.ok
 	}
