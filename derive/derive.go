@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
 
@@ -158,14 +159,20 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 		}
 	}
 	var reasons []StrategyReason
+	// d holds the request as each function is tried (strategies take it by
+	// pointer through an interface, so it lives on the heap), and the
+	// Result and Key of the derivation: one allocation for the three.
+	d := new(deriveMem)
+	defer func() { d.req = Request{} }() // keep no reference to the caller's data
 	// The requested function first, then the allowed substitutes in order.
 	for i := 0; i <= len(r.Allow); i++ {
 		f := r.Function
 		if i > 0 {
 			f = r.Allow[i-1]
 		}
-		rf := r
-		rf.Function = f
+		d.req = r
+		d.req.Function = f
+		rf := &d.req
 		if i > 0 {
 			if err := f.checkBase(base); err != nil {
 				reasons = append(reasons, StrategyReason{Function: f.Name(), Reason: err.Error(), Err: err})
@@ -177,13 +184,14 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 				Reason: fmt.Sprintf("%s cannot compute %s", r.Strategy, f.Name()), Err: ErrUnsupported})
 			continue
 		}
-		res, err := t.deriveExact(ctx, base, &rf)
-		var ue *UnsupportedError
-		if errors.As(err, &ue) {
-			reasons = append(reasons, ue.Reasons...)
-			continue
-		}
+		res, err := t.deriveExact(ctx, base, rf, d)
 		if err != nil {
+			// Declared here, not above: errors.As puts it on the heap.
+			var ue *UnsupportedError
+			if errors.As(err, &ue) {
+				reasons = append(reasons, ue.Reasons...)
+				continue
+			}
 			return nil, err
 		}
 		if i > 0 {
@@ -235,12 +243,13 @@ func (t *Token) unlisted(f Function) []StrategyMechanisms {
 // deriveExact computes exactly r.Function, trying its strategies in order.
 // When none can run, or the token refused each, the error is an
 // *UnsupportedError.
-func (t *Token) deriveExact(ctx context.Context, base *Key, r *Request) (*Result, error) {
+func (t *Token) deriveExact(ctx context.Context, base *Key, r *Request, d *deriveMem) (*Result, error) {
 	var warnings []string
 	if f, ok := r.Function.(Encrypt); ok && f.zeroBlockInput(r.Data) {
 		warnings = append(warnings, "a block of data enters the cipher as the zero block: that block of DK equals E_K(0), whose leading bytes are the base key's public check value")
 	}
-	cands, err := t.candidates(base, r)
+	var buf [8]candidate // room for every strategy: candidates need no allocation
+	cands, err := t.candidates(base, r, buf[:0])
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +259,7 @@ func (t *Token) deriveExact(ctx context.Context, base *Key, r *Request) (*Result
 		if err := contextDone(ctx); err != nil {
 			return nil, err
 		}
-		res, err := t.runStrategy(ctx, c.strategy, base, r, tmpl)
+		res, err := t.runStrategy(ctx, c.strategy, base, r, tmpl, d)
 		if err == nil {
 			if c.unlisted != nil {
 				warnings = append(warnings, c.unlisted.Error()+", but ran it")
@@ -374,7 +383,10 @@ func ckkName(ckk uint) string {
 // none can run. It makes no PKCS#11 call but the first C_GetMechanismList.
 // Strategies whose mechanisms the token lists come first, cheapest first;
 // then those it does not list but may run all the same.
-func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
+//
+// The candidates are appended to buf, whose room (one per strategy) keeps
+// them off the heap.
+func (t *Token) candidates(base *Key, r *Request, buf []candidate) ([]candidate, error) {
 	if r.Strategy != Auto {
 		st := strategyByName(r.Strategy)
 		if !st.computes(r.Function) {
@@ -386,14 +398,22 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 			}
 		}
 		err := st.check(t, base, r.Function)
+		if err == nil {
+			return append(buf, candidate{st, nil}), nil
+		}
 		nl, ok := tryable(err)
 		if !ok {
 			return nil, err
 		}
-		return []candidate{{st, nl}}, nil
+		return append(buf, candidate{st, nl}), nil
 	}
-	var listed, unlisted []candidate
+	// listed go into buf, unlisted into a stack array (spilling to the heap
+	// past its room), appended behind them once all are known.
+	listed := buf[:0]
+	var unlisted []candidate
+	var nUnlisted int
 	var reasons []StrategyReason
+	var unlistedBuf [8]candidate
 	for _, st := range strategies {
 		if !st.computes(r.Function) {
 			continue
@@ -409,12 +429,18 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 		if err == nil {
 			err = st.check(t, base, r.Function)
 		}
-		nl, ok := tryable(err)
-		switch {
-		case err == nil:
+		if err == nil {
 			listed = append(listed, candidate{st, nil})
+			continue
+		}
+		switch nl, ok := tryable(err); {
 		case ok:
-			unlisted = append(unlisted, candidate{st, nl})
+			if nUnlisted < len(unlistedBuf) {
+				unlistedBuf[nUnlisted] = candidate{st, nl}
+			} else {
+				unlisted = append(unlisted, candidate{st, nl})
+			}
+			nUnlisted++
 		default:
 			reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: st.name(), Reason: err.Error(), Err: err})
 		}
@@ -428,6 +454,11 @@ func (t *Token) candidates(base *Key, r *Request) ([]candidate, error) {
 		}
 	}
 	byCost(listed)
+	if nUnlisted <= len(unlistedBuf) {
+		unlisted = unlistedBuf[:nUnlisted]
+	} else {
+		unlisted = append(unlistedBuf[:len(unlistedBuf):len(unlistedBuf)], unlisted...)
+	}
 	byCost(unlisted)
 	all := append(listed, unlisted...)
 	if len(all) == 0 {
@@ -452,14 +483,43 @@ func (t *Token) template(r *Request) []*pkcs11.Attribute {
 		usage = DefaultUsage
 	}
 	shape := templateShape{r.KeyType, r.Persistent, r.Extractable, usage}
-	base, ok := t.templates.Load(shape)
-	if !ok {
-		base, _ = t.templates.LoadOrStore(shape, t.buildTemplate(shape))
-	}
-	tmpl := base.([]*pkcs11.Attribute)
+	tmpl := t.templates.get(shape, t.buildTemplate)
 	if r.Label != "" {
 		tmpl = append(tmpl[:len(tmpl):len(tmpl)], pkcs11.NewAttribute(pkcs11.CKA_LABEL, r.Label))
 	}
+	return tmpl
+}
+
+// templateCache holds the templates built, by shape: a map replaced whole
+// on each new shape (there are few), read without a lock or an allocation.
+type templateCache struct {
+	m  atomic.Pointer[map[templateShape][]*pkcs11.Attribute]
+	mu sync.Mutex // one writer at a time
+}
+
+func (c *templateCache) get(sh templateShape, build func(templateShape) []*pkcs11.Attribute) []*pkcs11.Attribute {
+	if m := c.m.Load(); m != nil {
+		if tmpl, ok := (*m)[sh]; ok {
+			return tmpl
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old != nil {
+		if tmpl, ok := (*old)[sh]; ok {
+			return tmpl
+		}
+	}
+	next := make(map[templateShape][]*pkcs11.Attribute, 1)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	tmpl := build(sh)
+	next[sh] = tmpl
+	c.m.Store(&next)
 	return tmpl
 }
 
@@ -495,15 +555,30 @@ func (t *Token) buildTemplate(sh templateShape) []*pkcs11.Attribute {
 	return tmpl
 }
 
+// deriveMem is the memory of one Derive: the request as tried, and the
+// Result and its Key, allocated together.
+type deriveMem struct {
+	req Request
+	res Result
+	key Key
+}
+
 // runStrategy runs one strategy in a session of the pool, reads DK back and
 // checks it against the request.
-func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Request, tmpl []*pkcs11.Attribute) (res *Result, err error) {
-	s, err := t.session()
+
+func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Request, tmpl []*pkcs11.Attribute, d *deriveMem) (res *Result, err error) {
+	s, err := t.sessionCtx(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer t.release(s)
 	s.strategy = st.name()
+	// DK's read-back, for the call that makes DK to make in its crossing.
+	s.ahead.n, s.ahead.done = len(ownKeyAttrs), false
+	if hasValueLen(r.KeyType.ckk) {
+		s.ahead.n++
+	}
+	defer func() { s.ahead.n, s.ahead.done = 0, false }()
 	h, err := st.run(ctx, s, base, r, tmpl)
 	if err != nil {
 		return nil, err
@@ -517,11 +592,12 @@ func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Requ
 			}
 		}
 	}()
-	dk, err := s.settle(h, r, "DK")
-	if err != nil {
+	dk := &d.key
+	if err := s.settleInto(dk, h, r, "DK"); err != nil {
 		return nil, err
 	}
-	return &Result{Key: dk, Function: r.Function, KeyType: r.KeyType, Strategy: st.name(), Calls: s.calls, Warnings: dk.Warnings}, nil
+	d.res = Result{Key: dk, Function: r.Function, KeyType: r.KeyType, Strategy: st.name(), Calls: s.calls, Warnings: dk.Warnings}
+	return &d.res, nil
 }
 
 // keep reads back a key just made for r (what names it: "key", "base key")
@@ -546,16 +622,24 @@ func (s *session) keep(h pkcs11.ObjectHandle, r *Request, what string) (*Key, er
 // strategy, the call and the mechanism that made the key. The caller
 // destroys the key on error.
 func (s *session) settle(h pkcs11.ObjectHandle, r *Request, what string) (*Key, error) {
-	k, err := readOwnKey(s, h, r.KeyType, r.Label, what)
-	if err != nil {
+	k := new(Key)
+	if err := s.settleInto(k, h, r, what); err != nil {
 		return nil, err
+	}
+	return k, nil
+}
+
+// settleInto is settle into k (Derive's, allocated with its Result).
+func (s *session) settleInto(k *Key, h pkcs11.ObjectHandle, r *Request, what string) error {
+	if err := readOwnKeyInto(k, s, h, r.KeyType, r.Label, what); err != nil {
+		return err
 	}
 	loose, other := weakness(k, r)
 	if len(loose) == 0 && len(other) == 0 {
-		return k, nil
+		return nil
 	}
 	if len(other) > 0 || r.StrictAttributes {
-		return nil, s.weakKey(append(loose, other...), len(other) == 0, nil)
+		return s.weakKey(append(loose, other...), len(other) == 0, nil)
 	}
 	var fix []*pkcs11.Attribute
 	var ignored []string
@@ -568,14 +652,13 @@ func (s *session) settle(h pkcs11.ObjectHandle, r *Request, what string) (*Key, 
 		ignored = append(ignored, "CKA_EXTRACTABLE=false")
 	}
 	if err := s.setAttributes("tighten the new "+what, h, fix); err != nil {
-		return nil, s.weakKey(loose, false, err)
+		return s.weakKey(loose, false, err)
 	}
-	k, err = readOwnKey(s, h, r.KeyType, r.Label, what)
-	if err != nil {
-		return nil, err
+	if err := readOwnKeyInto(k, s, h, r.KeyType, r.Label, what); err != nil {
+		return err
 	}
 	if loose, other := weakness(k, r); len(loose) > 0 || len(other) > 0 {
-		return nil, s.weakKey(append(append(loose, other...), "still, after C_SetAttributeValue"), false, nil)
+		return s.weakKey(append(append(loose, other...), "still, after C_SetAttributeValue"), false, nil)
 	}
 	made := s.madeCall
 	if s.madeMech != 0 {
@@ -587,7 +670,7 @@ func (s *session) settle(h pkcs11.ObjectHandle, r *Request, what string) (*Key, 
 		w = string(s.strategy) + ": " + w
 	}
 	k.Warnings = append(k.Warnings, w)
-	return k, nil
+	return nil
 }
 
 func plural(n int, one, more string) string {
@@ -688,8 +771,14 @@ func keyRefusal(err error) bool {
 // memo remembers, per base key, the strategies a token refused in a way
 // that cannot depend on the request (see keyRefusal), so that Auto does not
 // ask again.
+//
+// Every derivation asks it (failed) and every Destroy tells it (forget):
+// while nothing was ever refused, both answer from an atomic flag, without
+// a lock that would serialise the derivations; after a refusal, readers
+// share a read lock.
 type memo struct {
-	mu      sync.Mutex
+	any     atomic.Bool // something was ever refused
+	mu      sync.RWMutex
 	byKey   map[memoKey]error
 	refused map[refusal]bool
 }
@@ -715,18 +804,25 @@ func (m *memo) fail(base pkcs11.ObjectHandle, s Strategy, f string, mechs []uint
 	}
 	m.byKey[memoKey{base, s, f}] = err
 	m.refused[refusal{base, s, fmt.Sprint(mechs)}] = true
+	m.any.Store(true)
 }
 
 // refusedMechanisms reports whether the token refused strategy s with this
 // base key for a function that needs the same mechanisms.
 func (m *memo) refusedMechanisms(base pkcs11.ObjectHandle, s Strategy, mechs []uint) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if !m.any.Load() {
+		return false
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	return m.refused[refusal{base, s, fmt.Sprint(mechs)}]
 }
 
 // forget drops what the memo holds for a destroyed key's handle.
 func (m *memo) forget(base pkcs11.ObjectHandle) {
+	if !m.any.Load() {
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for k := range m.byKey {
@@ -742,8 +838,11 @@ func (m *memo) forget(base pkcs11.ObjectHandle) {
 }
 
 func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f Function) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if !m.any.Load() {
+		return nil
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	if len(m.byKey) == 0 {
 		return nil // the common case: nothing refused, no name to build
 	}

@@ -120,16 +120,83 @@ var (
 // type kt and label label: one C_GetAttributeValue on the fast path. what
 // names the key in errors ("DK", "base key").
 func readOwnKey(s *session, h pkcs11.ObjectHandle, kt KeyType, label, what string) (*Key, error) {
+	k := new(Key)
+	if err := readOwnKeyInto(k, s, h, kt, label, what); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// readOwnKeyInto is readOwnKey into k, with no map: the values were read
+// with the call that made DK (s.ahead), or are read now onto the stack.
+func readOwnKeyInto(k *Key, s *session, h pkcs11.ObjectHandle, kt KeyType, label, what string) error {
 	n := len(ownKeyAttrs)
 	if hasValueLen(kt.ckk) {
 		n++
 	}
-	v, err := s.fixedAttributes(readStep(what), h, ownKeyAttrsWithLen[:n], ownKeyAttrSizes[:n])
-	if err != nil {
-		return nil, err
+	step := readStep(what)
+	var v *fixedValues
+	var local fixedValues
+	if a := &s.ahead; a.done && a.n == n && a.h == h {
+		// Read in the crossing that made DK (session.deriveKeyData).
+		a.done = false
+		if err := s.fixedResult(step, a.rv); err != nil {
+			return err
+		}
+		v = &a.v
+	} else {
+		v = &local
+		if err := s.fixedInto(step, h, ownKeyAttrsWithLen[:n], ownKeyAttrSizes[:n], v); err != nil {
+			return err
+		}
 	}
-	v[pkcs11.CKA_LABEL] = []byte(label)
-	return keyFrom(h, v, kt.ckk)
+	for i := n; i < len(ownKeyAttrsWithLen); i++ {
+		v.lens[i] = -1
+	}
+	if err := keyInto(k, h, v, kt.ckk); err != nil {
+		return err
+	}
+	k.Label = label
+	return nil
+}
+
+// ownKeyIndex is the index of cka in ownKeyAttrsWithLen, or -1.
+func ownKeyIndex(cka uint) int {
+	switch cka {
+	case pkcs11.CKA_CLASS:
+		return 0
+	case pkcs11.CKA_KEY_TYPE:
+		return 1
+	case pkcs11.CKA_TOKEN:
+		return 2
+	case pkcs11.CKA_PRIVATE:
+		return 3
+	case pkcs11.CKA_SENSITIVE:
+		return 4
+	case pkcs11.CKA_EXTRACTABLE:
+		return 5
+	case pkcs11.CKA_ALWAYS_SENSITIVE:
+		return 6
+	case pkcs11.CKA_NEVER_EXTRACTABLE:
+		return 7
+	case pkcs11.CKA_DERIVE:
+		return 8
+	case pkcs11.CKA_SIGN:
+		return 9
+	case pkcs11.CKA_VERIFY:
+		return 10
+	case pkcs11.CKA_ENCRYPT:
+		return 11
+	case pkcs11.CKA_DECRYPT:
+		return 12
+	case pkcs11.CKA_WRAP:
+		return 13
+	case pkcs11.CKA_UNWRAP:
+		return 14
+	case pkcs11.CKA_VALUE_LEN:
+		return 15
+	}
+	return -1
 }
 
 // readStep is the step of reading back a new key's attributes: constant
@@ -170,14 +237,38 @@ func readKey(s *session, h pkcs11.ObjectHandle, ckk uint) (*Key, error) {
 
 // keyFrom makes a Key of the attribute values read from object h.
 func keyFrom(h pkcs11.ObjectHandle, v map[uint][]byte, ckk uint) (*Key, error) {
-	k := &Key{Handle: h}
-	if c, ok := ulong(v[pkcs11.CKA_CLASS]); !ok || c != pkcs11.CKO_SECRET_KEY {
-		return nil, &KeyError{Key: fmt.Sprintf("handle %d", h), Reason: ErrKeyType, Problem: "not a secret key"}
+	var fv fixedValues
+	for i, cka := range ownKeyAttrsWithLen {
+		b, ok := v[cka]
+		switch {
+		case !ok || b == nil:
+			fv.lens[i] = -1
+		case len(b) > len(fv.vals[i]):
+			fv.lens[i] = tooLong // no fixed-size attribute's value: neither a CK_ULONG nor a CK_BBOOL
+		default:
+			fv.lens[i] = copy(fv.vals[i][:], b)
+		}
+	}
+	k := new(Key)
+	if err := keyInto(k, h, &fv, ckk); err != nil {
+		return nil, err
 	}
 	k.Label = string(v[pkcs11.CKA_LABEL])
 	k.ID = v[pkcs11.CKA_ID]
-	k.Type, _ = ulong(v[pkcs11.CKA_KEY_TYPE])
-	if n, ok := ulong(v[pkcs11.CKA_VALUE_LEN]); ok {
+	return k, nil
+}
+
+// keyInto sets k to the Key of object h, but its label and ID, from the
+// values of the attributes ownKeyAttrsWithLen in v (in that order): it
+// keeps none of them.
+func keyInto(k *Key, h pkcs11.ObjectHandle, v *fixedValues, ckk uint) error {
+	*k = Key{Handle: h}
+	get := func(cka uint) []byte { return v.value(ownKeyIndex(cka)) }
+	if c, ok := ulong(get(pkcs11.CKA_CLASS)); !ok || c != pkcs11.CKO_SECRET_KEY {
+		return &KeyError{Key: fmt.Sprintf("handle %d", h), Reason: ErrKeyType, Problem: "not a secret key"}
+	}
+	k.Type, _ = ulong(get(pkcs11.CKA_KEY_TYPE))
+	if n, ok := ulong(get(pkcs11.CKA_VALUE_LEN)); ok {
 		k.Len = int(n)
 	} else {
 		switch k.Type {
@@ -189,7 +280,7 @@ func keyFrom(h pkcs11.ObjectHandle, v map[uint][]byte, ckk uint) (*Key, error) {
 			k.Len = 24
 		}
 	}
-	for _, b := range []struct {
+	for _, b := range [...]struct {
 		dst *bool
 		cka uint
 	}{
@@ -201,11 +292,11 @@ func keyFrom(h pkcs11.ObjectHandle, v map[uint][]byte, ckk uint) (*Key, error) {
 		{&k.Wrap, pkcs11.CKA_WRAP}, {&k.Unwrap, pkcs11.CKA_UNWRAP},
 	} {
 		var ok bool
-		if *b.dst, ok = boolean(v[b.cka]); !ok {
+		if *b.dst, ok = boolean(get(b.cka)); !ok {
 			k.unknown = append(k.unknown, b.cka)
 		}
 	}
-	return k, nil
+	return nil
 }
 
 // Destroy destroys the key object. Use it for derived keys the caller no

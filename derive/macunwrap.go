@@ -2,12 +2,12 @@ package derive
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/miekg/pkcs11"
 
 	"github.com/p11derive/p11derive/internal/ckm"
-	"github.com/p11derive/p11derive/mechanisms"
 )
 
 // The encrypt-as-decrypt strategies (DESIGN.md §3.2).
@@ -123,6 +123,9 @@ func (m macUnwrap) check(t *Token, base *Key, f Function) error {
 	if m.cmac && !base.Encrypt {
 		missing = append(missing, "CKA_ENCRYPT")
 	}
+	if len(missing) == 0 {
+		return lerr // the hot path: no name built
+	}
 	return needsAttrs(base, lerr, ckm.Name(mac)+" then "+ckm.Name(ecb)+" unwrap", missing)
 }
 
@@ -132,26 +135,46 @@ func (m macUnwrap) run(ctx context.Context, s *session, base *Key, r *Request, t
 	k := blocksFor(f.Cipher, r.KeyType)
 	mac, ecb := m.mechanisms(f.Cipher)
 
+	// Buffers on the stack for the common sizes (keys of up to 64 bytes):
+	// a derivation allocates nothing here.
+	var padBuf [16]byte
+	var msgBuf [(64/8 + 1) * 16]byte
+	var wrappedBuf [64 / 8 * 16]byte
+	var out [128]byte // any MAC, and L
+
 	// pad is the block appended to every MAC input: zero for CBC-MAC, K1
 	// for CMAC.
-	pad := make([]byte, n)
+	pad := padBuf[:n]
 	if m.cmac {
-		l, err := s.encrypt("CMAC subkey: L = E_K(0)", []*pkcs11.Mechanism{pkcs11.NewMechanism(ecb, nil)}, base.Handle, make([]byte, n))
+		var zero [16]byte
+		l, err := s.encryptInto("CMAC subkey: L = E_K(0)", ecb, nil, base.Handle, zero[:n], out[:n+64])
 		if err != nil {
 			return 0, err
 		}
 		if len(l) != n {
-			clear(l)
+			clear(out[:])
 			return 0, s.fail("CMAC subkey: L = E_K(0)", "C_Encrypt", fmt.Errorf("%d bytes of output, want %d", len(l), n))
 		}
 		dbl(pad, l)
-		clear(l)
-		defer clear(pad)
+		clear(out[:])
+		defer clear(padBuf[:])
+	}
+	// The MAC's parameter: CK_MAC_GENERAL_PARAMS = n for *_MAC_GENERAL
+	// (a CK_ULONG), none for CMAC.
+	var paramBuf [8]byte
+	var param []byte
+	if !m.cmac {
+		binary.NativeEndian.PutUint64(paramBuf[:], uint64(n))
+		param = paramBuf[:]
 	}
 
 	// msg grows by one block per step: the chain's input so far, then pad.
-	msg := make([]byte, 0, (k+1)*n)
-	wrapped := make([]byte, 0, k*n)
+	var msg, wrapped []byte
+	if (k+1)*n <= len(msgBuf) {
+		msg, wrapped = msgBuf[:0], wrappedBuf[:0]
+	} else {
+		msg, wrapped = make([]byte, 0, (k+1)*n), make([]byte, 0, k*n)
+	}
 	for i := 0; i < k; i++ {
 		if err := contextDone(ctx); err != nil {
 			return 0, err
@@ -168,13 +191,8 @@ func (m macUnwrap) run(ctx context.Context, s *session, base *Key, r *Request, t
 		default:
 			msg = append(msg[:i*n], block...)
 		}
-		step := fmt.Sprintf("MAC of block %d", i+1)
-		var w []byte
-		err := mechanisms.Call(mac, macParams(m.cmac, n), func(mech []*pkcs11.Mechanism) error {
-			var err error
-			w, err = s.sign(step, mech, base.Handle, append(msg, pad...))
-			return err
-		})
+		step := macStep(i)
+		w, err := s.signInto(step, mac, param, base.Handle, append(msg, pad...), out[:])
 		if err != nil {
 			return 0, err
 		}
@@ -183,16 +201,23 @@ func (m macUnwrap) run(ctx context.Context, s *session, base *Key, r *Request, t
 		}
 		wrapped = append(wrapped, w...)
 	}
-	return s.unwrapKey("unwrap DK", []*pkcs11.Mechanism{pkcs11.NewMechanism(ecb, nil)}, base.Handle, wrapped, tmpl)
+	return s.unwrapKeyDK("unwrap DK", ecb, nil, base.Handle, wrapped, tmpl)
 }
 
-// macParams is CK_MAC_GENERAL_PARAMS = n (a full block) for *_MAC_GENERAL;
-// CMAC takes no parameter and gives a full block.
-func macParams(cmac bool, n int) mechanisms.Params {
-	if cmac {
-		return nil
+// macSteps name the MAC steps, made once rather than per derivation.
+var macSteps = func() (steps [8]string) {
+	for i := range steps {
+		steps[i] = fmt.Sprintf("MAC of block %d", i+1)
 	}
-	return mechanisms.MACGeneralParams(n)
+	return steps
+}()
+
+// macStep is the name of the MAC of block i+1.
+func macStep(i int) string {
+	if i < len(macSteps) {
+		return macSteps[i]
+	}
+	return fmt.Sprintf("MAC of block %d", i+1)
 }
 
 // dbl sets dst to the CMAC doubling of src in GF(2^(8·len)): shift left by

@@ -37,6 +37,10 @@ func (native) flags(f Function) []uint {
 }
 
 func (n native) check(t *Token, base *Key, f Function) error {
+	if e, ok := f.(Encrypt); ok && base.Derive {
+		// The hot path: one mechanism, nothing missing, no slice made.
+		return t.listed(mechUse{encryptDataMechanism(e), pkcs11.CKF_DERIVE})
+	}
 	mechs := f.(nativeFunction).nativeMechanisms()
 	lerr := t.listed(uses(mechs, n.flags(f))...)
 	var missing []string
@@ -57,6 +61,14 @@ func (f Encrypt) nativeMechanisms() []uint { return []uint{encryptDataMechanism(
 func (f Encrypt) nativeCalls([]byte) int { return 1 }
 
 func (f Encrypt) deriveNative(s *session, base *Key, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	// The parameter is built by ck on the C stack (nothing allocated); the
+	// lengths were checked by validate, as mechanisms.Call would.
+	switch {
+	case f.Mode == ECB:
+		return s.deriveKeyData("derive DK", encryptDataMechanism(f), nil, data, base.Handle, tmpl)
+	case f.Cipher == AES && len(f.IV) == 16, f.Cipher != AES && len(f.IV) == 8:
+		return s.deriveKeyData("derive DK", encryptDataMechanism(f), f.IV, data, base.Handle, tmpl)
+	}
 	var params mechanisms.Params
 	switch {
 	case f.Mode == ECB:

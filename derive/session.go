@@ -30,6 +30,27 @@ type session struct {
 	// mechanism (0 for C_CreateObject), for errors about that key.
 	madeCall string
 	madeMech uint
+
+	// ahead is DK's read-back made in the same cgo crossing as the call
+	// that makes DK (deriveKeyData, unwrapKeyDK), when runStrategy asked for
+	// it.
+	ahead readAhead
+}
+
+// readAhead is a read of DK's attributes that the call making DK does in
+// the same crossing: n attributes of ownKeyAttrsWithLen (0: none asked);
+// done when it was made, of key h, with the read's return value rv.
+type readAhead struct {
+	n    int
+	done bool
+	h    pkcs11.ObjectHandle // the key read
+	rv   uint
+	v    fixedValues
+}
+
+// fixed is the ck read of the attributes asked for, into s.ahead.v.
+func (s *session) fixed() ck.Fixed {
+	return ck.Fixed{Types: ownKeyAttrsWithLen[:s.ahead.n], Sizes: ownKeyAttrSizes[:s.ahead.n], Vals: s.ahead.v.vals[:], Lens: s.ahead.v.lens[:]}
 }
 
 // made records the call that made the key the session works on.
@@ -95,6 +116,53 @@ func (s *session) deriveKey(step string, m []*pkcs11.Mechanism, base pkcs11.Obje
 	return pkcs11.ObjectHandle(h), nil
 }
 
+// deriveKeyData is deriveKey for the *_ENCRYPT_DATA mechanisms, their
+// parameter built around data by ck (ECB without iv, CBC with one): the
+// same single C_DeriveKey, without the C copy of data.
+//
+// It makes DK: when runStrategy asked for DK's read-back (s.ahead.n), the
+// C_GetAttributeValue that reads it is made in the same crossing (the
+// same two PKCS#11 calls, counted when they are made).
+func (s *session) deriveKeyData(step string, mech uint, iv, data []byte, base pkcs11.ObjectHandle, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	s.calls++
+	s.made("C_DeriveKey", mech)
+	var h, rv uint
+	if s.ahead.n > 0 {
+		x := s.fixed()
+		var readRv uint
+		h, rv, readRv = s.ck.DeriveKeyDataRead(uint(s.h), mech, iv, data, uint(base), tmpl, &x)
+		if rv == pkcs11.CKR_OK {
+			s.calls++
+			s.ahead.done, s.ahead.h, s.ahead.rv = true, pkcs11.ObjectHandle(h), readRv
+		}
+	} else {
+		h, rv = s.ck.DeriveKeyData(uint(s.h), mech, iv, data, uint(base), tmpl)
+	}
+	if rv != pkcs11.CKR_OK {
+		return 0, s.fail(step, "C_DeriveKey", pkcs11.Error(rv))
+	}
+	return pkcs11.ObjectHandle(h), nil
+}
+
+// unwrapKeyDK is unwrapKeyWith for the call that makes DK: with DK's
+// read-back in the same crossing when runStrategy asked for it (see
+// deriveKeyData).
+func (s *session) unwrapKeyDK(step string, mech uint, param []byte, key pkcs11.ObjectHandle, wrapped []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	if s.ahead.n == 0 {
+		return s.unwrapKeyWith(step, mech, param, key, wrapped, tmpl)
+	}
+	s.calls++
+	s.made("C_UnwrapKey", mech)
+	x := s.fixed()
+	h, rv, readRv := s.ck.UnwrapKeyRead(uint(s.h), mech, param, uint(key), wrapped, tmpl, &x)
+	if rv != pkcs11.CKR_OK {
+		return 0, s.fail(step, "C_UnwrapKey", pkcs11.Error(rv))
+	}
+	s.calls++
+	s.ahead.done, s.ahead.h, s.ahead.rv = true, pkcs11.ObjectHandle(h), readRv
+	return pkcs11.ObjectHandle(h), nil
+}
+
 func (s *session) destroy(step string, h pkcs11.ObjectHandle) error {
 	s.calls++
 	if rv := s.ck.DestroyObject(uint(s.h), uint(h)); rv != pkcs11.CKR_OK {
@@ -156,13 +224,18 @@ func (s *session) attributes(step string, h pkcs11.ObjectHandle, types ...uint) 
 // cipher's block and the upper bounds tokens answer, NSS saying 48 for one
 // AES block) in two calls: C_EncryptInit, C_Encrypt.
 func (s *session) encrypt(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, in []byte) ([]byte, error) {
-	s.calls++
 	mech, param := one(m)
+	return s.encryptInto(step, mech, param, key, in, make([]byte, len(in)+64))
+}
+
+// encryptInto is encrypt into out (len(in)+64 bytes of room): the result is
+// a prefix of out.
+func (s *session) encryptInto(step string, mech uint, param []byte, key pkcs11.ObjectHandle, in, out []byte) ([]byte, error) {
+	s.calls++
 	if rv := s.ck.EncryptInit(uint(s.h), mech, param, uint(key)); rv != pkcs11.CKR_OK {
 		return nil, s.fail(step, "C_EncryptInit", pkcs11.Error(rv))
 	}
 	s.calls++
-	out := make([]byte, len(in)+64)
 	n, rv := s.ck.Encrypt(uint(s.h), in, out)
 	if rv != pkcs11.CKR_OK {
 		return nil, s.fail(step, "C_Encrypt", pkcs11.Error(rv))
@@ -200,6 +273,48 @@ func (s *session) fixedAttributes(step string, h pkcs11.ObjectHandle, types []ui
 		}
 	}
 	return out, nil
+}
+
+// fixedValues holds attributes read by fixedInto: the bytes of types[i] in
+// vals[i][:lens[i]], or lens[i] < 0 when the token gave none. It lives on
+// the caller's stack.
+type fixedValues struct {
+	vals [ck.MaxFixed][8]byte
+	lens [ck.MaxFixed]int
+}
+
+// tooLong is the length fixedValues gives a value longer than a CK_ULONG.
+const tooLong = 9
+
+var tooLongValue = make([]byte, tooLong)
+
+// value is the value of the ith attribute read, or nil.
+func (v *fixedValues) value(i int) []byte {
+	switch {
+	case i < 0 || i >= len(v.lens) || v.lens[i] < 0:
+		return nil
+	case v.lens[i] > len(v.vals[i]):
+		return tooLongValue
+	}
+	return v.vals[i][:v.lens[i]]
+}
+
+// fixedInto is fixedAttributes into v, without a map or an allocation:
+// one C_GetAttributeValue of at most ck.MaxFixed attributes.
+func (s *session) fixedInto(step string, h pkcs11.ObjectHandle, types []uint, sizes []int, v *fixedValues) error {
+	s.calls++
+	x := ck.Fixed{Types: types, Sizes: sizes, Vals: v.vals[:], Lens: v.lens[:]}
+	rv := s.ck.GetFixedAttributes(uint(s.h), uint(h), &x)
+	return s.fixedResult(step, rv)
+}
+
+// fixedResult is the error of a read of fixed-size attributes that
+// answered rv, or nil.
+func (s *session) fixedResult(step string, rv uint) error {
+	if rv != pkcs11.CKR_OK && rv != pkcs11.CKR_ATTRIBUTE_TYPE_INVALID && rv != pkcs11.CKR_ATTRIBUTE_SENSITIVE {
+		return s.fail(step, "C_GetAttributeValue", pkcs11.Error(rv))
+	}
+	return nil
 }
 
 // fixedSizes is the buffer size of each attribute for fixedAttributes: 8
@@ -246,13 +361,18 @@ func boolean(b []byte) (v, ok bool) {
 // MAC: NSS answers a too-small buffer after absorbing the input, and its
 // retry would MAC the input twice.
 func (s *session) sign(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, in []byte) ([]byte, error) {
-	s.calls++
 	mech, param := one(m)
+	return s.signInto(step, mech, param, key, in, make([]byte, 128))
+}
+
+// signInto is sign into out, which must have room for any MAC the
+// mechanism gives (128 bytes does): the result is a prefix of out.
+func (s *session) signInto(step string, mech uint, param []byte, key pkcs11.ObjectHandle, in, out []byte) ([]byte, error) {
+	s.calls++
 	if rv := s.ck.SignInit(uint(s.h), mech, param, uint(key)); rv != pkcs11.CKR_OK {
 		return nil, s.fail(step, "C_SignInit", pkcs11.Error(rv))
 	}
 	s.calls++
-	out := make([]byte, 128)
 	n, rv := s.ck.Sign(uint(s.h), in, out)
 	if rv != pkcs11.CKR_OK {
 		return nil, s.fail(step, "C_Sign", pkcs11.Error(rv))
@@ -261,8 +381,13 @@ func (s *session) sign(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHand
 }
 
 func (s *session) unwrapKey(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, wrapped []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
-	s.calls++
 	mech, param := one(m)
+	return s.unwrapKeyWith(step, mech, param, key, wrapped, tmpl)
+}
+
+// unwrapKeyWith is unwrapKey with the mechanism as ck takes it.
+func (s *session) unwrapKeyWith(step string, mech uint, param []byte, key pkcs11.ObjectHandle, wrapped []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	s.calls++
 	s.made("C_UnwrapKey", mech)
 	h, rv := s.ck.UnwrapKey(uint(s.h), mech, param, uint(key), wrapped, tmpl)
 	if rv != pkcs11.CKR_OK {

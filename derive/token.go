@@ -45,6 +45,16 @@ type Config struct {
 	// the token can change (the probe's mode). Requests for persistent keys
 	// are then refused before any call.
 	ReadOnly bool
+
+	// MaxSessions bounds the sessions the Token lends to operations at
+	// once; an operation that finds them all busy waits for one (or for its
+	// context). The Token holds one more session for its whole life, the
+	// anchor that keeps the login. Zero means the token's own bound, when
+	// CK_TOKEN_INFO.ulMaxSessionCount gives one (less the anchor), else no
+	// bound. Whatever the bound, a C_OpenSession the token answers with
+	// CKR_SESSION_COUNT (other applications hold sessions too) lowers it to
+	// the sessions the Token has open, and the operation waits.
+	MaxSessions int
 }
 
 // Token is an open connection to one PKCS#11 token. It is safe for
@@ -70,9 +80,17 @@ type Token struct {
 	readOnly bool
 
 	mu     sync.Mutex
-	idle   []pooled
+	idle   []*session
 	all    map[pkcs11.SessionHandle]bool
 	closed bool
+	// limit bounds len(all)+opening when not 0 (Config.MaxSessions, or the
+	// token's bound, lowered by CKR_SESSION_COUNT); opening counts the
+	// C_OpenSession calls under way; waiters are the operations waiting for
+	// a session, first come first served.
+	limit   int
+	opening int
+	waiters []chan struct{}
+	onWait  func() // tests: called when an operation starts to wait
 	// losses counts the calls that said a session, or the login, was lost
 	// (see session.note); restored is its value when the anchor and the
 	// login were last checked, and loginErr a C_Login that failed then
@@ -84,12 +102,14 @@ type Token struct {
 	mechOnce sync.Once
 	mechs    map[uint]bool
 	mechErr  error
-	// infos caches C_GetMechanismInfo's flags, read once per mechanism.
-	infoMu sync.Mutex
+	// infos caches C_GetMechanismInfo's flags, read once per mechanism;
+	// every derivation reads it, under a read lock that does not serialise
+	// them.
+	infoMu sync.RWMutex
 	infos  map[uint]mechFlags
 
-	memo      memo         // what worked and what failed, per base key
-	templates sync.Map     // templateShape → []*pkcs11.Attribute
+	memo      memo // what worked and what failed, per base key
+	templates templateCache
 	calls     atomic.Int64 // PKCS#11 calls made through pooled sessions
 	// noCheckValue: the token answered that it has no CKA_CHECK_VALUE
 	// attribute (CheckValueBy computes check values without asking again).
@@ -107,10 +127,18 @@ func Open(cfg Config) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.MaxSessions < 0 {
+		mod.release()
+		return nil, inputErr("max-sessions", "MaxSessions is %d: give a bound of at least 1, or 0 for the token's own", cfg.MaxSessions)
+	}
 	t := &Token{mod: mod, pin: cfg.PIN, readOnly: cfg.ReadOnly, all: map[pkcs11.SessionHandle]bool{}}
 	if err := t.open(sel); err != nil {
 		mod.release()
 		return nil, err
+	}
+	t.limit = cfg.MaxSessions
+	if t.limit == 0 {
+		t.limit = tokenLimit(t.info.MaxSessionCount)
 	}
 	return t, nil
 }
@@ -254,6 +282,24 @@ func (t *Token) open(sel selector) error {
 	return nil
 }
 
+// tokenLimit is the pool bound a token's ulMaxSessionCount gives: none (0)
+// when it states none (CK_EFFECTIVELY_INFINITE, CK_UNAVAILABLE_INFORMATION),
+// else the count less the anchor session, and at least 1.
+func tokenLimit(count uint) int {
+	if count == pkcs11.CK_EFFECTIVELY_INFINITE || count == pkcs11.CK_UNAVAILABLE_INFORMATION || count > 1<<20 {
+		return 0
+	}
+	return max(int(count)-1, 1)
+}
+
+// MaxSessions is the bound on the sessions the Token lends at once (see
+// Config.MaxSessions), or 0 for none.
+func (t *Token) MaxSessions() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.limit
+}
+
 func orNone(s []string) string {
 	if len(s) == 0 {
 		return "none"
@@ -305,6 +351,10 @@ func (t *Token) Close() error {
 	t.closed = true
 	all, anchor := t.all, t.anchor
 	t.all, t.idle = nil, nil
+	for _, w := range t.waiters {
+		close(w) // they find the Token closed
+	}
+	t.waiters = nil
 	t.mu.Unlock()
 	for s := range all {
 		t.mod.ck.CloseSession(uint(s))
@@ -314,30 +364,31 @@ func (t *Token) Close() error {
 	return nil
 }
 
-// pooled is an idle session, and the Token's losses when it was last known
-// to be alive.
-type pooled struct {
-	h    pkcs11.SessionHandle
-	seen uint64
-}
-
 // acquire takes a session for an operation of ctx, unless ctx is done: the
-// preamble of every Token method that makes PKCS#11 calls.
+// preamble of every Token method that makes PKCS#11 calls. With a bound
+// on the sessions, it waits for one while ctx allows.
 func (t *Token) acquire(ctx context.Context) (*session, error) {
 	if err := contextDone(ctx); err != nil {
 		return nil, err
 	}
-	return t.session()
+	return t.sessionCtx(ctx)
 }
 
-// session takes a session from the pool, opening one if none is idle.
+// session takes a session from the pool, without a context to end a wait.
+func (t *Token) session() (*session, error) { return t.sessionCtx(context.Background()) }
+
+// sessionCtx takes a session from the pool, opening one if none is idle
+// and the bound allows, else waiting for one to be released (or for ctx).
 //
 // After a call said a session or the login was lost (a session closed
 // behind p11derive's back, a token removed and put back), restore first
 // re-opens the anchor session and logs in again if needed, and sessions
 // pooled before the loss are checked with C_GetSessionInfo: those the token
 // no longer knows are forgotten.
-func (t *Token) session() (*session, error) {
+//
+// The lock is held for a few slice operations only: operations run in
+// parallel on as many sessions as the bound (or the token) allows.
+func (t *Token) sessionCtx(ctx context.Context) (*session, error) {
 	for {
 		t.mu.Lock()
 		if t.closed {
@@ -354,40 +405,103 @@ func (t *Token) session() (*session, error) {
 		losses := t.losses
 		n := len(t.idle)
 		if n == 0 {
-			t.mu.Unlock()
-			return t.openSession(losses)
+			if t.limit == 0 || len(t.all)+t.opening < t.limit {
+				t.opening++
+				t.mu.Unlock()
+				s, full, err := t.openSession(losses)
+				if !full {
+					return s, err
+				}
+				continue // the bound was lowered: wait for a session
+			}
+			if err := t.wait(ctx); err != nil {
+				return nil, err
+			}
+			continue
 		}
-		p := t.idle[n-1]
+		s := t.idle[n-1]
+		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		if p.seen != losses {
-			if _, rv := t.mod.ck.GetSessionInfo(uint(p.h)); lostSession(ckErr(rv)) {
-				t.forget(p.h)
+		if s.seen != losses {
+			if _, rv := t.mod.ck.GetSessionInfo(uint(s.h)); lostSession(ckErr(rv)) {
+				t.forget(s.h)
 				continue
 			}
+			s.seen = losses
 		}
-		return &session{token: t, ck: t.mod.ck, h: p.h, seen: losses}, nil
+		return s, nil
 	}
 }
 
-func (t *Token) openSession(losses uint64) (*session, error) {
-	sh, rv := t.mod.ck.OpenSession(t.slot, t.sessionFlags())
-	if rv != pkcs11.CKR_OK {
-		return nil, &TokenError{Step: "open session", Call: "C_OpenSession", Err: pkcs11.Error(rv)}
+// wait waits, t.mu held (and released on return), until a session may be
+// free: released, or forgotten so that another may be opened. A waiter
+// whose ctx ends after it was woken passes the wake-up on.
+func (t *Token) wait(ctx context.Context) error {
+	w := make(chan struct{}, 1)
+	t.waiters = append(t.waiters, w)
+	hook := t.onWait
+	t.mu.Unlock()
+	if hook != nil {
+		hook()
 	}
-	h := pkcs11.SessionHandle(sh)
+	select {
+	case <-w:
+		return nil
+	case <-ctx.Done():
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		for i, x := range t.waiters {
+			if x == w {
+				t.waiters = append(t.waiters[:i], t.waiters[i+1:]...)
+				return ctx.Err()
+			}
+		}
+		t.wakeLocked() // woken meanwhile: the session goes to the next
+		return ctx.Err()
+	}
+}
+
+// wakeLocked wakes the first waiter, if any; t.mu is held.
+func (t *Token) wakeLocked() {
+	if len(t.waiters) == 0 {
+		return
+	}
+	w := t.waiters[0]
+	t.waiters[0] = nil
+	t.waiters = t.waiters[1:]
+	w <- struct{}{}
+}
+
+// openSession opens a session for the pool, a place for it reserved
+// (t.opening). full says the token answered CKR_SESSION_COUNT while the
+// Token had sessions open: the bound is lowered to them, and the caller
+// waits for one of them instead of failing.
+func (t *Token) openSession(losses uint64) (s *session, full bool, err error) {
+	sh, rv := t.mod.ck.OpenSession(t.slot, t.sessionFlags())
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.opening--
+	if rv != pkcs11.CKR_OK {
+		if rv == pkcs11.CKR_SESSION_COUNT && !t.closed && len(t.all) > 0 {
+			t.limit = len(t.all)
+			return nil, true, nil
+		}
+		t.wakeLocked() // the place reserved is free again
+		return nil, false, &TokenError{Step: "open session", Call: "C_OpenSession", Err: pkcs11.Error(rv)}
+	}
+	h := pkcs11.SessionHandle(sh)
 	if t.closed {
 		t.mod.ck.CloseSession(sh)
-		return nil, ErrClosed
+		return nil, false, ErrClosed
 	}
 	t.all[h] = true
-	return &session{token: t, ck: t.mod.ck, h: h, seen: losses}, nil
+	return &session{token: t, ck: t.mod.ck, h: h, seen: losses}, false, nil
 }
 
 // release returns s to the pool, unless a call said it is gone: then it is
 // forgotten, and the next session() restores what the loss may have taken.
+// Either way a waiter, if any, is woken.
 func (t *Token) release(s *session) {
 	t.calls.Add(int64(s.calls))
 	t.mu.Lock()
@@ -400,9 +514,15 @@ func (t *Token) release(s *session) {
 	}
 	if s.lost == lossSession {
 		delete(t.all, s.h)
+		t.wakeLocked()
 		return
 	}
-	t.idle = append(t.idle, pooled{s.h, s.seen})
+	// The session struct goes back to the pool with the session: the next
+	// operation reuses it, nothing allocated.
+	s.calls, s.strategy, s.lost, s.madeCall, s.madeMech = 0, "", 0, "", 0
+	s.ahead.n, s.ahead.done = 0, false
+	t.idle = append(t.idle, s)
+	t.wakeLocked()
 }
 
 // forget drops a session the token no longer knows. It is not closed: its
@@ -411,6 +531,7 @@ func (t *Token) forget(h pkcs11.SessionHandle) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.all, h)
+	t.wakeLocked()
 }
 
 // restore re-opens the anchor session if the token lost it, and logs in
@@ -501,9 +622,9 @@ type mechFlags struct {
 // reading C_GetMechanismInfo once per mechanism; ok is false if the token
 // would not say.
 func (t *Token) flagsOf(m uint) (flags uint, ok bool) {
-	t.infoMu.Lock()
+	t.infoMu.RLock()
 	f, seen := t.infos[m]
-	t.infoMu.Unlock()
+	t.infoMu.RUnlock()
 	if seen {
 		return f.flags, f.ok
 	}
@@ -637,10 +758,10 @@ func (e *notListedError) Unwrap() error {
 // tryable reports whether err leaves a strategy worth trying anyway: nil,
 // or mechanisms not listed (with the base key's attributes all there).
 func tryable(err error) (*notListedError, bool) {
-	var nl *notListedError
 	if err == nil {
 		return nil, true
 	}
+	var nl *notListedError // here, not above: errors.As puts it on the heap
 	if errors.As(err, &nl) && nl.missing == nil {
 		return nl, true
 	}

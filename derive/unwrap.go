@@ -98,6 +98,9 @@ func (unwrap) check(t *Token, base *Key, f Function) error {
 	if !base.Unwrap {
 		missing = append(missing, "CKA_UNWRAP")
 	}
+	if len(missing) == 0 {
+		return lerr // the hot path: no name built
+	}
 	return needsAttrs(base, lerr, ckm.Name(mech)+" unwrap", missing)
 }
 
@@ -111,5 +114,5 @@ func (unwrap) run(ctx context.Context, s *session, base *Key, r *Request, tmpl [
 	if f.Mode == CBC {
 		param = f.IV
 	}
-	return s.unwrapKey("unwrap DK", []*pkcs11.Mechanism{pkcs11.NewMechanism(unwrapMechanism(f), param)}, base.Handle, r.Data[:k*n], tmpl)
+	return s.unwrapKeyDK("unwrap DK", unwrapMechanism(f), param, base.Handle, r.Data[:k*n], tmpl)
 }

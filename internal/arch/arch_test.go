@@ -44,18 +44,19 @@ var allowed = map[string][]string{
 	"internal/cabi":              {},
 	"internal/kwref":             {},
 	"derive/internal/schemetest": {"derive", "internal/lab"},
+	"internal/baseline":          {"internal/ck"},
 }
 
 // rigs may be imported by test files (and by other rigs) only.
 var rigs = map[string]bool{
 	"internal/lab": true, "internal/fwd": true, "internal/cabi": true,
-	"internal/kwref": true, "derive/internal/schemetest": true,
+	"internal/kwref": true, "derive/internal/schemetest": true, "internal/baseline": true,
 }
 
 // cgo lists the packages that may use cgo.
 var cgo = map[string]bool{
 	"internal/ck": true, "mechanisms": true,
-	"internal/lab": true, "internal/fwd": true, "internal/cabi": true,
+	"internal/lab": true, "internal/fwd": true, "internal/cabi": true, "internal/baseline": true,
 }
 
 type pkg struct {

@@ -20,8 +20,10 @@
 // and RPC), internal/fwd (a forwarding module that makes a real token
 // misbehave), internal/cabi (the C view of the PKCS#11 headers),
 // internal/kwref (RFC 3394/5649 key wrap in software),
-// derive/internal/schemetest (the schemes' test harness).
+// derive/internal/schemetest (the schemes' test harness), internal/baseline
+// (the benchmarks' C loop, through internal/ck's function list).
 //
 // Only internal/ck, mechanisms (its C memory) and the rigs that play or
-// inspect a module (internal/lab, internal/fwd, internal/cabi) use cgo.
+// inspect a module (internal/lab, internal/fwd, internal/cabi,
+// internal/baseline) use cgo.
 package arch

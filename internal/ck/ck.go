@@ -75,6 +75,40 @@ static ck_rv ck_derive_key(ck_function_list *f, ck_ulong session, ck_ulong mech,
 	return f->C_DeriveKey(session, &m, base, n ? a : NULL, n, key);
 }
 
+// ck_derive_key_data is ck_derive_key for the *_ENCRYPT_DATA mechanisms: it
+// builds their parameter on the C stack, pointing at data. kind 0:
+// CK_KEY_DERIVATION_STRING_DATA {pData, ulLen}; kind 16 or 8:
+// CK_AES_CBC_ENCRYPT_DATA_PARAMS or CK_DES_CBC_ENCRYPT_DATA_PARAMS
+// {iv[kind], pData, length}.
+static ck_rv ck_derive_key_data(ck_function_list *f, ck_ulong session, ck_ulong mech, int kind, const unsigned char *iv,
+		unsigned char *data, ck_ulong dataLen, ck_ulong base, const ck_ulong *w, ck_ulong n, ck_ulong *key) {
+	struct { unsigned char *pData; ck_ulong ulLen; } sd = { data, dataLen };
+	struct { unsigned char iv[16]; unsigned char *pData; ck_ulong length; } aes;
+	struct { unsigned char iv[8]; unsigned char *pData; ck_ulong length; } des;
+	ck_mechanism m = { mech, &sd, sizeof sd };
+	switch (kind) {
+	case 0:
+		break;
+	case 16:
+		for (int i = 0; i < 16; i++) aes.iv[i] = iv[i];
+		aes.pData = data;
+		aes.length = dataLen;
+		m.pParameter = &aes;
+		m.ulParameterLen = sizeof aes;
+		break;
+	case 8:
+		for (int i = 0; i < 8; i++) des.iv[i] = iv[i];
+		des.pData = data;
+		des.length = dataLen;
+		m.pParameter = &des;
+		m.ulParameterLen = sizeof des;
+		break;
+	default:
+		return CK_ARGUMENTS_BAD;
+	}
+	return ck_derive_key(f, session, mech, m.pParameter, m.ulParameterLen, base, w, n, key);
+}
+
 static ck_rv ck_unwrap_key(ck_function_list *f, ck_ulong session, ck_ulong mech, void *param, ck_ulong paramLen,
 		ck_ulong unwrappingKey, unsigned char *wrapped, ck_ulong wrappedLen, const ck_ulong *w, ck_ulong n, ck_ulong *key) {
 	ck_attribute a[CK_MAX_ATTRS];
@@ -151,8 +185,37 @@ static ck_rv ck_sign(ck_function_list *f, ck_ulong session, unsigned char *in, c
 	return f->C_Sign(session, in, inLen, out, outLen);
 }
 
+// ck_derive_key_data_read is ck_derive_key_data, then, if it made a key,
+// ck_get_attribute_value of r (rn attributes) on it: two PKCS#11 calls
+// in one crossing. *readRv is the second call's return value.
+static ck_rv ck_derive_key_data_read(ck_function_list *f, ck_ulong session, ck_ulong mech, int kind, const unsigned char *iv,
+		unsigned char *data, ck_ulong dataLen, ck_ulong base, const ck_ulong *w, ck_ulong n, ck_ulong *key,
+		ck_ulong *r, ck_ulong rn, ck_rv *readRv) {
+	ck_rv rv = ck_derive_key_data(f, session, mech, kind, iv, data, dataLen, base, w, n, key);
+	if (rv == CK_OK)
+		*readRv = ck_get_attribute_value(f, session, *key, r, rn);
+	return rv;
+}
+
+// ck_unwrap_key_read is ck_unwrap_key, then, if it made a key,
+// ck_get_attribute_value of r on it: two PKCS#11 calls in one crossing.
+static ck_rv ck_unwrap_key_read(ck_function_list *f, ck_ulong session, ck_ulong mech, void *param, ck_ulong paramLen,
+		ck_ulong unwrappingKey, unsigned char *wrapped, ck_ulong wrappedLen, const ck_ulong *w, ck_ulong n, ck_ulong *key,
+		ck_ulong *r, ck_ulong rn, ck_rv *readRv) {
+	ck_rv rv = ck_unwrap_key(f, session, mech, param, paramLen, unwrappingKey, wrapped, wrappedLen, w, n, key);
+	if (rv == CK_OK)
+		*readRv = ck_get_attribute_value(f, session, *key, r, rn);
+	return rv;
+}
+
 #cgo noescape ck_derive_key
 #cgo nocallback ck_derive_key
+#cgo noescape ck_derive_key_data
+#cgo nocallback ck_derive_key_data
+#cgo noescape ck_derive_key_data_read
+#cgo nocallback ck_derive_key_data_read
+#cgo noescape ck_unwrap_key_read
+#cgo nocallback ck_unwrap_key_read
 #cgo noescape ck_unwrap_key
 #cgo nocallback ck_unwrap_key
 #cgo noescape ck_destroy_object
@@ -272,6 +335,38 @@ func (m *Module) DeriveKey(session, mechanism uint, param []byte, base uint, tem
 	var h C.ck_ulong
 	r := C.ck_derive_key(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)),
 		C.ck_ulong(base), unsafe.SliceData(w), C.ck_ulong(len(template)), &h)
+	if r != C.CK_OK {
+		return 0, uint(r)
+	}
+	return uint(h), uint(r)
+}
+
+// DeriveKeyData calls C_DeriveKey(session, {mechanism, param}, base,
+// template) for a *_ENCRYPT_DATA mechanism, with the mechanism's parameter
+// built on the C stack around data: with an empty iv a
+// CK_KEY_DERIVATION_STRING_DATA (the ECB mechanisms), with a 16- or 8-byte
+// iv a CK_AES_CBC_ENCRYPT_DATA_PARAMS or CK_DES_CBC_ENCRYPT_DATA_PARAMS
+// (the CBC ones). It is DeriveKey without the C copy of data that a
+// parameter holding a pointer needs: nothing allocated.
+func (m *Module) DeriveKeyData(session, mechanism uint, iv, data []byte, base uint, template []*pkcs11.Attribute) (handle uint, rv uint) {
+	kind := len(iv)
+	if kind != 0 && kind != 8 && kind != 16 {
+		return 0, rvArgumentsBad
+	}
+	n := templateWords(template)
+	if n < 0 {
+		return 0, rvArgumentsBad
+	}
+	var stack [stackWords]C.ck_ulong
+	w := stack[:]
+	if n > len(w) {
+		w = make([]C.ck_ulong, n)
+	}
+	w = w[:n]
+	encodeTemplate(w, template)
+	var h C.ck_ulong
+	r := C.ck_derive_key_data(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), C.int(kind), bytePtr(iv),
+		bytePtr(data), C.ck_ulong(len(data)), C.ck_ulong(base), unsafe.SliceData(w), C.ck_ulong(len(template)), &h)
 	if r != C.CK_OK {
 		return 0, uint(r)
 	}
@@ -410,6 +505,166 @@ func (m *Module) GetAttributeValue(session, object uint, types []uint, maxLen []
 		vals[i] = b[start:end:end]
 	}
 	return vals, r
+}
+
+// MaxFixed is the most attributes GetFixedAttributes reads in one call.
+const MaxFixed = 24
+
+// fixedBuf is the stack buffer of a read of fixed-size attributes: header
+// triples, then one CK_ULONG per value, then one CK_ULONG of slack that no
+// slot owns.
+type fixedBuf [4*MaxFixed + 1]C.ck_ulong
+
+// Fixed is a read of fixed-size attributes to make with a hot call (see
+// GetFixedAttributes): types[i] has room for sizes[i] bytes (1 for a
+// CK_BBOOL, 8 for a CK_ULONG, at most 8); the values come back in
+// Vals[i][:Lens[i]], Lens[i] -1 when the token gave none.
+type Fixed struct {
+	Types []uint
+	Sizes []int
+	Vals  [][8]byte
+	Lens  []int
+}
+
+// prepare fills w for the read; false if the arguments are bad.
+func (x *Fixed) prepare(w *fixedBuf) bool {
+	n := len(x.Types)
+	if n > MaxFixed || len(x.Sizes) != n || len(x.Vals) < n || len(x.Lens) < n {
+		return false
+	}
+	for i, t := range x.Types {
+		if x.Sizes[i] < 0 || x.Sizes[i] > ulongSize {
+			return false
+		}
+		w[3*i] = C.ck_ulong(t)
+		w[3*i+1] = C.ck_ulong((3*n + i) * ulongSize)
+		w[3*i+2] = C.ck_ulong(x.Sizes[i])
+	}
+	return true
+}
+
+// decode reads the values out of w after a C_GetAttributeValue that
+// answered r, and returns the read's return value.
+func (x *Fixed) decode(m *Module, w *fixedBuf, r uint) uint {
+	switch r {
+	case pkcs11.CKR_OK, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_ATTRIBUTE_SENSITIVE, pkcs11.CKR_BUFFER_TOO_SMALL:
+	default:
+		return r
+	}
+	n := len(x.Types)
+	valOff := 3 * n
+	var unread uint64
+	end := (valOff + n) * ulongSize // the end of the slots
+	for i := range x.Types {
+		l := w[3*i+2]
+		if l == unavailable {
+			unread |= 1 << i
+			continue
+		}
+		if l <= C.ck_ulong(x.Sizes[i]) {
+			continue
+		}
+		unread |= 1 << i
+		if r == pkcs11.CKR_BUFFER_TOO_SMALL {
+			continue
+		}
+		// The token wrote l bytes into Sizes[i] of room (see
+		// GetAttributeValue) and did not say so.
+		start := (valOff + i) * ulongSize
+		if l > C.ck_ulong(len(w)*ulongSize-start) {
+			panic(fmt.Sprintf("ck: C_GetAttributeValue of %s wrote %d bytes of attribute %#x into %d bytes of room, past the end of the buffer: memory is corrupted",
+				m.path, uint64(l), x.Types[i], x.Sizes[i]))
+		}
+		reach := start + int(l)
+		for j := i + 1; j < n && (valOff+j)*ulongSize < min(reach, end); j++ {
+			unread |= 1 << j
+		}
+		r = pkcs11.CKR_BUFFER_TOO_SMALL
+	}
+	for i := range x.Types {
+		if unread&(1<<i) != 0 {
+			x.Lens[i] = -1
+			continue
+		}
+		l := int(w[3*i+2])
+		x.Lens[i] = l
+		v := unsafe.Slice((*byte)(unsafe.Pointer(&w[valOff+i])), ulongSize)
+		copy(x.Vals[i][:], v[:l])
+	}
+	return r
+}
+
+// GetFixedAttributes reads attributes of fixed size (CK_BBOOL, CK_ULONG)
+// of object in one C_GetAttributeValue, into x. It is GetAttributeValue
+// for attributes of at most one CK_ULONG, with the same return values and
+// the same reading of a token that reports more than it was given room
+// for, but its buffer is on the stack: nothing allocated. More than
+// MaxFixed types, or a size above 8, is CKR_ARGUMENTS_BAD.
+func (m *Module) GetFixedAttributes(session, object uint, x *Fixed) (rv uint) {
+	var w fixedBuf
+	if !x.prepare(&w) {
+		return rvArgumentsBad
+	}
+	r := uint(C.ck_get_attribute_value(m.f, C.ck_ulong(session), C.ck_ulong(object), &w[0], C.ck_ulong(len(x.Types))))
+	return x.decode(m, &w, r)
+}
+
+// DeriveKeyDataRead is DeriveKeyData, then, if it made a key,
+// GetFixedAttributes of it into x: the same two PKCS#11 calls, in one cgo
+// crossing. readRv is the read's return value (meaningless unless rv is
+// CKR_OK).
+func (m *Module) DeriveKeyDataRead(session, mechanism uint, iv, data []byte, base uint, template []*pkcs11.Attribute, x *Fixed) (handle, rv, readRv uint) {
+	kind := len(iv)
+	if kind != 0 && kind != 8 && kind != 16 {
+		return 0, rvArgumentsBad, 0
+	}
+	n := templateWords(template)
+	var rw fixedBuf
+	if n < 0 || !x.prepare(&rw) {
+		return 0, rvArgumentsBad, 0
+	}
+	var stack [stackWords]C.ck_ulong
+	w := stack[:]
+	if n > len(w) {
+		w = make([]C.ck_ulong, n)
+	}
+	w = w[:n]
+	encodeTemplate(w, template)
+	var h C.ck_ulong
+	var rr C.ck_rv
+	r := C.ck_derive_key_data_read(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), C.int(kind), bytePtr(iv),
+		bytePtr(data), C.ck_ulong(len(data)), C.ck_ulong(base), unsafe.SliceData(w), C.ck_ulong(len(template)), &h,
+		&rw[0], C.ck_ulong(len(x.Types)), &rr)
+	if r != C.CK_OK {
+		return 0, uint(r), 0
+	}
+	return uint(h), uint(r), x.decode(m, &rw, uint(rr))
+}
+
+// UnwrapKeyRead is UnwrapKey, then, if it made a key, GetFixedAttributes
+// of it into x: the same two PKCS#11 calls, in one cgo crossing.
+func (m *Module) UnwrapKeyRead(session, mechanism uint, param []byte, unwrappingKey uint, wrapped []byte, template []*pkcs11.Attribute, x *Fixed) (handle, rv, readRv uint) {
+	n := templateWords(template)
+	var rw fixedBuf
+	if n < 0 || !x.prepare(&rw) {
+		return 0, rvArgumentsBad, 0
+	}
+	var stack [stackWords]C.ck_ulong
+	w := stack[:]
+	if n > len(w) {
+		w = make([]C.ck_ulong, n)
+	}
+	w = w[:n]
+	encodeTemplate(w, template)
+	var h C.ck_ulong
+	var rr C.ck_rv
+	r := C.ck_unwrap_key_read(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)),
+		C.ck_ulong(unwrappingKey), bytePtr(wrapped), C.ck_ulong(len(wrapped)),
+		unsafe.SliceData(w), C.ck_ulong(len(template)), &h, &rw[0], C.ck_ulong(len(x.Types)), &rr)
+	if r != C.CK_OK {
+		return 0, uint(r), 0
+	}
+	return uint(h), uint(r), x.decode(m, &rw, uint(rr))
 }
 
 // EncryptInit calls C_EncryptInit(session, {mechanism, param}, key).

@@ -937,3 +937,94 @@ func BenchmarkSign(b *testing.B) {
 		})
 	})
 }
+
+// TestDeriveKeyData: the parameter ck builds on the C stack gives the keys
+// that mechanisms.Call's gives: ECB (CK_KEY_DERIVATION_STRING_DATA) and
+// AES-CBC (CK_AES_CBC_ENCRYPT_DATA_PARAMS), on both tokens, allocating
+// nothing.
+func TestDeriveKeyData(t *testing.T) {
+	forEachToken(t, func(t *testing.T, tok *lab.Token) {
+		e := open(t, tok)
+		k := e.importAES(t, keyValue, "ck-derive-data-base")
+		dk, rv := e.m.DeriveKeyData(e.sess, pkcs11.CKM_AES_ECB_ENCRYPT_DATA, nil, data, k, keyTemplate("ck-dd"))
+		requireOK(t, rv, "C_DeriveKey (ECB)")
+		require.Equal(t, aesBlock(t, aesBlock(t, keyValue, data), make([]byte, 16)), e.checkValue(t, dk), "DK = AES_K(data)")
+		e.destroy(t, dk)
+
+		iv := make([]byte, 16)
+		for i := range iv {
+			iv[i] = byte(0xA0 + i)
+		}
+		x := make([]byte, 16)
+		for i := range x {
+			x[i] = data[i] ^ iv[i]
+		}
+		dk, rv = e.m.DeriveKeyData(e.sess, pkcs11.CKM_AES_CBC_ENCRYPT_DATA, iv, data, k, keyTemplate("ck-dd-cbc"))
+		requireOK(t, rv, "C_DeriveKey (CBC)")
+		require.Equal(t, aesBlock(t, aesBlock(t, keyValue, x), make([]byte, 16)), e.checkValue(t, dk), "DK = AES-CBC_K(iv, data)")
+		e.destroy(t, dk)
+
+		_, rv = e.m.DeriveKeyData(e.sess, pkcs11.CKM_AES_CBC_ENCRYPT_DATA, iv[:5], data, k, keyTemplate("ck-dd-bad"))
+		requireRV(t, pkcs11.CKR_ARGUMENTS_BAD, rv, "a 5-byte IV")
+		if tok.Kind == lab.KindNSS {
+			tmpl := template13()
+			allocs := testing.AllocsPerRun(100, func() {
+				dk, rv := e.m.DeriveKeyData(e.sess, pkcs11.CKM_AES_ECB_ENCRYPT_DATA, nil, data, k, tmpl)
+				requireOK(t, rv, "C_DeriveKey")
+				requireOK(t, e.m.DestroyObject(e.sess, dk), "C_DestroyObject")
+			})
+			require.Zero(t, allocs, "DeriveKeyData + DestroyObject")
+		}
+		e.destroy(t, k)
+	})
+}
+
+// TestGetFixedAttributes reads what GetAttributeValue reads, onto the
+// stack, and marks what the token does not give.
+func TestGetFixedAttributes(t *testing.T) {
+	types := []uint{pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_VALUE_LEN, pkcs11.CKA_CLASS}
+	sizes := []int{1, 1, ulong, ulong, ulong}
+	forEachToken(t, func(t *testing.T, tok *lab.Token) {
+		e := open(t, tok)
+		k := e.importAES(t, keyValue, "ck-fixed-base")
+		dk, rv := e.deriveECB(t, k, data, keyTemplate("ck-fixed-dk"))
+		requireOK(t, rv, "C_DeriveKey")
+		want, rv := e.m.GetAttributeValue(e.sess, dk, types, sizes)
+		requireOK(t, rv, "C_GetAttributeValue")
+		vals, lens := make([][8]byte, len(types)), make([]int, len(types))
+		x := &Fixed{Types: types, Sizes: sizes, Vals: vals, Lens: lens}
+		requireOK(t, e.m.GetFixedAttributes(e.sess, dk, x), "GetFixedAttributes")
+		for i := range types {
+			require.Equal(t, want[i], vals[i][:lens[i]], "attribute %#x", types[i])
+		}
+		// An attribute no object has: the token says so,
+		// and the others are still read.
+		rv = e.m.GetFixedAttributes(e.sess, dk, &Fixed{Types: []uint{pkcs11.CKA_SENSITIVE, 0x7ffffff0}, Sizes: []int{1, ulong}, Vals: vals, Lens: lens})
+		requireRV(t, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, rv, "an unknown attribute")
+		require.Equal(t, []byte{1}, vals[0][:lens[0]])
+		require.Equal(t, -1, lens[1])
+		requireRV(t, pkcs11.CKR_ARGUMENTS_BAD, e.m.GetFixedAttributes(e.sess, dk, &Fixed{Types: types, Sizes: sizes[:2], Vals: vals, Lens: lens}), "sizes too short")
+		requireRV(t, pkcs11.CKR_ARGUMENTS_BAD, e.m.GetFixedAttributes(e.sess, dk, &Fixed{Types: types[:1], Sizes: []int{9}, Vals: vals, Lens: lens}), "a size above a CK_ULONG")
+		// The same read in the crossing that makes the key.
+		dk2, rv, readRv := e.m.DeriveKeyDataRead(e.sess, pkcs11.CKM_AES_ECB_ENCRYPT_DATA, nil, data, k, keyTemplate("ck-fixed-dk2"), x)
+		requireOK(t, rv, "C_DeriveKey")
+		requireOK(t, readRv, "C_GetAttributeValue")
+		for i := range types {
+			require.Equal(t, want[i], vals[i][:lens[i]], "attribute %#x", types[i])
+		}
+		e.destroy(t, dk2)
+		if tok.Kind == lab.KindNSS { // SoftHSM2 does not unwrap with CKM_AES_ECB
+			wrapped := aesBlock(t, keyValue, data)
+			uk, rv, readRv := e.m.UnwrapKeyRead(e.sess, pkcs11.CKM_AES_ECB, nil, k, wrapped, keyTemplate("ck-fixed-uk"), x)
+			requireOK(t, rv, "C_UnwrapKey")
+			requireOK(t, readRv, "C_GetAttributeValue")
+			require.Equal(t, ulongBytes(pkcs11.CKK_AES), vals[2][:lens[2]])
+			e.destroy(t, uk)
+
+			allocs := testing.AllocsPerRun(100, func() { e.m.GetFixedAttributes(e.sess, dk, x) })
+			require.Zero(t, allocs, "GetFixedAttributes")
+		}
+		e.destroy(t, dk)
+		e.destroy(t, k)
+	})
+}

@@ -153,3 +153,8 @@ func (m *Module) Path() string { return m.path }
 func (m *Module) Version() (major, minor uint8) {
 	return uint8(m.f.version.major), uint8(m.f.version.minor)
 }
+
+// FunctionList is the module's CK_FUNCTION_LIST, for C code of the
+// project's own that calls the module directly: the C baseline the
+// benchmarks measure p11derive against (package baseline).
+func (m *Module) FunctionList() unsafe.Pointer { return unsafe.Pointer(m.f) }

@@ -49,6 +49,13 @@
 //     or CFB-128 mode. A module whose calls answer CKR_CRYPTOKI_NOT_INITIALIZED
 //     behind working slot and token functions is a list of faults
 //     (Uninitialised);
+//   - sleep before calls (delay): the round trip of a network HSM, played,
+//     per function or for every function. It sleeps, it does not spin, so
+//     other threads' calls go on meanwhile and concurrency can hide it;
+//   - play a token that allows N open sessions (max-sessions): C_GetTokenInfo
+//     reports N as ulMaxSessionCount (and the sessions open through the copy
+//     as ulSessionCount), and C_OpenSession answers CKR_SESSION_COUNT,
+//     without forwarding, while N sessions opened through the copy are open;
 //   - count the calls of every function (Calls).
 //
 // It never prints key material: its only output is a configuration error on
@@ -69,6 +76,9 @@
 //	corrupt=FUNC,...      every call; FUNC:N only the Nth, FUNC:N+ every call from the Nth on
 //	noflag=MECH:CKF,...   clear the flag (CKF_UNWRAP, or a number) of MECH in C_GetMechanismInfo
 //	emulate=FEATURE,...   stream-unwrap, weak-templates, no-value-len, pad-token-info
+//	delay=FUNC:USEC,...   every call of FUNC sleeps USEC microseconds first; *:USEC every function
+//	                      (later entries win, so "*:200,C_GetInfo:0" spares C_GetInfo)
+//	max-sessions=N        at most N sessions open through the copy (0: no bound)
 //
 // For example "hide=CKM_AES_ECB_ENCRYPT_DATA,CKM_AES_CBC_ENCRYPT_DATA;fail=C_Sign:2:CKR_DEVICE_ERROR;corrupt=C_UnwrapKey".
 // Mechanism and CKR names are every CKM_ and CKR_ macro of the NSS
@@ -83,9 +93,10 @@
 //     configuration, in-process and in subprocesses alike, without anything in
 //     the environment, and parallel tests cannot see each other's settings;
 //  2. otherwise from the environment: P11FWD_MODULE, P11FWD_INITARGS,
-//     P11FWD_HIDE, P11FWD_FAIL, P11FWD_CORRUPT, P11FWD_NOFLAG, P11FWD_EMULATE (the values of the settings
-//     above). Wrap puts the same values in Token.Env, for a subprocess that
-//     loads a copy without a file, such as the one Build returns.
+//     P11FWD_HIDE, P11FWD_FAIL, P11FWD_CORRUPT, P11FWD_NOFLAG, P11FWD_EMULATE,
+//     P11FWD_DELAY, P11FWD_MAX_SESSIONS (the values of the settings above).
+//     Wrap puts the same values in Token.Env, for a subprocess that loads a
+//     copy without a file, such as the one Build returns.
 //
 // The file, when present, wins entirely: the P11FWD_* variables are then
 // ignored. Hide, fail and corrupt are read once per load of the copy (a

@@ -51,6 +51,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/miekg/pkcs11"
@@ -99,6 +100,24 @@ type Config struct {
 	// entry "MECH:FLAG" ("CKM_AES_ECB:CKF_UNWRAP"): the mechanism stays
 	// listed, and calls using it are still forwarded.
 	NoFlag []string
+	// Delays make calls sleep before they are forwarded (or failed): the
+	// round trip of a network HSM, played. The forwarder sleeps, it does
+	// not spin, so calls from other threads go on meanwhile. A Delay for
+	// "*" applies to every function; later entries override earlier ones.
+	Delays []Delay
+	// MaxSessions, when not 0, plays a token that allows that many open
+	// sessions: C_GetTokenInfo reports it as ulMaxSessionCount (and the
+	// sessions open through the copy as ulSessionCount), and C_OpenSession
+	// answers CKR_SESSION_COUNT, without forwarding, while that many
+	// sessions opened through the copy are open.
+	MaxSessions int
+}
+
+// Delay is the sleep before every call of Func ("C_DeriveKey", or "*" for
+// every function), in whole microseconds.
+type Delay struct {
+	Func string
+	D    time.Duration
 }
 
 // Uninitialised is the faults of a module whose function list was never
@@ -148,6 +167,25 @@ func (c Config) lists() (hide, fail, corrupt, noflag string, err error) {
 	return strings.Join(c.Hide, ","), strings.Join(faults, ","), strings.Join(c.Corrupt, ","), strings.Join(c.NoFlag, ","), nil
 }
 
+// delays returns c.Delays in the forwarder's syntax.
+func (c Config) delays() (string, error) {
+	out := make([]string, 0, len(c.Delays))
+	for _, d := range c.Delays {
+		if d.Func == "" || strings.ContainsAny(d.Func, ",;=:\n\r#") || d.D < 0 {
+			return "", fmt.Errorf("bad delay %q: %v", d.Func, d.D)
+		}
+		out = append(out, fmt.Sprintf("%s:%d", d.Func, d.D.Microseconds()))
+	}
+	return strings.Join(out, ","), nil
+}
+
+func (c Config) maxSessions() string {
+	if c.MaxSessions <= 0 {
+		return ""
+	}
+	return strconv.Itoa(c.MaxSessions)
+}
+
 func (c Config) emulate() string {
 	var on []string
 	for _, e := range []struct {
@@ -165,7 +203,15 @@ func (c Config) emulate() string {
 // spec returns c in the forwarder's syntax.
 func (c Config) spec() (string, error) {
 	hide, fail, corrupt, noflag, err := c.lists()
-	return "hide=" + hide + ";fail=" + fail + ";corrupt=" + corrupt + ";noflag=" + noflag + ";emulate=" + c.emulate(), err
+	if err != nil {
+		return "", err
+	}
+	delay, err := c.delays()
+	spec := "hide=" + hide + ";fail=" + fail + ";corrupt=" + corrupt + ";noflag=" + noflag + ";emulate=" + c.emulate() + ";delay=" + delay
+	if m := c.maxSessions(); m != "" {
+		spec += ";max-sessions=" + m
+	}
+	return spec, err
 }
 
 // Environment variables a subprocess reads when the copy it loads has no
@@ -178,6 +224,8 @@ const (
 	EnvCorrupt  = "P11FWD_CORRUPT"
 	EnvEmulate  = "P11FWD_EMULATE"
 	EnvNoFlag   = "P11FWD_NOFLAG"
+	EnvDelay    = "P11FWD_DELAY"
+	EnvMaxSess  = "P11FWD_MAX_SESSIONS"
 )
 
 // Headers the forwarder is compiled with, and their Debian packages.
@@ -375,6 +423,7 @@ func Wrap(tb testing.TB, real *lab.Token, cfg Config) *lab.Token {
 		tb.Fatalf("fwd: copy the forwarder: %v", err)
 	}
 	hide, fail, corrupt, noflag, _ := cfg.lists()
+	delay, _ := cfg.delays()
 	settings := []struct{ key, env, value string }{
 		{"module", EnvModule, real.Module},
 		{"initargs", EnvInitArgs, real.InitArgs},
@@ -383,6 +432,8 @@ func Wrap(tb testing.TB, real *lab.Token, cfg Config) *lab.Token {
 		{"corrupt", EnvCorrupt, corrupt},
 		{"emulate", EnvEmulate, cfg.emulate()},
 		{"noflag", EnvNoFlag, noflag},
+		{"delay", EnvDelay, delay},
+		{"max-sessions", EnvMaxSess, cfg.maxSessions()},
 	}
 	var conf strings.Builder
 	conf.WriteString("# Configuration of the p11fwd copy next to this file, written by fwd.Wrap.\n")

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/require"
@@ -651,4 +652,61 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestMaxSessions: a copy playing a token that allows N sessions reports N
+// in CK_TOKEN_INFO and answers CKR_SESSION_COUNT for the N+1st, until one
+// is closed.
+func TestMaxSessions(t *testing.T) {
+	forEachToken(t, func(t *testing.T, real *lab.Token) {
+		ft := fwd.Wrap(t, real, fwd.Config{})
+		ctx, first := lab.Open(t, ft) // one session open through the copy
+		fwd.Configure(t, ft, fwd.Config{MaxSessions: 3})
+		info, err := ctx.GetTokenInfo(ft.SlotID)
+		require.NoError(t, err)
+		require.Equal(t, uint(3), info.MaxSessionCount)
+		require.Equal(t, uint(1), info.SessionCount)
+		var open []pkcs11.SessionHandle
+		for i := 0; i < 2; i++ {
+			s, err := ctx.OpenSession(ft.SlotID, pkcs11.CKF_SERIAL_SESSION)
+			require.NoError(t, err)
+			open = append(open, s)
+		}
+		_, err = ctx.OpenSession(ft.SlotID, pkcs11.CKF_SERIAL_SESSION)
+		requireCKR(t, err, pkcs11.CKR_SESSION_COUNT, "a 4th session")
+		require.NoError(t, ctx.CloseSession(open[0]))
+		s, err := ctx.OpenSession(ft.SlotID, pkcs11.CKF_SERIAL_SESSION)
+		require.NoError(t, err, "a place was given back")
+		require.NoError(t, ctx.CloseSession(s))
+		require.NoError(t, ctx.CloseSession(open[1]))
+		fwd.Configure(t, ft, fwd.Config{})
+		info, err = ctx.GetTokenInfo(ft.SlotID)
+		require.NoError(t, err)
+		require.NotEqual(t, uint(3), info.MaxSessionCount, "the real token's count again")
+		t.Logf("%s reports ulMaxSessionCount %#x", real.Kind, info.MaxSessionCount)
+		_ = first
+	})
+}
+
+// TestDelay: a delayed function sleeps at least its delay on every call
+// (a lower bound, which a sleep guarantees: no speed is asserted), others
+// do not sleep theirs; "*" delays every function.
+func TestDelay(t *testing.T) {
+	real := lab.SoftHSM2(t)
+	ft := fwd.Wrap(t, real, fwd.Config{Delays: []fwd.Delay{{Func: "C_GetInfo", D: 30 * time.Millisecond}}})
+	ctx, _ := lab.Open(t, ft)
+	for i := 0; i < 2; i++ {
+		t0 := time.Now()
+		_, err := ctx.GetInfo()
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, time.Since(t0), 30*time.Millisecond, "call %d of C_GetInfo", i+1)
+	}
+	fwd.Configure(t, ft, fwd.Config{Delays: []fwd.Delay{{Func: "*", D: 20 * time.Millisecond}, {Func: "C_GetInfo", D: 0}}})
+	t0 := time.Now()
+	_, err := ctx.GetSlotList(true)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, time.Since(t0), 20*time.Millisecond, "C_GetSlotList under *")
+	require.Contains(t, fatal(t, func(tb testing.TB) {
+		fwd.Configure(tb, ft, fwd.Config{Delays: []fwd.Delay{{Func: "C_Nope", D: time.Millisecond}}})
+	}), "unknown function C_Nope")
 }

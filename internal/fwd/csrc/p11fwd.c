@@ -46,6 +46,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
 
 #include <pkcs11.h>
 
@@ -225,6 +227,8 @@ struct policy {
 	int weak_templates;        /* emulate=weak-templates */
 	int no_value_len;          /* emulate=no-value-len */
 	int pad_token_info;        /* emulate=pad-token-info */
+	unsigned long delay_us[F_COUNT]; /* delay=FUNC:USEC: every call of FUNC sleeps that long */
+	unsigned long max_sessions;      /* max-sessions=N: C_OpenSession answers CKR_SESSION_COUNT past N open */
 };
 
 struct settings {
@@ -238,6 +242,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct policy policy;
 static int configured;              /* policy set since this copy was loaded */
 static unsigned long calls[F_COUNT];
+static unsigned long open_sessions; /* sessions opened through this copy and not closed */
 static CK_FUNCTION_LIST_PTR real;   /* the real module's list while initialised */
 static void *real_lib;              /* its dlopen handle */
 static int own_init;                /* our C_Initialize initialised it */
@@ -356,6 +361,30 @@ static int add_item(struct policy *p, const char *key, char *item, char *err, si
 		p->noflag[p->nnoflag++] = nf;
 		return 0;
 	}
+	if (strcmp(key, "max-sessions") == 0) {
+		if (!number(item, &v))
+			return fail_msg(err, n, "max-sessions: bad number %s", item);
+		p->max_sessions = v;
+		return 0;
+	}
+	if (strcmp(key, "delay") == 0) {
+		char *colon = strrchr(item, ':');
+		enum fn fn;
+		if (colon == NULL)
+			return fail_msg(err, n, "delay: want FUNC:USEC or *:USEC, not %s", item);
+		*colon = '\0';
+		if (!number(trim(colon + 1), &v))
+			return fail_msg(err, n, "delay: %s: bad microseconds %s", item, colon + 1);
+		if (strcmp(trim(item), "*") == 0) {
+			for (size_t i = 0; i < F_COUNT; i++)
+				p->delay_us[i] = v;
+			return 0;
+		}
+		if (!func(trim(item), &fn))
+			return fail_msg(err, n, "delay: unknown function %s", item);
+		p->delay_us[fn] = v;
+		return 0;
+	}
 	if (strcmp(key, "hide") == 0) {
 		if (!lookup(mech_names, item, &v))
 			return fail_msg(err, n, "hide: unknown mechanism %s", item);
@@ -411,7 +440,8 @@ static int set(struct settings *s, const char *key, const char *value, int load_
 	else if (strcmp(key, "initargs") == 0)
 		str = &s->initargs;
 	else if (strcmp(key, "hide") != 0 && strcmp(key, "fail") != 0 && strcmp(key, "corrupt") != 0 &&
-		 strcmp(key, "emulate") != 0 && strcmp(key, "noflag") != 0)
+		 strcmp(key, "emulate") != 0 && strcmp(key, "noflag") != 0 && strcmp(key, "delay") != 0 &&
+		 strcmp(key, "max-sessions") != 0)
 		return fail_msg(err, n, "unknown setting %s", key);
 	if (str != NULL && !load_time)
 		return fail_msg(err, n, "%s can only be set in the file or the environment", key);
@@ -506,6 +536,8 @@ static int read_settings(struct settings *s, char *err, size_t n)
 		{"corrupt", "P11FWD_CORRUPT"},
 		{"emulate", "P11FWD_EMULATE"},
 		{"noflag", "P11FWD_NOFLAG"},
+		{"delay", "P11FWD_DELAY"},
+		{"max-sessions", "P11FWD_MAX_SESSIONS"},
 	};
 	char path[PATH_MAX], msg[200];
 	const char *v;
@@ -625,17 +657,41 @@ static void end_ops(CK_FUNCTION_LIST_PTR r, CK_SESSION_HANDLE s, int flags)
 }
 
 /*
- * enter counts a call of fn and applies the policy. It returns 1 if the
+ * sleep_us sleeps (it does not spin: other threads' calls go on meanwhile)
+ * for us microseconds: the round trip of a network HSM, played.
+ */
+static void sleep_us(unsigned long us)
+{
+	static __thread int slack_set;
+	struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+
+	if (!slack_set) {
+		/* Linux lets a normal thread's sleep overrun by 50 us (timer
+		 * slack): a quarter of a 200 us round trip. 1 ns, once per thread. */
+		prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+		slack_set = 1;
+	}
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/*
+ * enter counts a call of fn and applies the policy (and its delay). It returns 1 if the
  * wrapper must forward the call to *r, or 0 if it must return *rv.
  */
 static int enter(enum fn fn, CK_SESSION_HANDLE s, const CK_MECHANISM *mech, CK_FUNCTION_LIST_PTR *r, CK_RV *rv, int *corrupt)
 {
 	int forward, fault;
+	unsigned long delay;
 
 	pthread_mutex_lock(&mu);
 	*r = real;
 	forward = take(fn, mech, rv, &fault, corrupt);
+	delay = policy.delay_us[fn];
 	pthread_mutex_unlock(&mu);
+	if (delay > 0)
+		sleep_us(delay);
 	if (*r == NULL) {
 		*rv = CKR_CRYPTOKI_NOT_INITIALIZED;
 		return 0;
@@ -823,7 +879,10 @@ static void pad(CK_UTF8CHAR *s, size_t n)
 		s[--n] = '\0';
 }
 
-/* C_GetTokenInfo with emulate=pad-token-info pads the strings with NULs. */
+/*
+ * C_GetTokenInfo with emulate=pad-token-info pads the strings with NULs;
+ * with max-sessions it reports the bound as ulMaxSessionCount.
+ */
 static CK_RV fw_C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 {
 	CK_FUNCTION_LIST_PTR r;
@@ -835,6 +894,10 @@ static CK_RV fw_C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 	rv = r->C_GetTokenInfo(slotID, pInfo);
 	pthread_mutex_lock(&mu);
 	padded = policy.pad_token_info;
+	if (rv == CKR_OK && pInfo != NULL && policy.max_sessions > 0) {
+		pInfo->ulMaxSessionCount = policy.max_sessions;
+		pInfo->ulSessionCount = open_sessions;
+	}
 	pthread_mutex_unlock(&mu);
 	if (rv == CKR_OK && padded && pInfo != NULL) {
 		pad(pInfo->label, sizeof pInfo->label);
@@ -981,11 +1044,68 @@ FORWARD(C_InitPIN, hSession, NULL, (SESSION, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPi
 FORWARD(C_SetPIN, hSession, NULL,
 	(SESSION, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulOldLen, CK_UTF8CHAR_PTR pNewPin, CK_ULONG ulNewLen),
 	(hSession, pOldPin, ulOldLen, pNewPin, ulNewLen))
-FORWARD(C_OpenSession, 0, NULL,
-	(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication, CK_NOTIFY Notify, CK_SESSION_HANDLE_PTR phSession),
-	(slotID, flags, pApplication, Notify, phSession))
-FORWARD(C_CloseSession, hSession, NULL, (SESSION), (hSession))
-FORWARD(C_CloseAllSessions, 0, NULL, (CK_SLOT_ID slotID), (slotID))
+/*
+ * C_OpenSession answers CKR_SESSION_COUNT, without forwarding, when
+ * max-sessions sessions opened through this copy are open (a place is
+ * reserved while the real call runs); C_CloseSession and
+ * C_CloseAllSessions give places back.
+ */
+static CK_RV fw_C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication, CK_NOTIFY Notify,
+			      CK_SESSION_HANDLE_PTR phSession)
+{
+	CK_FUNCTION_LIST_PTR r;
+	CK_RV rv;
+
+	if (!enter(F_C_OpenSession, 0, NULL, &r, &rv, NULL))
+		return rv;
+	pthread_mutex_lock(&mu);
+	if (policy.max_sessions > 0 && open_sessions >= policy.max_sessions) {
+		pthread_mutex_unlock(&mu);
+		return CKR_SESSION_COUNT;
+	}
+	open_sessions++;
+	pthread_mutex_unlock(&mu);
+	rv = r->C_OpenSession(slotID, flags, pApplication, Notify, phSession);
+	if (rv != CKR_OK) {
+		pthread_mutex_lock(&mu);
+		open_sessions--;
+		pthread_mutex_unlock(&mu);
+	}
+	return rv;
+}
+
+static CK_RV fw_C_CloseSession(CK_SESSION_HANDLE hSession)
+{
+	CK_FUNCTION_LIST_PTR r;
+	CK_RV rv;
+
+	if (!enter(F_C_CloseSession, hSession, NULL, &r, &rv, NULL))
+		return rv;
+	rv = r->C_CloseSession(hSession);
+	if (rv == CKR_OK) {
+		pthread_mutex_lock(&mu);
+		if (open_sessions > 0)
+			open_sessions--;
+		pthread_mutex_unlock(&mu);
+	}
+	return rv;
+}
+
+static CK_RV fw_C_CloseAllSessions(CK_SLOT_ID slotID)
+{
+	CK_FUNCTION_LIST_PTR r;
+	CK_RV rv;
+
+	if (!enter(F_C_CloseAllSessions, 0, NULL, &r, &rv, NULL))
+		return rv;
+	rv = r->C_CloseAllSessions(slotID);
+	if (rv == CKR_OK) {
+		pthread_mutex_lock(&mu);
+		open_sessions = 0;
+		pthread_mutex_unlock(&mu);
+	}
+	return rv;
+}
 FORWARD(C_GetSessionInfo, hSession, NULL, (SESSION, CK_SESSION_INFO_PTR pInfo), (hSession, pInfo))
 FORWARD(C_GetOperationState, hSession, NULL, (SESSION, CK_BYTE_PTR pOperationState, CK_ULONG_PTR pulOperationStateLen),
 	(hSession, pOperationState, pulOperationStateLen))
