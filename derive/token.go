@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
-	pkcs11uri "github.com/stefanberger/go-pkcs11uri"
 
 	"github.com/p11derive/p11derive/internal/ckm"
 )
@@ -28,10 +27,12 @@ type Config struct {
 	// NSS softoken needs it (configdir='sql:DIR' ...); most modules don't.
 	InitArgs string
 
-	// URI is an RFC 7512 PKCS#11 URI such as "pkcs11:token=Payments;serial=1234".
-	// Its token, manufacturer, model, serial and slot-id attributes select the
-	// token; module-path names the module; pin-value and pin-source are
-	// refused (use PIN).
+	// URI is an RFC 7512 PKCS#11 URI such as "pkcs11:token=Payments;serial=1234"
+	// (see ParseURI). Its token, manufacturer, model, serial and slot-id
+	// attributes select the token; module-path names the module; object
+	// and id name a key, which Open does not use (ParseURI(URI).Key is the
+	// Selector for Token.Find). pin-value, pin-source and every attribute
+	// p11derive does not honour are refused (use PIN).
 	URI    string
 	Label  string // CK_TOKEN_INFO.label
 	Serial string // CK_TOKEN_INFO.serialNumber
@@ -176,54 +177,33 @@ func selection(cfg Config) (selector, string, error) {
 	s := selector{label: cfg.Label, serial: cfg.Serial, slot: cfg.Slot}
 	mod := cfg.Module
 	if cfg.URI != "" {
-		u := pkcs11uri.New()
-		if err := u.Parse(cfg.URI); err != nil {
-			return s, "", inputErr("uri", "%v", err)
-		}
-		if _, ok := u.GetPathAttribute("pin-value", false); ok {
-			return s, "", inputErr("uri", "a PIN in the URI (pin-value) is refused: give it by environment variable or file")
-		}
-		if _, ok := u.GetQueryAttribute("pin-value", false); ok {
-			return s, "", inputErr("uri", "a PIN in the URI (pin-value) is refused: give it by environment variable or file")
-		}
-		if _, ok := u.GetQueryAttribute("pin-source", false); ok {
-			return s, "", inputErr("uri", "pin-source in the URI is not supported: give the PIN by environment variable or file")
-		}
-		merge := func(dst *string, attr string) error {
-			v, ok := u.GetPathAttribute(attr, false)
-			if !ok {
-				return nil
-			}
-			if *dst != "" && *dst != v {
-				return inputErr("uri", "%s %q in the URI conflicts with %q", attr, v, *dst)
-			}
-			*dst = v
-			return nil
+		u, err := ParseURI(cfg.URI)
+		if err != nil {
+			return s, "", err
 		}
 		for _, m := range []struct {
-			dst  *string
-			attr string
-		}{{&s.label, "token"}, {&s.serial, "serial"}, {&s.manufacturer, "manufacturer"}, {&s.model, "model"}} {
-			if err := merge(m.dst, m.attr); err != nil {
-				return s, "", err
+			dst       *string
+			attr, uri string
+		}{{&s.label, "token", u.Token}, {&s.serial, "serial", u.Serial}, {&s.manufacturer, "manufacturer", u.Manufacturer}, {&s.model, "model", u.Model}} {
+			if m.uri == "" {
+				continue
 			}
+			if *m.dst != "" && *m.dst != m.uri {
+				return s, "", inputErr("uri", "%s %q in the URI conflicts with %q", m.attr, m.uri, *m.dst)
+			}
+			*m.dst = m.uri
 		}
-		if v, ok := u.GetPathAttribute("slot-id", false); ok {
-			id, err := strconv.ParseUint(v, 10, 0)
-			if err != nil {
-				return s, "", inputErr("uri", "slot-id %q is not a number", v)
+		if u.Slot != nil {
+			if s.slot != nil && *s.slot != *u.Slot {
+				return s, "", inputErr("uri", "slot-id %d in the URI conflicts with slot %d", *u.Slot, *s.slot)
 			}
-			if s.slot != nil && *s.slot != uint(id) {
-				return s, "", inputErr("uri", "slot-id %d in the URI conflicts with slot %d", id, *s.slot)
-			}
-			slot := uint(id)
-			s.slot = &slot
+			s.slot = u.Slot
 		}
-		if v, ok := u.GetQueryAttribute("module-path", false); ok {
-			if mod != "" && mod != v {
-				return s, "", inputErr("uri", "module-path %q in the URI conflicts with module %q", v, mod)
+		if u.ModulePath != "" {
+			if mod != "" && mod != u.ModulePath {
+				return s, "", inputErr("uri", "module-path %q in the URI conflicts with module %q", u.ModulePath, mod)
 			}
-			mod = v
+			mod = u.ModulePath
 		}
 	}
 	if mod == "" {
