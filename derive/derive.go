@@ -1,6 +1,7 @@
 package derive
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +37,9 @@ type Request struct {
 
 	// Label is DK's CKA_LABEL (optional).
 	Label string
+	// ID is DK's CKA_ID (optional): with Label, what Token.Find selects
+	// keys by.
+	ID []byte
 	// Persistent makes DK a token object (CKA_TOKEN=true); by default it is
 	// a session object that ends with the Token.
 	Persistent bool
@@ -476,7 +480,7 @@ type candidate struct {
 // template is DK's attribute template: safe unless asked otherwise.
 //
 // Templates are built once per shape and shared (they are only read); the
-// label, which varies per key, is appended to a copy.
+// label and ID, which vary per key, are appended to a copy.
 func (t *Token) template(r *Request) []*pkcs11.Attribute {
 	usage := r.Usage
 	if usage == 0 {
@@ -486,6 +490,9 @@ func (t *Token) template(r *Request) []*pkcs11.Attribute {
 	tmpl := t.templates.get(shape, t.buildTemplate)
 	if r.Label != "" {
 		tmpl = append(tmpl[:len(tmpl):len(tmpl)], pkcs11.NewAttribute(pkcs11.CKA_LABEL, r.Label))
+	}
+	if len(r.ID) > 0 {
+		tmpl = append(tmpl[:len(tmpl):len(tmpl)], pkcs11.NewAttribute(pkcs11.CKA_ID, r.ID))
 	}
 	return tmpl
 }
@@ -629,11 +636,21 @@ func (s *session) settle(h pkcs11.ObjectHandle, r *Request, what string) (*Key, 
 	return k, nil
 }
 
+// cloneID is a copy of a requested CKA_ID (nil, and no allocation, for
+// none): the Key does not share the caller's slice.
+func cloneID(id []byte) []byte {
+	if len(id) == 0 {
+		return nil
+	}
+	return bytes.Clone(id)
+}
+
 // settleInto is settle into k (Derive's, allocated with its Result).
 func (s *session) settleInto(k *Key, h pkcs11.ObjectHandle, r *Request, what string) error {
 	if err := readOwnKeyInto(k, s, h, r.KeyType, r.Label, what); err != nil {
 		return err
 	}
+	k.ID = cloneID(r.ID)
 	loose, other := weakness(k, r)
 	if len(loose) == 0 && len(other) == 0 {
 		return nil
@@ -657,6 +674,7 @@ func (s *session) settleInto(k *Key, h pkcs11.ObjectHandle, r *Request, what str
 	if err := readOwnKeyInto(k, s, h, r.KeyType, r.Label, what); err != nil {
 		return err
 	}
+	k.ID = cloneID(r.ID)
 	if loose, other := weakness(k, r); len(loose) > 0 || len(other) > 0 {
 		return s.weakKey(append(append(loose, other...), "still, after C_SetAttributeValue"), false, nil)
 	}

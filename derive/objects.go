@@ -281,7 +281,7 @@ func (t *Token) specRequest(spec KeySpec) (*Request, error) {
 	if spec.Persistent && t.readOnly {
 		return nil, inputErr("persistent", "the token was opened read-only (Config.ReadOnly): it can make session keys only")
 	}
-	return &Request{KeyType: spec.Type, Label: spec.Label, Persistent: spec.Persistent, Extractable: spec.Extractable,
+	return &Request{KeyType: spec.Type, Label: spec.Label, ID: spec.ID, Persistent: spec.Persistent, Extractable: spec.Extractable,
 		Usage: spec.Usage, StrictAttributes: spec.StrictAttributes}, nil
 }
 
@@ -357,13 +357,9 @@ func (t *Token) Unwrap(ctx context.Context, unwrapping *Key, mechanism uint, par
 	return s.keep(h, r, "key")
 }
 
-// specTemplate is r's template, with spec's CKA_ID if it has one.
+// specTemplate is r's template (spec's CKA_ID is r's).
 func specTemplate(t *Token, r *Request, spec KeySpec) []*pkcs11.Attribute {
-	tmpl := t.template(r)
-	if len(spec.ID) > 0 {
-		tmpl = append(tmpl[:len(tmpl):len(tmpl)], pkcs11.NewAttribute(pkcs11.CKA_ID, spec.ID))
-	}
-	return tmpl
+	return t.template(r)
 }
 
 // ModuleInfo is the module's CK_INFO (C_GetInfo), its strings trimmed.

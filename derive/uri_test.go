@@ -1,10 +1,13 @@
 package derive
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 func TestParseURI(t *testing.T) {
@@ -59,4 +62,32 @@ func TestSelectionIgnoresKey(t *testing.T) {
 	assert.Equal(t, "m.so", mod)
 	_, _, err = selection(Config{Module: "m.so", URI: "pkcs11:token=t;objekt=k"})
 	assert.ErrorIs(t, err, ErrInvalidInput)
+}
+
+// TestKeysByID: the CKA_ID a Request or KeySpec gives is set on the key,
+// in the Key returned, and Find selects by it, alone or with the label.
+func TestKeysByID(t *testing.T) {
+	forEachToken(t, func(t *testing.T, lt *labToken) {
+		ctx := context.Background()
+		// IDs unique to this run: the lab tokens are shared.
+		id, dkID := []byte(lab.UniqueLabel("byid")), []byte(lab.UniqueLabel("byid-dk"))
+		base, err := lt.tok.Generate(ctx, KeySpec{Label: "byid-base", ID: id, Type: KeyAES128, Usage: UseDerive})
+		require.NoError(t, err)
+		defer lt.tok.Destroy(ctx, base)
+		assert.Equal(t, id, base.ID)
+		found, err := lt.tok.Find(ctx, Selector{ID: id})
+		require.NoError(t, err)
+		assert.Equal(t, base.Handle, found.Handle)
+		assert.Equal(t, id, found.ID)
+		_, err = lt.tok.Find(ctx, Selector{Label: "byid-other", ID: id})
+		assert.ErrorIs(t, err, ErrNotFound)
+
+		res, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: make([]byte, 16), KeyType: KeyAES128, ID: dkID})
+		require.NoError(t, err)
+		defer lt.tok.Destroy(ctx, res.Key)
+		assert.Equal(t, dkID, res.Key.ID)
+		got, err := lt.tok.Find(ctx, Selector{ID: dkID})
+		require.NoError(t, err)
+		assert.Equal(t, res.Key.Handle, got.Handle)
+	})
 }
