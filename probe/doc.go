@@ -119,14 +119,19 @@
 // back the array it was given at creation; the template is then
 // "unreadable").
 //
-// # JSON schema, version 1
+// # JSON schema, version 2
+//
+// Version 2 renamed key.type to key.key_type and added key.id and
+// key.usages: the key report's fields that p11derive's key object has too
+// (label, id, key_type, len, token_object, usages, warnings) have its
+// names and meaning.
 //
 // WriteJSON writes one object. Fields are added within a version; a field
 // that changes meaning or goes away changes schema_version. Absent
 // optional fields are left out.
 //
 //	{
-//	  "schema_version": 1,                 // SchemaVersion
+//	  "schema_version": 2,                 // SchemaVersion
 //	  "generator": "p11derive probe",
 //	  "time": "2025-01-31T12:00:00Z",      // RFC 3339, UTC
 //	  "duration_ms": 12,
@@ -174,8 +179,11 @@
 //	    "expected": "6d60f8",               // the reference's (known-answer)
 //	    "notes": [string]
 //	  }],
-//	  "key": {                              // only with Options.KeyLabel
-//	    "label", "type": string, "len": number, "token_object": bool,
+//	  "key": {                              // only with Options.KeyLabel or KeyID
+//	    "label", "id", "key_type": string,  // id: CKA_ID in hex; key_type: aes, des, des2, des3, generic
+//	    "len": number, "token_object": bool,
+//	    "usages": ["derive", ...],           // the true ones of CKA_DERIVE, CKA_ENCRYPT, ...
+//	    "warnings": [string],                // CKA_ENCRYPT or CKA_EXTRACTABLE on a base key
 //	    "attributes": {"CKA_DERIVE": bool, "CKA_SIGN": bool, ..., "CKA_MODIFIABLE": bool},
 //	    "unwrap_template": {"state": "present" | "absent" | "unreadable",
 //	                        "attributes": {"CKA_SENSITIVE": "true", ...},

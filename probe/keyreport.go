@@ -11,15 +11,16 @@ import (
 	"github.com/p11derive/p11derive/derive"
 )
 
-// analyseKey reads the base key labelled opts.KeyLabel and says what it
+// analyseKey reads the base key opts.KeyLabel and opts.KeyID select and says what it
 // can do on this token, judging from its attributes and from results (the
 // probe's own findings). It changes nothing and derives nothing from it.
 func analyseKey(ctx context.Context, tok *derive.Token, opts Options, all []*spec, results []Result) (*KeyReport, error) {
-	k, err := tok.FindKey(ctx, opts.KeyLabel)
+	k, err := tok.Find(ctx, derive.Selector{Label: opts.KeyLabel, ID: opts.KeyID})
 	if err != nil {
 		return nil, err
 	}
-	kr := &KeyReport{Label: k.Label, Type: derive.KeyTypeName(k.Type), Len: k.Len, TokenObject: k.Token,
+	kr := &KeyReport{Label: k.Label, ID: hex.EncodeToString(k.ID), Type: derive.KeyTypeName(k.Type), Len: k.Len, TokenObject: k.Token,
+		Usages: usages(k),
 		Attributes: map[string]bool{
 			"CKA_SENSITIVE": k.Sensitive, "CKA_EXTRACTABLE": k.Extractable,
 			"CKA_ALWAYS_SENSITIVE": k.AlwaysSensitive, "CKA_NEVER_EXTRACTABLE": k.NeverExtractable,
@@ -164,4 +165,18 @@ func readUnwrapTemplate(ctx context.Context, tok *derive.Token, k *derive.Key) U
 		}
 	}
 	return ut
+}
+
+// usages are the key's uses that are true, by p11derive's names.
+func usages(k *derive.Key) []string {
+	u := []string{}
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{k.Derive, "derive"}, {k.Encrypt, "encrypt"}, {k.Decrypt, "decrypt"}, {k.Sign, "sign"}, {k.Verify, "verify"}, {k.Wrap, "wrap"}, {k.Unwrap, "unwrap"}} {
+		if x.on {
+			u = append(u, x.name)
+		}
+	}
+	return u
 }

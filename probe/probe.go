@@ -34,6 +34,9 @@ type Options struct {
 	// changes, and whether its unwrap template makes MAC-unwrap safe. The
 	// key is only read.
 	KeyLabel string
+	// KeyID selects the key by CKA_ID, alone or with KeyLabel (the key
+	// must then have both).
+	KeyID []byte
 	// Now is the report's clock; nil means time.Now.
 	Now func() time.Time
 	// ReadWrite, if set, opens the same token with read-write sessions:
@@ -95,7 +98,7 @@ func Run(ctx context.Context, tok *derive.Token, opts Options) (*Report, error) 
 	for _, r := range rep.Results {
 		rep.Incomplete = rep.Incomplete || r.Status == Error
 	}
-	if opts.KeyLabel != "" {
+	if opts.KeyLabel != "" || len(opts.KeyID) > 0 {
 		if rep.Key, err = analyseKey(ctx, tok, opts, all, rep.Results); err != nil {
 			return nil, err
 		}

@@ -549,7 +549,7 @@ func TestJSONSchema(t *testing.T) {
 	}
 	assert.NotContains(t, doc, "key")
 	assert.NotContains(t, doc, "list_only")
-	assert.Equal(t, float64(1), doc["schema_version"])
+	assert.Equal(t, float64(SchemaVersion), doc["schema_version"])
 	assert.Equal(t, "1970-01-01T00:00:00Z", doc["time"])
 	tok := doc["token"].(map[string]any)
 	for _, k := range []string{"label", "manufacturer", "model", "serial", "firmware", "hardware", "slot", "flags", "session", "module"} {

@@ -3,7 +3,10 @@ package probe
 // SchemaVersion is the version of the report's JSON form (see the package
 // documentation). It changes only when a field changes meaning or is
 // removed; new fields may appear within a version.
-const SchemaVersion = 1
+//
+// Version 2 (p11derive's key JSON names in the key report): key.type is
+// key.key_type, and key.id (CKA_ID, hex) and key.usages are new.
+const SchemaVersion = 2
 
 // Status is what the probe found out about one strategy computing one
 // function on the token (see the package documentation for the exact
@@ -209,11 +212,20 @@ type MechanismUse struct {
 // KeyReport is what an existing base key can do (Options.KeyLabel). The
 // probe only reads the key's attributes: it never changes the key, and
 // derives nothing from it.
+//
+// Its fields that are also fields of p11derive's key object (label, id,
+// key_type, len, token_object, usages, warnings: docs/json.md) have the
+// same names and meaning.
 type KeyReport struct {
-	Label       string `json:"label"`
-	Type        string `json:"type"`
+	Label string `json:"label"`
+	// ID is the key's CKA_ID in hex, "" when it has none.
+	ID          string `json:"id"`
+	Type        string `json:"key_type"` // aes, des, des2, des3, generic
 	Len         int    `json:"len"`
 	TokenObject bool   `json:"token_object"`
+	// Usages are the key's uses that are true (derive, encrypt, decrypt,
+	// sign, verify, wrap, unwrap), as p11derive keygen --usage names them.
+	Usages []string `json:"usages"`
 	// Attributes are the key's boolean attributes, CKA_ names.
 	Attributes map[string]bool `json:"attributes"`
 	// UnwrapTemplate is the key's CKA_UNWRAP_TEMPLATE.
