@@ -74,7 +74,8 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	ff.register(fs)
 	input := fs.String("input", "", "input CSV `file` (- for stdin): header row, columns id, data[, iv]")
 	output := fs.String("output", "", "output CSV `file`, appended to; a rerun skips the ids it holds")
-	wrapKey := fs.String("wrap-key", "", "wrap each DK under the transport key with this CKA_LABEL, and destroy it (wrap mode)")
+	var wk keyFlags
+	wk.register(fs, "wrap-key", "wrap-key-id", "the transport key: wrap each DK under it, and destroy it (wrap mode)")
 	wrapMech := fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
 	wrapIV := fs.String("wrap-iv", "", "des3-cbc's IV, `hex` (default 8 zero bytes)")
 	template := fs.String("label-template", "dk-{id}", "keep mode: DK's label, {id} replaced by the row's id")
@@ -90,11 +91,23 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if err := required("base", ff.base, "input", *input, "output", *output); err != nil {
+	uriKey, err := tf.uriKey()
+	if err != nil {
+		return err
+	}
+	baseSel, err := ff.base.required(uriKey)
+	if err != nil {
+		return err
+	}
+	if err := required("input", *input, "output", *output); err != nil {
+		return err
+	}
+	wrapSel, err := wk.selector(nil)
+	if err != nil {
 		return err
 	}
 	var wrap *batch.Wrap
-	if *wrapKey != "" {
+	if wk.given() {
 		if set["label-template"] {
 			return usageError{errors.New("--label-template is for keep mode: wrapped keys are not kept")}
 		}
@@ -148,7 +161,7 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	prog := &batch.Progress{W: batchLog, Prefix: "p11derive batch", Every: *every}
-	base, err := tok.FindKey(ctx, ff.base)
+	base, err := findKey(ctx, tok, baseSel)
 	if err != nil {
 		return err
 	}
@@ -173,7 +186,7 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	d := &batch.Deriver{Token: tok, Base: base, LabelTemplate: *template, Wrap: wrap, RowIVs: rows.HasIV(),
 		Spec: batch.Spec{KDF: spec.kdf, Params: spec.params, KeyType: spec.kt, Strategy: spec.strategy, Allow: spec.allow}}
 	if wrap != nil {
-		if wrap.Key, err = tok.FindKey(ctx, *wrapKey); err != nil {
+		if wrap.Key, err = findKey(ctx, tok, wrapSel); err != nil {
 			return fmt.Errorf("p11derive: transport key: %w", err)
 		}
 		m.Mode = "wrap"

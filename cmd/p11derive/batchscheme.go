@@ -57,10 +57,11 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 	var tf tokenFlags
 	tf.register(fs)
 	name := fs.String("scheme", "", "the scheme: dukpt-ik, emv-mk")
-	base := fs.String("base", "", "CKA_LABEL of the base key (BDK, issuer master key)")
+	var baseFlags, wk keyFlags
+	baseFlags.register(fs, "base", "base-id", "the base key (BDK, issuer master key)")
 	input := fs.String("input", "", "input CSV")
 	output := fs.String("output", "", "output CSV")
-	wrapKey := fs.String("wrap-key", "", "wrap each key under the transport key with this CKA_LABEL, and destroy it")
+	wk.register(fs, "wrap-key", "wrap-key-id", "the transport key: wrap each key under it, and destroy it")
 	wrapMech := fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
 	wrapIV := fs.String("wrap-iv", "", "des3-cbc's IV, `hex`")
 	template := fs.String("label-template", "dk-{id}", "keep mode: each key's label; {id} is the row's id")
@@ -72,10 +73,20 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 		return err
 	}
 	set := setFlags(fs)
-	for n, v := range map[string]string{"base": *base, "input": *input, "output": *output} {
-		if v == "" {
-			return usageError{fmt.Errorf("--%s is required", n)}
-		}
+	uriKey, err := tf.uriKey()
+	if err != nil {
+		return err
+	}
+	baseSel, err := baseFlags.required(uriKey)
+	if err != nil {
+		return err
+	}
+	if err := required("input", *input, "output", *output); err != nil {
+		return err
+	}
+	wrapSel, err := wk.selector(nil)
+	if err != nil {
+		return err
 	}
 	if *workers < 1 || *maxRows < 0 {
 		return usageError{errors.New("--workers must be at least 1, --max-rows not negative")}
@@ -109,7 +120,7 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 		return usageError{fmt.Errorf("--scheme: %q is not a batch scheme (dukpt-ik, emv-mk)", *name)}
 	}
 	var wrap *batch.Wrap
-	if *wrapKey != "" {
+	if wk.given() {
 		if set["label-template"] {
 			return usageError{errors.New("--label-template is for keep mode: wrapped keys are not kept")}
 		}
@@ -145,7 +156,7 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 	defer tok.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	bk, err := tok.FindKey(ctx, *base)
+	bk, err := findKey(ctx, tok, baseSel)
 	if err != nil {
 		return err
 	}
@@ -156,7 +167,7 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 		bk = c
 	}
 	if wrap != nil {
-		if wrap.Key, err = tok.FindKey(ctx, *wrapKey); err != nil {
+		if wrap.Key, err = findKey(ctx, tok, wrapSel); err != nil {
 			return fmt.Errorf("p11derive: transport key: %w", err)
 		}
 		if c, err := tok.SessionCopy(ctx, wrap.Key); err == nil {

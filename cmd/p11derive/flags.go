@@ -14,17 +14,18 @@ import (
 // key, the function and its parameters, DK's type, the strategy, the
 // substitutes and the profiles. derive and batch take them.
 type funcFlags struct {
-	base, kdf, keyType, strategy, allow string
-	n                                   int
-	profileOut, profileIn               string
-	strict                              bool
+	base                          keyFlags
+	kdf, keyType, strategy, allow string
+	n                             int
+	profileOut, profileIn         string
+	strict                        bool
 	// params are the function parameters, shared by --kdf and --allow,
 	// under their profile names.
 	params map[string]*string
 }
 
 func (f *funcFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.base, "base", "", "CKA_LABEL of the base key K")
+	f.base.register(fs, "base", "base-id", "the base key K")
 	fs.StringVar(&f.kdf, "kdf", "", "function: "+strings.Join(derive.FunctionNames(), ", "))
 	fs.StringVar(&f.keyType, "key-type", "", "DK's type: aes, des, des2, des3, generic")
 	fs.IntVar(&f.n, "len", 0, "DK's length in `bytes` (aes: 16, 24, 32; generic: any)")

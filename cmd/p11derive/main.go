@@ -5,8 +5,10 @@
 //
 //	p11derive derive  [token flags] --base LABEL --kdf aes-ecb --data HEX --key-type aes --len 16
 //	p11derive batch   [token flags] --base LABEL --kdf aes-ecb --key-type aes --len 16 --input IN.csv --output OUT.csv [--wrap-key LABEL]
-//	p11derive kcv     [token flags] --key LABEL
-//	p11derive keygen  [token flags] --label LABEL --key-type aes --len 32
+//	p11derive kcv     [token flags] --key LABEL | --id HEX [--json]
+//	p11derive keygen  [token flags] --label LABEL [--id HEX] --key-type aes --len 32
+//	p11derive keys    [token flags] [--key LABEL] [--id HEX] [--json]
+//	p11derive destroy [token flags] --key LABEL | --id HEX --yes
 //	p11derive scheme  <name> [token flags] --base LABEL [scheme flags]   (p11derive scheme -h)
 //
 // Token flags, with the environment variable each defaults to:
@@ -17,7 +19,9 @@
 //	--pin-env NAME     environment variable holding the PIN (default P11DERIVE_PIN)
 //	--pin-file PATH    file holding the PIN
 //
-// derive prints one JSON object on stdout. Exit status: 0 done, 1 the
+// A key is selected by label and/or CKA_ID (--key/--id, --base/--base-id,
+// --wrap-key/--wrap-key-id, or the URI's object= and id=). derive prints
+// one JSON object on stdout (docs/json.md). Exit status: 0 done, 1 the
 // token or the data said no, 2 a usage error, 130 SIGINT; 3–125 are left
 // for command-specific outcomes. Every failure is one line on stderr,
 // "p11derive CMD: ...". The PIN is never printed.
@@ -32,6 +36,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -45,11 +50,18 @@ commands:
   batch    derive a key per row of a CSV file; keep them in the token or wrap them out
   kcv      print a key's check value, computed inside the token
   keygen   generate a base key inside the token
+  keys     list the token's secret keys: label, ID, type, length, check value, attributes
+  destroy  destroy one secret key (--yes)
   probe    report what the token can derive inside itself, verified
   scheme   derive the keys of a published scheme (EMV, GlobalPlatform SCP02/SCP03, AN10922, AES DUKPT, TR-31)
   version  print the version p11derive was built from (also --version)
 
 Run 'p11derive help <command>' (or 'p11derive <command> -h') for the command's flags.
+
+Keys are selected by label and/or CKA_ID: --key LABEL / --id HEX (kcv, keys,
+destroy, probe), --base / --base-id, --wrap-key / --wrap-key-id; the key of
+--key or --base may come from --uri's object= and id= instead. JSON output:
+docs/json.md.
 
 Exit status: 0 done; 1 the token or the data said no; 2 a usage error (a bad
 or missing flag, bad input found before any token call); 3 the probe report
@@ -95,7 +107,7 @@ var commands map[string]func([]string, io.Writer) error
 func init() {
 	commands = map[string]func([]string, io.Writer) error{
 		"derive": cmdDerive, "batch": cmdBatch, "kcv": cmdKCV, "keygen": cmdKeygen,
-		"probe": cmdProbe, "scheme": cmdScheme, "version": cmdVersion,
+		"probe": cmdProbe, "scheme": cmdScheme, "version": cmdVersion, "keys": cmdKeys, "destroy": cmdDestroy,
 	}
 }
 
@@ -222,61 +234,6 @@ func hexFlag(name, v string) ([]byte, error) {
 	return b, nil
 }
 
-// keyJSON is how the command prints a key. It holds no key material: the
-// check value is E_key(0^n)'s first 3 bytes, computed in the token.
-type keyJSON struct {
-	Label   string `json:"label"`
-	Handle  uint   `json:"handle"`
-	KeyType string `json:"key_type"`
-	Len     int    `json:"len"`
-	KCV     string `json:"kcv,omitempty"`
-	// KCVMethod is the check value's convention: "ecb", "cmac", or "none"
-	// when the key has none (KCVUnavailable says why, unless none was
-	// asked for); KCVSource says how it was had ("computed", "computed on
-	// a session copy", "CKA_CHECK_VALUE").
-	KCVMethod      string `json:"kcv_method"`
-	KCVSource      string `json:"kcv_source,omitempty"`
-	KCVUnavailable string `json:"kcv_unavailable,omitempty"`
-	Sensitive      bool   `json:"sensitive"`
-	Extractable    bool   `json:"extractable"`
-	// AlwaysSensitive and NeverExtractable are false for a key the token
-	// made readable or extractable and p11derive tightened (warnings say so).
-	AlwaysSensitive  bool     `json:"always_sensitive"`
-	NeverExtractable bool     `json:"never_extractable"`
-	Token            bool     `json:"token_object"`
-	Usages           []string `json:"usages"`
-	KDF              string   `json:"kdf,omitempty"`
-	Strategy         string   `json:"strategy,omitempty"`
-	Calls            int      `json:"calls,omitempty"`
-	Warnings         []string `json:"warnings,omitempty"`
-}
-
-// describe is k as JSON, with its check value by the default convention
-// (ecb).
-func describe(ctx context.Context, tok *derive.Token, k *derive.Key) keyJSON {
-	return describeKCV(ctx, tok, k, derive.KCVECB)
-}
-
-// describeKCV is k as JSON with its check value by method m. A key with no
-// check value by m (a key type without the convention, a token refusing
-// the session copy a key without the usage needs) says so, by
-// kcv_method "none" and the reason.
-func describeKCV(ctx context.Context, tok *derive.Token, k *derive.Key, m derive.KCVMethod) keyJSON {
-	j := keyJSON{Label: k.Label, Handle: uint(k.Handle), KeyType: derive.KeyTypeName(k.Type), Len: k.Len,
-		Sensitive: k.Sensitive, Extractable: k.Extractable, AlwaysSensitive: k.AlwaysSensitive,
-		NeverExtractable: k.NeverExtractable, Token: k.Token, Usages: usages(k), Warnings: k.Warnings, KCVMethod: string(derive.KCVNone)}
-	if m == derive.KCVNone {
-		return j
-	}
-	kcv, err := tok.CheckValueBy(ctx, k, m)
-	if err != nil {
-		j.KCVUnavailable = err.Error()
-		return j
-	}
-	j.KCV, j.KCVMethod, j.KCVSource = hex.EncodeToString(kcv.Value), string(kcv.Method), kcv.Source
-	return j
-}
-
 // kcvFlag registers --kcv.
 func kcvFlag(fs *flag.FlagSet) *string {
 	return fs.String("kcv", "ecb", "check value convention: ecb (E_K(0), the default), cmac (CMAC_K(0), X9.24-1:2017/TR-31 for AES keys), attribute (ecb read from the token's CKA_CHECK_VALUE, unverified) or none")
@@ -290,16 +247,6 @@ func parseKCV(s string) (derive.KCVMethod, error) {
 	return m, nil
 }
 
-// schemaVersion is the version of the command's JSON documents (see
-// docs/json.md): it changes when a field changes meaning or goes away.
-const schemaVersion = 1
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func cmdDerive(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("derive", flag.ContinueOnError)
 	var tf tokenFlags
@@ -308,7 +255,9 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	ff.register(fs)
 	dataHex := fs.String("data", "", "derivation data, `hex`")
 	label := fs.String("label", "", "DK's CKA_LABEL")
-	tokenObject := fs.Bool("token-object", false, "make DK a token object (persistent) rather than a session object")
+	idHex := fs.String("id", "", "DK's CKA_ID, `hex`")
+	tokenObject := fs.Bool("token-object", false, "make DK a token object (persistent) rather than a session object; a label that a secret key has already is refused")
+	replace := fs.Bool("replace", false, "with --token-object: replace the secret key labelled --label, destroyed once DK exists (kept if DK cannot be made)")
 	info := fs.String("info", "", "HKDF info, `hex` (the derivation data of hkdf; same as --data)")
 	kcvMethod := kcvFlag(fs)
 	if err := parse(fs, args); err != nil {
@@ -324,7 +273,15 @@ func cmdDerive(args []string, stdout io.Writer) error {
 		}
 		*dataHex = *info
 	}
-	if err := required("base", ff.base, "data", *dataHex); err != nil {
+	uriKey, err := tf.uriKey()
+	if err != nil {
+		return err
+	}
+	baseSel, err := ff.base.required(uriKey)
+	if err != nil {
+		return err
+	}
+	if err := required("data", *dataHex); err != nil {
 		return err
 	}
 	data, err := hexFlag("data", *dataHex)
@@ -337,8 +294,16 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	}
 	r := spec.request(data)
 	r.Label, r.Persistent = *label, *tokenObject
+	if *idHex != "" {
+		if r.ID, err = hexFlag("id", *idHex); err != nil {
+			return err
+		}
+	}
 	if *tokenObject && *label == "" {
 		return usageError{errors.New("--token-object needs --label, or the key could never be found again")}
+	}
+	if *replace && !*tokenObject {
+		return usageError{errors.New("--replace needs --token-object: a session key replaces nothing")}
 	}
 	tok, err := tf.open()
 	if err != nil {
@@ -346,21 +311,30 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	}
 	defer tok.Close()
 	ctx := rootCtx
-	k, err := tok.FindKey(ctx, ff.base)
+	k, err := findKey(ctx, tok, baseSel)
 	if err != nil {
 		return err
 	}
+	var old []*derive.Key
 	if r.Persistent {
-		if err := labelFree(ctx, tok, r.Label); err != nil {
+		// The label is refused if a key has it (labelsTaken says how to
+		// replace it), or with --replace, the one key that has it is kept
+		// until its successor exists.
+		if old, err = labelsTaken(ctx, tok, []string{*label}, *replace, true); err != nil {
 			return err
+		}
+		for _, o := range old {
+			if o.Handle == k.Handle {
+				return fmt.Errorf("p11derive: --replace would destroy the base key %q", o.Label)
+			}
 		}
 	}
 	res, err := tok.Derive(ctx, k, r)
 	if err != nil {
-		return err
+		return err // the old key, if any, is untouched
 	}
 	if r.Persistent {
-		if err := ownLabel(ctx, tok, res.Key); err != nil {
+		if err := ownLabel(ctx, tok, res.Key, old...); err != nil {
 			return err
 		}
 	}
@@ -375,11 +349,14 @@ func cmdDerive(args []string, stdout io.Writer) error {
 		}
 	}
 	j := describeKCV(ctx, tok, res.Key, km)
-	j.KDF = res.Function.Name()
-	j.Strategy = string(res.Strategy)
-	j.Calls = res.Calls
 	j.Warnings = append(res.Warnings, derive.BaseKeyWarnings(k)...)
-	return reported(ctx, tok, printJSON(stdout, j), res.Key)
+	doc := keyDoc{SchemaVersion: schemaVersion, keyJSON: j,
+		derivationJSON: derivationJSON{KDF: res.Function.Name(), Strategy: string(res.Strategy), Calls: res.Calls}}
+	if err := reported(ctx, tok, printJSON(stdout, doc), res.Key); err != nil {
+		return err // the old key, if any, stays
+	}
+	// The old key goes only now that its successor exists.
+	return destroyReplaced(ctx, tok, old, res.Key)
 }
 
 // labelFree refuses a label that a secret key of the token has already: a
@@ -397,11 +374,23 @@ func labelFree(ctx context.Context, tok *derive.Token, label string) error {
 }
 
 // ownLabel checks, after making k, that no other key took its label
-// meanwhile (another process); if one did, k is destroyed.
-func ownLabel(ctx context.Context, tok *derive.Token, k *derive.Key) error {
-	hs, err := tok.Handles(ctx, derive.Selector{Label: k.Label}, 2)
-	if err == nil && (len(hs) != 1 || hs[0] != k.Handle) {
-		err = fmt.Errorf("p11derive: another key was labelled %q meanwhile: the new key is destroyed", k.Label)
+// meanwhile (another process), but the keys k replaces; if one did, k is
+// destroyed.
+func ownLabel(ctx context.Context, tok *derive.Token, k *derive.Key, replaced ...*derive.Key) error {
+	hs, err := tok.Handles(ctx, derive.Selector{Label: k.Label}, 2+len(replaced))
+	if err == nil {
+		mine, others := false, 0
+		for _, h := range hs {
+			switch {
+			case h == k.Handle:
+				mine = true
+			case !slices.ContainsFunc(replaced, func(o *derive.Key) bool { return o.Handle == h }):
+				others++
+			}
+		}
+		if !mine || others > 0 {
+			err = fmt.Errorf("p11derive: another key was labelled %q meanwhile: the new key is destroyed", k.Label)
+		}
 	}
 	if err != nil {
 		tok.Destroy(context.WithoutCancel(ctx), k)
@@ -423,17 +412,45 @@ func reported(ctx context.Context, tok *derive.Token, err error, keys ...*derive
 	return fmt.Errorf("p11derive: reporting the new key failed, so it was destroyed: %w", err)
 }
 
+// destroyReplaced destroys the keys --replace replaced, once their
+// successors (made) exist. A token may have made the new key by
+// overwriting the old object (NSS softoken's key database does, for a key
+// of the same class, type, label and CKA_ID): that object, which is the
+// new key, stays.
+func destroyReplaced(ctx context.Context, tok *derive.Token, old []*derive.Key, made ...*derive.Key) error {
+	for _, o := range old {
+		same := false
+		for _, m := range made {
+			same = same || m.Handle == o.Handle
+		}
+		if same {
+			continue
+		}
+		if err := tok.Destroy(context.WithoutCancel(ctx), o); err != nil {
+			return fmt.Errorf("p11derive: the new key exists, but the key it replaces (%s) could not be destroyed: %w", derive.Selector{Label: o.Label, ID: o.ID}, err)
+		}
+	}
+	return nil
+}
+
 func cmdKCV(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("kcv", flag.ContinueOnError)
 	var tf tokenFlags
 	tf.register(fs)
-	label := fs.String("key", "", "CKA_LABEL of the key")
-	kcvMethod := fs.String("kcv", "ecb", "check value convention: ecb (E_K(0), the default) or cmac (CMAC_K(0))")
+	var kf keyFlags
+	kf.register(fs, "key", "id", "the key")
+	kcvMethod := fs.String("kcv", "ecb", "check value convention: ecb (E_K(0), the default), cmac (CMAC_K(0)) or attribute (the token's CKA_CHECK_VALUE, unverified)")
+	asJSON := fs.Bool("json", false, "print the key as one JSON object (docs/json.md) rather than the bare check value")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *label == "" {
-		return usageError{errors.New("--key is required")}
+	uriKey, err := tf.uriKey()
+	if err != nil {
+		return err
+	}
+	sel, err := kf.required(uriKey)
+	if err != nil {
+		return err
 	}
 	km, err := parseKCV(*kcvMethod)
 	if err != nil {
@@ -448,13 +465,18 @@ func cmdKCV(args []string, stdout io.Writer) error {
 	}
 	defer tok.Close()
 	ctx := rootCtx
-	k, err := tok.FindKey(ctx, *label)
+	k, err := findKey(ctx, tok, sel)
 	if err != nil {
 		return err
 	}
 	kcv, err := tok.CheckValueBy(ctx, k, km)
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		j := keyOf(k)
+		j.setKCV(kcv)
+		return printJSON(stdout, keyDoc{SchemaVersion: schemaVersion, keyJSON: j})
 	}
 	fmt.Fprintln(stdout, hex.EncodeToString(kcv.Value))
 	return nil
@@ -465,6 +487,7 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	var tf tokenFlags
 	tf.register(fs)
 	label := fs.String("label", "", "the new key's CKA_LABEL")
+	idHex := fs.String("id", "", "the new key's CKA_ID, `hex`")
 	keyType := fs.String("key-type", "aes", "aes, des, des2, des3, generic")
 	n := fs.Int("len", 0, "length in `bytes` (aes: 16, 24, 32)")
 	use := fs.String("usage", "derive", "comma-separated uses: derive, encrypt, decrypt, sign, verify, wrap, unwrap\n(a base key needs derive, or sign,unwrap for mac-unwrap; encrypt with either lets C_Encrypt compute DK in the clear)")
@@ -475,6 +498,13 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	}
 	if *label == "" {
 		return usageError{errors.New("--label is required")}
+	}
+	var id []byte
+	if *idHex != "" {
+		var err error
+		if id, err = hexFlag("id", *idHex); err != nil {
+			return err
+		}
 	}
 	kt, err := derive.ParseKeyType(*keyType, *n)
 	if err != nil {
@@ -499,7 +529,7 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 	if err := labelFree(ctx, tok, *label); err != nil {
 		return err
 	}
-	k, err := tok.Generate(ctx, derive.KeySpec{Label: *label, Type: kt, Usage: u, Persistent: !*session, StrictAttributes: *strict})
+	k, err := tok.Generate(ctx, derive.KeySpec{Label: *label, ID: id, Type: kt, Usage: u, Persistent: !*session, StrictAttributes: *strict})
 	if err != nil {
 		return err
 	}
@@ -508,22 +538,7 @@ func cmdKeygen(args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	return reported(ctx, tok, printJSON(stdout, describe(ctx, tok, k)), k)
-}
-
-// usages are the key's CKA_DERIVE, CKA_ENCRYPT… that are true, as --usage
-// names them.
-func usages(k *derive.Key) []string {
-	u := []string{}
-	for _, x := range []struct {
-		on   bool
-		name string
-	}{{k.Derive, "derive"}, {k.Encrypt, "encrypt"}, {k.Decrypt, "decrypt"}, {k.Sign, "sign"}, {k.Verify, "verify"}, {k.Wrap, "wrap"}, {k.Unwrap, "unwrap"}} {
-		if x.on {
-			u = append(u, x.name)
-		}
-	}
-	return u
+	return reported(ctx, tok, printJSON(stdout, keyDoc{SchemaVersion: schemaVersion, keyJSON: describe(ctx, tok, k)}), k)
 }
 
 func parseUsage(s string) (derive.Usage, error) {

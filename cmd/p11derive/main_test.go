@@ -28,25 +28,29 @@ func (l labM) Run() int { return lab.Main(l.m) }
 func TestMain(m *testing.M) {
 	testscript.Main(labM{m}, map[string]func(){
 		"p11derive": main,
-		// testkey LABEL aes|des2|des3 HEX imports a known base key as a token
-		// object, for known-answer tests. It is test-only: the command has
+		// testkey LABEL aes|des2|des3 HEX [ID] imports a known base key as a
+		// token object (with CKA_ID ID, hex, if given), for known-answer tests. It is test-only: the command has
 		// no way to import a key in the clear, and should not.
 		"testkey": func() { os.Exit(testkey(os.Args[1:])) },
 	})
 }
 
 func testkey(args []string) int {
-	if len(args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: testkey LABEL aes|des2|des3 HEX")
+	if len(args) != 3 && len(args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: testkey LABEL aes|des2|des3 HEX [ID]")
 		return 2
 	}
 	ckk := map[string]uint{"aes": pkcs11.CKK_AES, "des2": pkcs11.CKK_DES2, "des3": pkcs11.CKK_DES3}[args[1]]
 	value, err := hex.DecodeString(args[2])
+	var id []byte
+	if err == nil && len(args) == 4 {
+		id, err = hex.DecodeString(args[3])
+	}
 	if ckk == 0 || err != nil {
-		fmt.Fprintln(os.Stderr, "testkey: bad type or value")
+		fmt.Fprintln(os.Stderr, "testkey: bad type, value or ID")
 		return 2
 	}
-	if err := importTokenKey(args[0], ckk, value); err != nil {
+	if err := importTokenKey(args[0], ckk, value, id); err != nil {
 		fmt.Fprintln(os.Stderr, "testkey:", err)
 		return 1
 	}
@@ -58,7 +62,7 @@ func testkey(args []string) int {
 // the command has no way to import a key in the clear, and p11derive's
 // Import makes only sensitive keys, while the scripts need the token's
 // defaults (a key the host may read, to see it warned about).
-func importTokenKey(label string, ckk uint, value []byte) error {
+func importTokenKey(label string, ckk uint, value, id []byte) error {
 	c := pkcs11.New(os.Getenv("P11DERIVE_MODULE"))
 	if c == nil {
 		return fmt.Errorf("cannot load %s", os.Getenv("P11DERIVE_MODULE"))
@@ -83,7 +87,7 @@ func importTokenKey(label string, ckk uint, value []byte) error {
 			return err
 		}
 	}
-	_, err = c.CreateObject(s, []*pkcs11.Attribute{
+	tmpl := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckk),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
@@ -93,7 +97,11 @@ func importTokenKey(label string, ckk uint, value []byte) error {
 		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
-	})
+	}
+	if len(id) > 0 {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+	}
+	_, err = c.CreateObject(s, tmpl)
 	return err
 }
 
@@ -122,7 +130,7 @@ func TestScripts(t *testing.T) {
 					setupScript(env, tok, tok.Kind)
 					return nil
 				},
-				Cmds:      map[string]func(ts *testscript.TestScript, neg bool, args []string){"exits": exits},
+				Cmds:      scriptCmds,
 				Condition: tokenCondition(kind),
 			})
 		})
@@ -150,7 +158,7 @@ func TestScriptsRPC(t *testing.T) {
 					setupScript(env, rig, "rpc-"+rig.Kind)
 					return nil
 				},
-				Cmds:      map[string]func(ts *testscript.TestScript, neg bool, args []string){"exits": exits},
+				Cmds:      scriptCmds,
 				Condition: tokenCondition(kind),
 			})
 		})
@@ -186,6 +194,31 @@ func tokenCondition(kind string) func(cond string) (bool, error) {
 		}
 		return false, fmt.Errorf("unknown condition %q", cond)
 	}
+}
+
+// scriptCmds are the scripts' own commands.
+var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){"exits": exits, "hexenv": hexenv}
+
+// hexenv [-pct] NAME STRING sets NAME to STRING in hex (with -pct,
+// percent-encoded, every byte: %6b%2d...): CKA_IDs unique to a run of a
+// script, made of its ${K} (the scripts share NSS's token).
+func hexenv(ts *testscript.TestScript, neg bool, args []string) {
+	pct := len(args) > 0 && args[0] == "-pct"
+	if pct {
+		args = args[1:]
+	}
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: hexenv [-pct] NAME STRING")
+	}
+	v := hex.EncodeToString([]byte(args[1]))
+	if pct {
+		var b strings.Builder
+		for i := 0; i < len(v); i += 2 {
+			b.WriteString("%" + v[i:i+2])
+		}
+		v = b.String()
+	}
+	ts.Setenv(args[0], v)
 }
 
 // exits CODE COMMAND [ARGS...] runs the command like exec, and fails

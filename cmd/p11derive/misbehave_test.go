@@ -58,8 +58,9 @@ func TestDeriveWeakTemplates(t *testing.T) {
 	before := lab.CountObjects(t, ctx, sess)
 	code, out, stderr := runCmd(args...)
 	require.Equal(t, 0, code, stderr)
-	var j keyJSON
+	var j keyDoc
 	require.NoError(t, json.Unmarshal([]byte(out), &j), out)
+	assert.Equal(t, schemaVersion, j.SchemaVersion)
 	assert.Equal(t, "aes-ecb-decrypt", j.KDF)
 	assert.Equal(t, "unwrap", j.Strategy)
 	assert.True(t, j.Sensitive)

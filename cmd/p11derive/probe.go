@@ -21,9 +21,10 @@ func cmdProbe(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	var tf tokenFlags
 	tf.register(fs)
-	asJSON := fs.Bool("json", false, "print the report as JSON (schema_version 1)")
+	asJSON := fs.Bool("json", false, "print the report as JSON (schema_version 2)")
 	asMarkdown := fs.Bool("markdown", false, "print the report as a Markdown page")
-	keyLabel := fs.String("key", "", "also say what the existing base key `LABEL` can use (its attributes are only read)")
+	var kf keyFlags
+	kf.register(fs, "key", "id", "an existing base key: also say what it can use (its attributes are only read)")
 	kdfs := fs.String("kdf", "", "probe only these `functions`, comma-separated (default all): "+strings.Join(derive.FunctionNames(), ", "))
 	runs := fs.Int("runs", 3, "derivations timed per function and strategy (the median is reported)")
 	listOnly := fs.Bool("list-only", false, "run nothing and make no object: judge from the mechanism list alone")
@@ -38,7 +39,15 @@ func cmdProbe(args []string, stdout io.Writer) error {
 	if *runs < 1 {
 		return usageError{errors.New("--runs must be at least 1")}
 	}
-	opts := probe.Options{Runs: *runs, KeyLabel: *keyLabel, ListOnly: *listOnly, NoImport: *noImport}
+	uriKey, err := tf.uriKey()
+	if err != nil {
+		return err
+	}
+	sel, err := kf.selector(uriKey)
+	if err != nil {
+		return err
+	}
+	opts := probe.Options{Runs: *runs, KeyLabel: sel.Label, KeyID: sel.ID, ListOnly: *listOnly, NoImport: *noImport}
 	if *rw {
 		opts.ReadWrite = func() (*derive.Token, error) { return tf.openWith(false) }
 	}

@@ -65,8 +65,8 @@ token flags: --module PATH, --init-args STR, --token LABEL | --slot ID | --uri p
 // flags, and the flags every scheme takes.
 func (d *schemeDef) usage() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "usage: p11derive scheme %s [token flags] --base LABEL %s [key flags]\n\n", d.name, d.inputs)
-	b.WriteString(d.summary + ".\n\n" + d.name + " flags:\n  -base LABEL\n    \tCKA_LABEL of the base key (required)\n")
+	fmt.Fprintf(&b, "usage: p11derive scheme %s [token flags] --base LABEL | --base-id HEX %s [key flags]\n\n", d.name, d.inputs)
+	b.WriteString(d.summary + ".\n\n" + d.name + " flags:\n  -base LABEL\n    \tCKA_LABEL of the base key\n  -base-id HEX\n    \tCKA_ID of the base key (with -base: it must have both; or --uri's object= and id=)\n")
 	own := flag.NewFlagSet(d.name, flag.ContinueOnError)
 	d.flags(own)
 	own.SetOutput(&b)
@@ -75,7 +75,9 @@ func (d *schemeDef) usage() string {
 	return b.String()
 }
 
-// schemeJSON is a derived key as the scheme command prints it.
+// schemeJSON is a derived key as the scheme command prints it: the scheme,
+// its base key and inputs, the key object, how it was derived, and its
+// wrapping.
 type schemeJSON struct {
 	Scheme string `json:"scheme"`
 	// Base is the base key's label, and Inputs the scheme's non-secret
@@ -84,6 +86,7 @@ type schemeJSON struct {
 	Base   string            `json:"base"`
 	Inputs map[string]string `json:"inputs"`
 	keyJSON
+	derivationJSON
 	// Wrapped is the key wrapped under WrappedBy with WrapMech (--wrap-key):
 	// the key was destroyed in the token after.
 	Wrapped     string `json:"wrapped,omitempty"`
@@ -92,6 +95,21 @@ type schemeJSON struct {
 	Derivations int    `json:"derivations"`
 	// Strategies is each derivation's strategy, when there are several.
 	Strategies []string `json:"strategies,omitempty"`
+}
+
+// schemeDoc is the document of a scheme that makes one key: schemeJSON's
+// fields at the top level.
+type schemeDoc struct {
+	SchemaVersion int `json:"schema_version"`
+	schemeJSON
+}
+
+// schemeKeysDoc is the document of a scheme that makes several keys (tr31:
+// kbek and kbak; gp-div: enc, mac and dek): each by name under keys.
+type schemeKeysDoc struct {
+	SchemaVersion int                   `json:"schema_version"`
+	Scheme        string                `json:"scheme"`
+	Keys          map[string]schemeJSON `json:"keys"`
 }
 
 func cmdScheme(args []string, stdout io.Writer) (err error) {
@@ -114,21 +132,31 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), def.usage()) }
 	var tf tokenFlags
 	tf.register(fs)
-	base := fs.String("base", "", "CKA_LABEL of the base key")
+	var bk, wk keyFlags
+	bk.register(fs, "base", "base-id", "the base key")
 	label := fs.String("label", "", "the derived key's CKA_LABEL")
 	tokenObject := fs.Bool("token-object", false, "make the derived key a token object")
 	use := fs.String("usage", "", "the derived key's uses (default: the scheme's)")
 	strategy := fs.String("strategy", "auto", "strategy of package derive")
 	kcvMethod := kcvFlag(fs)
-	wrapKey := fs.String("wrap-key", "", "print each derived key wrapped under the key with this CKA_LABEL, and destroy it")
+	wk.register(fs, "wrap-key", "wrap-key-id", "the wrapping key: print each derived key wrapped under it, and destroy it")
 	wrapMech := fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
 	wrapIV := fs.String("wrap-iv", "", "des3-cbc's IV, `hex` (default 8 zero bytes)")
 	parseScheme := def.flags(fs)
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
-	if *base == "" {
-		return usageError{errors.New("--base is required")}
+	uriKey, err := tf.uriKey()
+	if err != nil {
+		return err
+	}
+	baseSel, err := bk.required(uriKey)
+	if err != nil {
+		return err
+	}
+	wrapSel, err := wk.selector(nil)
+	if err != nil {
+		return err
 	}
 	if *tokenObject && *label == "" {
 		return usageError{errors.New("--token-object needs --label, or the key could never be found again")}
@@ -142,7 +170,7 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 		return err
 	}
 	var wrap *batch.Wrap
-	if *wrapKey != "" {
+	if wk.given() {
 		if *tokenObject {
 			return usageError{errors.New("--wrap-key prints the key wrapped and destroys it: no --token-object")}
 		}
@@ -176,12 +204,12 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 	}
 	defer tok.Close()
 	ctx := rootCtx
-	k, err := tok.FindKey(ctx, *base)
+	k, err := findKey(ctx, tok, baseSel)
 	if err != nil {
 		return err
 	}
 	if wrap != nil {
-		if wrap.Key, err = tok.FindKey(ctx, *wrapKey); err != nil {
+		if wrap.Key, err = findKey(ctx, tok, wrapSel); err != nil {
 			return fmt.Errorf("p11derive: wrapping key: %w", err)
 		}
 		if err := wrap.Check(0); err != nil {
@@ -238,8 +266,9 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 	out := make([]schemeJSON, len(results))
 	for i, res := range results {
 		j := describeKCV(ctx, tok, res.Key, km)
-		j.KDF, j.Strategy, j.Calls, j.Warnings = res.Function, string(res.Strategy), res.Calls, append(res.Warnings, derive.BaseKeyWarnings(k)...)
-		out[i] = schemeJSON{Scheme: sr.name, Base: k.Label, Inputs: sr.inputs, keyJSON: j, Derivations: res.Derivations}
+		j.Warnings = append(res.Warnings, derive.BaseKeyWarnings(k)...)
+		out[i] = schemeJSON{Scheme: sr.name, Base: k.Label, Inputs: sr.inputs, keyJSON: j, Derivations: res.Derivations,
+			derivationJSON: derivationJSON{KDF: res.Function, Strategy: string(res.Strategy), Calls: res.Calls}}
 		if wrap != nil {
 			w, err := batch.WrapKey(ctx, tok, wrap, res.Key)
 			if err != nil {
@@ -258,9 +287,9 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 		for i, n := range sr.names {
 			m[n] = out[i]
 		}
-		return reported(ctx, tok, printJSON(stdout, m), made...)
+		return reported(ctx, tok, printJSON(stdout, schemeKeysDoc{SchemaVersion: schemaVersion, Scheme: sr.name, Keys: m}), made...)
 	}
-	return reported(ctx, tok, printJSON(stdout, out[0]), made...)
+	return reported(ctx, tok, printJSON(stdout, schemeDoc{SchemaVersion: schemaVersion, schemeJSON: out[0]}), made...)
 }
 
 // cmdSchemeList prints the scheme catalog; given a token (--token, --slot,
