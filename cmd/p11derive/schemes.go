@@ -342,6 +342,10 @@ the mechanism) or "error" (the module or a session failed: exit status 3).
 		Checks     []checkJSON `json:"checks,omitempty"`
 		Note       string      `json:"note,omitempty"`
 	}
+	type schemeListDoc struct {
+		SchemaVersion int         `json:"schema_version"`
+		Schemes       []entryJSON `json:"schemes"`
+	}
 	// A token only when one is named on the command line: P11DERIVE_MODULE
 	// alone does not make the catalog need a token.
 	onToken := tf.given("module") || tf.uri != "" || tf.label != "" || tf.slot >= 0
@@ -357,7 +361,7 @@ the mechanism) or "error" (the module or a session failed: exit status 3).
 			}
 			out = append(out, j)
 		}
-		return printJSON(stdout, out)
+		return printJSON(stdout, schemeListDoc{schemaVersion, out})
 	}
 	tok, err := tf.openWith(true)
 	if err != nil {
@@ -384,7 +388,7 @@ the mechanism) or "error" (the module or a session failed: exit status 3).
 		}
 		out = append(out, j)
 	}
-	if err := printJSON(stdout, out); err != nil {
+	if err := printJSON(stdout, schemeListDoc{schemaVersion, out}); err != nil {
 		return err
 	}
 	if incomplete {

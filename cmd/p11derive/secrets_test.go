@@ -51,7 +51,8 @@ func forms(b []byte) []string {
 
 // TestCommandPrintsNoSecrets runs the p11derive command, as a process, on
 // a SoftHSM2 token whose PIN and base key are distinctive: derive (JSON,
-// and a profile file), kcv, keygen, batch (its CSV output), and the
+// and a profile file), kcv (and --json), keygen, batch (its CSV output),
+// keys (table and JSON), the probe's key report, destroy, and the
 // failures — a wrong PIN, a PIN in a URI, a strategy the token refuses, a
 // missing key, bad flags; then on NSS softoken with every strategy.
 // Neither stdout, stderr nor the files written hold the PIN, the base key,
@@ -128,6 +129,12 @@ func TestCommandPrintsNoSecrets(t *testing.T) {
 		{[]string{"keygen", "--slot", slot, "--label", "secret-gen", "--key-type", "aes", "--len", "32", "--session"}, true, nil},
 		{[]string{"batch", "--slot", slot, "--base", "secret-base", "--kdf", "aes-ecb", "--key-type", "aes", "--len", "16",
 			"--strategy", "native", "--input", "in.csv", "--output", "out.csv", "--label-template", "secret-row-{id}"}, true, nil},
+		{[]string{"keys", "--slot", slot}, true, nil},
+		{[]string{"keys", "--slot", slot, "--json", "--kcv", "cmac"}, true, nil},
+		{[]string{"kcv", "--slot", slot, "--key", "secret-dk", "--json"}, true, nil},
+		{[]string{"probe", "--slot", slot, "--list-only", "--kdf", "aes-ecb", "--key", "secret-base", "--json"}, true, nil},
+		{[]string{"destroy", "--slot", slot, "--key", "secret-dk"}, false, nil},
+		{[]string{"destroy", "--slot", slot, "--key", "secret-dk", "--yes", "--json"}, true, nil},
 		{[]string{"kcv", "--slot", slot, "--key", "secret-base"}, false, []string{"P11DERIVE_PIN=wrong-" + cliPIN}},
 		{[]string{"kcv", "--uri", "pkcs11:slot-id=" + slot + "?pin-value=" + cliPIN, "--key", "secret-base"}, false, nil},
 		{[]string{"kcv", "--uri", "pkcs11:slot-id=" + slot + ";pin-value=" + cliPIN, "--key", "secret-base"}, false, nil},
