@@ -14,8 +14,8 @@ import (
 
 // BenchmarkDerive measures one derivation and the destruction of DK, per
 // token, strategy and function: derivations per second and PKCS#11 calls
-// per derivation (DK's destruction included, as in
-// shared/tools/rawderive.c). Strategies a token cannot run are skipped.
+// per derivation (DK's destruction included, as in internal/baseline's C
+// loop). Strategies a token cannot run are skipped.
 func BenchmarkDerive(b *testing.B) {
 	for _, lt := range tokens(b) {
 		for _, c := range []struct {

@@ -21,7 +21,7 @@ type Strategy string
 // The strategies. Auto lets Derive choose the cheapest one that works.
 const (
 	Auto   Strategy = ""
-	Native Strategy = "native" // C_DeriveKey with CKM_*_ENCRYPT_DATA (DESIGN.md §3.1)
+	Native Strategy = "native" // C_DeriveKey with CKM_*_ENCRYPT_DATA (docs/design.md §3.1)
 )
 
 // Request says what to derive.

@@ -17,7 +17,7 @@ const (
 	DES                    // single DES, 8-byte blocks
 )
 
-// BlockSize is the cipher's block size in bytes (n in DESIGN.md).
+// BlockSize is the cipher's block size in bytes (n in docs/design.md).
 func (c Cipher) BlockSize() int {
 	switch c {
 	case AES:
@@ -64,7 +64,7 @@ func (m Mode) String() string {
 // key, bit for bit.
 //
 // The functions are [Encrypt] (DK = E(data, K)), its inverse [Decrypt],
-// and the key-derivation functions of DESIGN.md §4.
+// and the key-derivation functions of docs/design.md §4.
 type Function interface {
 	// Name is the function's stable name, as used by the p11derive
 	// command's --kdf flag and in profiles, such as "aes-cbc".

@@ -10,7 +10,7 @@ import (
 	"github.com/p11derive/p11derive/internal/ckm"
 )
 
-// The encrypt-as-decrypt strategies (DESIGN.md §3.2).
+// The encrypt-as-decrypt strategies (docs/design.md §3.2, §3.3).
 const (
 	// MACUnwrap computes E with a full-block CBC-MAC (CKM_*_MAC_GENERAL)
 	// and one C_UnwrapKey in ECB mode. The base key needs CKA_SIGN and

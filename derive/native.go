@@ -11,7 +11,7 @@ import (
 
 // native computes a function with the token's own derivation mechanisms:
 // for Encrypt, one C_DeriveKey with CKM_<cipher>_<mode>_ENCRYPT_DATA
-// (DESIGN.md §3.1); for the key-derivation functions, their PKCS#11
+// (docs/design.md §3.1); for the key-derivation functions, their PKCS#11
 // mechanism. The base key needs CKA_DERIVE.
 type native struct{}
 

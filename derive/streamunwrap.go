@@ -10,8 +10,8 @@ import (
 	"github.com/p11derive/p11derive/mechanisms"
 )
 
-// StreamUnwrap computes E with C_UnwrapKey in a stream mode (DESIGN.md
-// §3.3): decrypting the zero block in CTR mode from counter block x, or in
+// StreamUnwrap computes E with C_UnwrapKey in a stream mode (docs/design.md
+// §3.4): decrypting the zero block in CTR mode from counter block x, or in
 // OFB or CFB-128 mode from IV x, gives E_K(x). One unwrap per block (ECB,
 // or CBC when the key needs one block); several blocks are joined in the
 // token with CKM_CONCATENATE_BASE_AND_KEY. AES only. The base key needs

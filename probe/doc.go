@@ -23,7 +23,7 @@
 // CBC functions use a fixed IV, the key-derivation functions fixed
 // parameters (the JSON gives them).
 //
-// DK is checked as DESIGN.md §7 says. If the token accepts C_CreateObject
+// DK is checked as docs/design.md §7 says. If the token accepts C_CreateObject
 // of a secret key, the probe imports session keys of known value (AES-128,
 // three-key Triple DES, DES, a 32-byte generic secret for the HMAC-based
 // functions), and compares DK's check value, computed in the token
@@ -111,7 +111,7 @@
 // attributes in set are true; a key with CKA_MODIFIABLE false must be
 // made again), or no (why). It reads the key's CKA_UNWRAP_TEMPLATE and says
 // whether it forces CKA_SENSITIVE=true and CKA_EXTRACTABLE=false on every
-// key unwrapped with it, which makes MAC-unwrap safe (DESIGN.md §3.2): a
+// key unwrapped with it, which makes MAC-unwrap safe (docs/design.md §3.2): a
 // key that may both MAC and unwrap can otherwise be made to reveal E_K(x)
 // for any x. The template is an array attribute, read with
 // derive.Token.Template, which refuses to follow what a token gives back

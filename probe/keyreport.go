@@ -105,7 +105,7 @@ func analyseKey(ctx context.Context, tok *derive.Token, opts Options, all []*spe
 	if macUnwrapUsable && !kr.MACUnwrapSafe {
 		kr.Notes = append(kr.Notes, "MAC-unwrap lets this key both MAC and unwrap: without a CKA_UNWRAP_TEMPLATE forcing "+
 			"CKA_SENSITIVE=true and CKA_EXTRACTABLE=false, anyone who may use the key can MAC chosen data, unwrap the "+
-			"result into an extractable key and read E_K(x) for any x: the derived keys of every x (DESIGN.md §3.2). "+
+			"result into an extractable key and read E_K(x) for any x: the derived keys of every x (docs/design.md §3.2). "+
 			"Give the key such a template before using MAC-unwrap with it.")
 	}
 	return kr, nil

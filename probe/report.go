@@ -41,7 +41,7 @@ const (
 // VerifiedBy says how a result's key was checked.
 type VerifiedBy string
 
-// The ways a key is checked (DESIGN.md §7).
+// The ways a key is checked (docs/design.md §7).
 const (
 	// KnownAnswer: the base key was imported with a known value, and DK's
 	// check value (computed in the token) equals the software reference's.
@@ -232,7 +232,7 @@ type KeyReport struct {
 	UnwrapTemplate UnwrapTemplate `json:"unwrap_template"`
 	// MACUnwrapSafe: the unwrap template forces CKA_SENSITIVE=true and
 	// CKA_EXTRACTABLE=false on every key unwrapped with this key, so that
-	// MAC-unwrap cannot be turned into an encryption oracle (DESIGN.md
+	// MAC-unwrap cannot be turned into an encryption oracle (docs/design.md
 	// §3.2).
 	MACUnwrapSafe bool     `json:"mac_unwrap_safe"`
 	Uses          []KeyUse `json:"uses"`

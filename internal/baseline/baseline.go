@@ -5,8 +5,8 @@
 // p11derive, so that the two see the same machine, and reports the ratio.
 // It is for benchmarks only.
 //
-// The loop follows shared/tools/rawderive.c with RAW_READBACK=1 (and its
-// macunwrap mode), with cmac-unwrap added. Each mode makes, per
+// The loop reads DK's attributes back as p11derive does, for mac-unwrap
+// and cmac-unwrap as well as native. Each mode makes, per
 // derivation, exactly the calls p11derive makes for it:
 //
 //	Derive      C_DeriveKey(CKM_AES_ECB_ENCRYPT_DATA)

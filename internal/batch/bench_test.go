@@ -162,9 +162,8 @@ func TestCallsPerRow(t *testing.T) {
 // BenchmarkBatch measures a batch per token, strategy, mode and number of
 // workers: rows per second, and PKCS#11 calls per row (counted through the
 // forwarding module on a separate run; the timed run goes to the token
-// directly). Compare with shared/tools/rawderive.c derivewrap, which makes
-// 3 calls per row (derive, wrap with a fixed buffer, destroy) and reads
-// nothing back.
+// directly). Compare with the README's bare C loop of the same 6 calls per
+// row (internal/baseline, the repository's C baseline, has no wrap mode).
 func BenchmarkBatch(b *testing.B) {
 	cases := []batchCase{
 		{"softhsm2", derive.Native, false},
