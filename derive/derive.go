@@ -147,7 +147,17 @@ func strategyByName(n Strategy) strategy {
 // tightened, with a warning (see Request.StrictAttributes). On every error
 // path, no object is left behind (or the error, a *LeftBehindError, says
 // the token would not destroy it).
+//
+// With a Config.Logger, each call is logged (see Config.Logger).
 func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, error) {
+	if t.log != nil {
+		return t.deriveLogged(ctx, base, r)
+	}
+	return t.derive(ctx, base, r)
+}
+
+// derive is Derive, unlogged.
+func (t *Token) derive(ctx context.Context, base *Key, r Request) (*Result, error) {
 	if err := validate(base, &r); err != nil {
 		return nil, err
 	}

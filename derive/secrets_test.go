@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -140,8 +141,9 @@ func captureOutput(t *testing.T) func() string {
 // makes errors — a wrong PIN, a PIN in a URI, every fault at every call of
 // the strategies, corrupted results, a lost login whose C_Login fails —
 // with a distinctive PIN and a base key of distinctive value, and greps
-// every error, every result and profile as JSON, and all the process
-// wrote to stdout and stderr meanwhile, for the PIN, the base key, DK (by
+// every error, every result and profile as JSON, every record the Tokens'
+// loggers wrote (Config.Logger at Debug, JSON and text), and all the
+// process wrote to stdout and stderr meanwhile, for the PIN, the base key, DK (by
 // the software reference) and what the encrypt-as-decrypt strategies put
 // on the host (E_K(c_i), L = E_K(0)): in raw, hex (both cases) and base64.
 func TestNoSecretsInErrorsOrOutput(t *testing.T) {
@@ -169,15 +171,21 @@ func TestNoSecretsInErrorsOrOutput(t *testing.T) {
 	g.secrets["L = E_K(0)"] = l0
 	r := Request{Function: cbc, Data: data, KeyType: KeyAES256}
 
+	// Every Token logs everything it logs, in both of slog's formats.
+	var logJSON, logText lockedBuffer
+	jsonLog := slog.New(slog.NewJSONHandler(&logJSON, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	textLog := slog.New(slog.NewTextHandler(&logText, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	nss.tok.log = textLog
+
 	stop := captureOutput(t)
 	defer stop()
 
 	// SoftHSM2, its PIN changed to the distinctive one.
-	tok, err := Open(Config{Module: w.Module, Slot: &w.SlotID, PIN: l.PIN})
+	tok, err := Open(Config{Module: w.Module, Slot: &w.SlotID, PIN: l.PIN, Logger: jsonLog})
 	require.NoError(t, err)
 	require.NoError(t, withSession(tok, func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error { return c.SetPIN(s, l.PIN, secretPIN) }))
 	tok.Close()
-	tok, err = Open(Config{Module: w.Module, Slot: &w.SlotID, PIN: secretPIN})
+	tok, err = Open(Config{Module: w.Module, Slot: &w.SlotID, PIN: secretPIN, Logger: jsonLog})
 	require.NoError(t, err)
 	defer tok.Close()
 	hsm := &labToken{kind: "softhsm2+fwd", lab: w, tok: tok}
@@ -245,13 +253,13 @@ func TestNoSecretsInErrorsOrOutput(t *testing.T) {
 	}
 
 	// A wrong PIN, and PINs in URIs.
-	_, err = Open(Config{Module: wrong.Module, Slot: &wrong.SlotID, PIN: "wrong-" + secretPIN})
+	_, err = Open(Config{Module: wrong.Module, Slot: &wrong.SlotID, PIN: "wrong-" + secretPIN, Logger: textLog})
 	require.Error(t, err)
 	g.err(err)
 	g.secrets["the wrong PIN"] = []byte("wrong-" + secretPIN)
 	for _, uri := range []string{"pkcs11:token=x?pin-value=" + secretPIN, "pkcs11:token=x;pin-value=" + secretPIN,
 		"pkcs11:token=x?pin-source=file:" + secretPIN, "pkcs11:token=x?pin-value=" + secretPIN + "%zz"} {
-		_, err = Open(Config{Module: w.Module, URI: uri})
+		_, err = Open(Config{Module: w.Module, URI: uri, Logger: jsonLog})
 		require.Error(t, err)
 		g.err(err)
 	}
@@ -277,6 +285,15 @@ func TestNoSecretsInErrorsOrOutput(t *testing.T) {
 		g.err(err)
 	}
 	g.add("%s", stop())
+	for _, logs := range []string{logJSON.String(), logText.String()} {
+		// The control: the loggers did record derivations, failures and
+		// logins.
+		require.Contains(t, logs, "p11derive: derived")
+		require.Contains(t, logs, "p11derive: derivation failed")
+		require.Contains(t, logs, "p11derive: open failed")
+		g.add("%s", logs)
+	}
+	require.Contains(t, logJSON.String(), "p11derive: logged in")
 	require.NotZero(t, errs)
 	t.Logf("%d errors from faults", errs)
 	g.check(t)

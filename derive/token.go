@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,14 @@ type Config struct {
 	// CKR_SESSION_COUNT (other applications hold sessions too) lowers it to
 	// the sessions the Token has open, and the operation waits.
 	MaxSessions int
+
+	// Logger, when set, receives structured records of what the Token does:
+	// the token opened and closed (Info, Debug) and, for every Derive, its
+	// function, strategy, PKCS#11 calls, duration and outcome (Debug when
+	// it succeeds, Warn when it fails). Records name labels, mechanisms,
+	// strategies and CKR codes, never a PIN or key material. Nil (the
+	// default) logs nothing and costs nothing.
+	Logger *slog.Logger
 }
 
 // Token is an open connection to one PKCS#11 token. It is safe for
@@ -79,6 +88,7 @@ type Token struct {
 	anchor pkcs11.SessionHandle // held open for the token's life: keeps the login
 	// readOnly: sessions without CKF_RW_SESSION (Config.ReadOnly).
 	readOnly bool
+	log      *slog.Logger // Config.Logger: nil logs nothing
 
 	mu     sync.Mutex
 	idle   []*session
@@ -122,25 +132,31 @@ type Token struct {
 func Open(cfg Config) (*Token, error) {
 	sel, modPath, err := selection(cfg)
 	if err != nil {
+		logOpenFailed(cfg.Logger, cfg.Module, sel, err)
 		return nil, err
 	}
 	mod, err := loadModule(modPath, cfg.InitArgs)
 	if err != nil {
+		logOpenFailed(cfg.Logger, modPath, sel, err)
 		return nil, err
 	}
 	if cfg.MaxSessions < 0 {
 		mod.release()
-		return nil, inputErr("max-sessions", "MaxSessions is %d: give a bound of at least 1, or 0 for the token's own", cfg.MaxSessions)
+		err := inputErr("max-sessions", "MaxSessions is %d: give a bound of at least 1, or 0 for the token's own", cfg.MaxSessions)
+		logOpenFailed(cfg.Logger, modPath, sel, err)
+		return nil, err
 	}
-	t := &Token{mod: mod, pin: cfg.PIN, readOnly: cfg.ReadOnly, all: map[pkcs11.SessionHandle]bool{}}
+	t := &Token{mod: mod, pin: cfg.PIN, readOnly: cfg.ReadOnly, log: cfg.Logger, all: map[pkcs11.SessionHandle]bool{}}
 	if err := t.open(sel); err != nil {
 		mod.release()
+		logOpenFailed(cfg.Logger, modPath, sel, err)
 		return nil, err
 	}
 	t.limit = cfg.MaxSessions
 	if t.limit == 0 {
 		t.limit = tokenLimit(t.info.MaxSessionCount)
 	}
+	t.logOpened()
 	return t, nil
 }
 
@@ -321,8 +337,12 @@ func (t *Token) Info() pkcs11.TokenInfo { return t.info }
 func (t *Token) SlotID() uint { return t.slot }
 
 // Close destroys nothing but closes the token's sessions, which ends the
-// session objects they made, and releases the module.
+// session objects they made, and releases the module. Closing a Token
+// twice, or a nil *Token (what Open returns with an error), does nothing.
 func (t *Token) Close() error {
+	if t == nil {
+		return nil
+	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -341,6 +361,7 @@ func (t *Token) Close() error {
 	}
 	t.mod.ck.CloseSession(uint(anchor))
 	t.mod.release()
+	t.logClosed()
 	return nil
 }
 
