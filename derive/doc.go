@@ -15,19 +15,91 @@
 // res.Key is DK (its handle and the attributes the token gave it),
 // res.Strategy says how the token computed it and res.Calls how many
 // PKCS#11 calls that took. [Token.CheckValue] computes a key's check value
-// inside the token, to compare keys without seeing them.
+// inside the token, to compare keys without seeing them. The examples
+// (ExampleOpen and the others; go doc -http, or go test -run Example -v)
+// run exactly this against a throwaway SoftHSM2 token.
 //
-// # Functions and strategies
+// # Which function do I want?
 //
-// A [Function] names what DK is; a [Strategy] names how a token is made to
-// compute it. Strategies that compute the same function give the same key,
-// bit for bit, so Derive may choose among them: with Request.Strategy left
-// at Auto it tries the cheapest one that the token lists and the base key's
-// attributes allow, and remembers, per base key, the ones a token refused.
-// The strategies are:
+// A [Function] names what DK is. Pick the one your standard, or the other
+// side of your protocol, computes:
 //
-//   - native: one C_DeriveKey with CKM_AES_ECB_ENCRYPT_DATA and its CBC and
-//     DES/DES3 siblings. The base key needs CKA_DERIVE.
+//   - DK = E(data, K), the block cipher in ECB or CBC mode, leading bytes:
+//     [Encrypt] (AES, DES3, DES). This is "encrypt the diversification data
+//     under the master key" — EMV, DUKPT initial keys, SCP02, most
+//     per-device key schemes.
+//   - DK = D(data, K), the inverse: [Decrypt]. Different keys from
+//     Encrypt; what almost any token that can unwrap computes.
+//   - NIST SP 800-108 in counter or feedback mode with an HMAC or CMAC PRF
+//     and a caller-defined PRF input: [SP800108] (with [ParseLayout]); the
+//     SCP03, AN10922 and TR-31 version D KDFs are such layouts.
+//   - RFC 5869: [HKDF].
+//   - The legacy hash KDF SHA-256(K ‖ data): [SHA256Concat].
+//   - K ⊕ data, key variants (TR-31 versions A and C): [XORData].
+//
+// A published scheme is already written: use its package rather than a
+// Function — derive/emv (EMV card master and session keys), derive/gp
+// (GlobalPlatform SCP02, SCP03, card key diversification), derive/an10922
+// (NXP AES-128 diversification), derive/dukpt (AES DUKPT), derive/tr31
+// (TR-31 key block keys). Programs that hold crypto11 keys use derive/c11.
+// [ParseFunction] and [FunctionNames] give the functions by the names of
+// the p11derive command's --kdf flag.
+//
+// # Strategies
+//
+// A [Strategy] names how a token is made to compute a function. Strategies
+// that compute the same function give the same key, bit for bit, so Derive
+// may choose among them: with Request.Strategy left at Auto it tries the
+// cheapest one that the token lists and the base key's attributes allow,
+// then the ones the token does not list, and remembers, per base key, the
+// ones a token refused. Calls exclude the read-back of DK's attributes
+// (one more); k is the number of cipher blocks DK takes.
+//
+//   - [Native]: the token's own derivation mechanism in one C_DeriveKey —
+//     CKM_AES_ECB_ENCRYPT_DATA and its CBC and DES/DES3 siblings for
+//     Encrypt, CKM_SP800_108_*_KDF, CKM_HKDF_DERIVE,
+//     CKM_CONCATENATE_BASE_AND_DATA + CKM_SHA256_KEY_DERIVATION (3 calls)
+//     and CKM_XOR_BASE_AND_DATA for the others. 1 call; the base key
+//     needs CKA_DERIVE.
+//   - [MACUnwrap]: Encrypt on tokens without *_ENCRYPT_DATA. A full-block
+//     CBC-MAC (CKM_*_MAC_GENERAL) of each block's chain followed by a zero
+//     block is E_K(c_i), DK encrypted under K; one C_UnwrapKey in ECB mode
+//     lands DK. 2k+1 calls; CKA_SIGN and CKA_UNWRAP. Give such a key a
+//     CKA_UNWRAP_TEMPLATE forcing CKA_SENSITIVE and not CKA_EXTRACTABLE
+//     (see SECURITY.md).
+//   - [CMACUnwrap]: the same with CMAC (CKM_AES_CMAC, CKM_DES3_CMAC),
+//     appending the subkey K1 instead of the zero block. 2k+3 calls;
+//     CKA_SIGN, CKA_UNWRAP and CKA_ENCRYPT (for L = E_K(0), which is in
+//     host memory during the derivation).
+//   - [StreamUnwrap]: Encrypt (AES) by C_UnwrapKey of the zero block in
+//     CTR, OFB or CFB-128 mode, which is E_K(x); blocks joined in the token
+//     with CKM_CONCATENATE_BASE_AND_KEY. 4k−3 calls; CKA_UNWRAP. Few tokens
+//     allow it.
+//   - [Unwrap]: Decrypt, one C_UnwrapKey in ECB or CBC mode. 1 call;
+//     CKA_UNWRAP.
+//
+// Only strategies that compute exactly the requested function run. To let
+// Derive fall back to a different function when the token cannot compute
+// the one asked for, name the acceptable ones in Request.Allow, and keep
+// the result's [Profile] to derive the same keys again later.
+//
+// The mathematics of each strategy and function, the invariants and how
+// the tests prove exactness are in docs/design.md of the repository.
+//
+// # Which method do I want?
+//
+//   - Reach a token: [Open] with a [Config] (module, token by URI, label,
+//     serial or slot, PIN); a nil Config.Logger keeps it silent.
+//   - Find a base key: [Token.FindKey] by label, [Token.Find] or
+//     [Token.Keys] by label and/or CKA_ID.
+//   - Derive: [Token.Derive]; before deriving, [Token.Plan] says what each
+//     strategy needs and whether this token and key have it.
+//   - Compare keys without seeing them: [Token.CheckValue],
+//     [Token.CheckValueBy] (ECB or CMAC convention).
+//   - Make keys: [Token.Generate] (base keys), [Token.Import] (keys of
+//     known value, for tests and known-answer checks), [Token.Unwrap];
+//     export DK wrapped: [Token.Wrap]; remove one: [Token.Destroy].
+//   - What can this token do, verified? Package probe.
 //
 // # Safety
 //
