@@ -15,9 +15,11 @@
 //
 //	--module PATH      [P11DERIVE_MODULE] the PKCS#11 module
 //	--init-args STR    [P11DERIVE_INIT_ARGS] C_Initialize arguments (NSS softoken)
+//	--nss-db DIR       NSS softoken's database directory: p11derive builds its init arguments
 //	--token LABEL | --slot ID | --uri pkcs11:...   which token
 //	--pin-env NAME     environment variable holding the PIN (default P11DERIVE_PIN)
 //	--pin-file PATH    file holding the PIN
+//	--log-level LEVEL  debug, info, warn, error or off (default): log to stderr
 //
 // A key is selected by label and/or CKA_ID (--key/--id, --base/--base-id,
 // --wrap-key/--wrap-key-id, or the URI's object= and id=). derive prints

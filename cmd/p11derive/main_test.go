@@ -174,6 +174,7 @@ func setupScript(env *testscript.Env, tok *lab.Token, prefix string) {
 	env.Setenv("P11DERIVE_INIT_ARGS", tok.InitArgs)
 	env.Setenv("SLOT", strconv.FormatUint(uint64(tok.SlotID), 10))
 	env.Setenv("TOKEN_KIND", tok.Kind)
+	env.Setenv("TOKEN_DIR", tok.Dir) // NSS: the database directory (--nss-db)
 	env.Setenv("K", lab.UniqueLabel(prefix))
 	if tok.Login {
 		env.Setenv("P11DERIVE_PIN", tok.PIN)

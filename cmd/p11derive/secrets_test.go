@@ -54,8 +54,9 @@ func forms(b []byte) []string {
 // and a profile file), kcv (and --json), keygen, batch (its CSV output),
 // keys (table and JSON), the probe's key report, destroy, and the
 // failures — a wrong PIN, a PIN in a URI, a strategy the token refuses, a
-// missing key, bad flags; then on NSS softoken with every strategy.
-// Neither stdout, stderr nor the files written hold the PIN, the base key,
+// missing key, bad flags; then on NSS softoken with every strategy. Every
+// command runs with --log-level debug, so stderr holds everything the
+// logger records too. Neither stdout, stderr nor the files written hold the PIN, the base key,
 // any DK (computed by the software reference) or what mac-unwrap and
 // cmac-unwrap compute on the way, in raw, hex (both cases) or base64.
 func TestCommandPrintsNoSecrets(t *testing.T) {
@@ -145,7 +146,7 @@ func TestCommandPrintsNoSecrets(t *testing.T) {
 	for _, s := range steps {
 		saved := env
 		env = append(env, s.env...)
-		stdout, stderr, err := run("p11derive", s.args...)
+		stdout, stderr, err := run("p11derive", append(slices.Clone(s.args), "--log-level", "debug")...)
 		env = saved
 		if s.ok {
 			require.NoError(t, err, "p11derive %s: %s", strings.Join(s.args, " "), stderr)
@@ -161,8 +162,15 @@ func TestCommandPrintsNoSecrets(t *testing.T) {
 		texts = append(texts, string(b))
 	}
 	// The derivation did happen: DK's check value, computed in the token,
-	// is the reference's.
+	// is the reference's; and the logger recorded it, the login and the
+	// failures.
 	assert.Contains(t, texts[0], `"kcv": "`+hex.EncodeToString(kcv[:3])+`"`)
+	logs := strings.Join(texts, "\n")
+	for _, rec := range []string{`level=INFO msg="p11derive: token opened"`, `level=DEBUG msg="p11derive: logged in"`,
+		`level=DEBUG msg="p11derive: derived" base=secret-base function=aes-cbc`, `level=WARN msg="p11derive: derivation failed"`,
+		`level=WARN msg="p11derive: open failed"`} {
+		assert.Contains(t, logs, rec)
+	}
 
 	// NSS softoken's key database: mac-unwrap and cmac-unwrap, which put
 	// E_K(c_i) and L = E_K(0) in the process's memory, print none of them.
@@ -184,7 +192,7 @@ func TestCommandPrintsNoSecrets(t *testing.T) {
 	secrets["L = E_K(0)"] = l
 	for _, st := range []string{"native", "mac-unwrap", "cmac-unwrap"} {
 		stdout, stderr, err := run("p11derive", "derive", "--slot", nslot, "--base", label, "--kdf", "aes-cbc", "--iv", hex.EncodeToString(iv),
-			"--data", hex.EncodeToString(data), "--key-type", "aes", "--len", "32", "--strategy", st)
+			"--data", hex.EncodeToString(data), "--key-type", "aes", "--len", "32", "--strategy", st, "--log-level", "debug")
 		require.NoError(t, err, stderr)
 		assert.Contains(t, stdout, `"kcv": "`+hex.EncodeToString(kcv[:3])+`"`)
 		assert.Contains(t, stdout, `"strategy": "`+st+`"`)

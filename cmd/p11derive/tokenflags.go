@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/miekg/pkcs11"
@@ -17,6 +19,8 @@ import (
 // tokenFlags are the flags every command takes to reach its token.
 type tokenFlags struct {
 	module, initArgs string
+	nssDB            string // --nss-db: NSS softoken's database directory
+	logLevel         string
 	label, uri       string
 	slot             int
 	pinEnv, pinFile  string
@@ -33,6 +37,8 @@ func (f *tokenFlags) register(fs *flag.FlagSet) {
 	f.fs = fs
 	fs.StringVar(&f.module, "module", os.Getenv("P11DERIVE_MODULE"), "PKCS#11 module `path` [P11DERIVE_MODULE]")
 	fs.StringVar(&f.initArgs, "init-args", os.Getenv("P11DERIVE_INIT_ARGS"), "C_Initialize pReserved `string`, e.g. for NSS softoken [P11DERIVE_INIT_ARGS]")
+	fs.StringVar(&f.nssDB, "nss-db", "", "NSS softoken database `directory` (certutil -N -d sql:DIR): p11derive builds the init args NSS needs (instead of --init-args)")
+	fs.StringVar(&f.logLevel, "log-level", "off", "log what p11derive does to stderr at `level` debug, info, warn, error or off (never a PIN or key material)")
 	fs.StringVar(&f.label, "token", "", "token `label`")
 	fs.IntVar(&f.slot, "slot", -1, "slot `ID`")
 	fs.StringVar(&f.uri, "uri", "", "RFC 7512 PKCS#11 `URI` selecting the token")
@@ -142,7 +148,20 @@ func (f *tokenFlags) open() (*derive.Token, error) { return f.openWith(false) }
 // naming where the PIN was looked for, except read-only (the probe, which
 // needs no login for session objects where the token allows it).
 func (f *tokenFlags) openWith(readOnly bool) (*derive.Token, error) {
-	cfg := derive.Config{Module: f.module, InitArgs: f.initArgs, Label: f.label, URI: f.uri, ReadOnly: readOnly}
+	logger, err := newLogger(f.logLevel, diag)
+	if err != nil {
+		return nil, err
+	}
+	initArgs := f.initArgs
+	if f.nssDB != "" {
+		if f.given("init-args") {
+			return nil, usageError{errors.New("give --nss-db or --init-args, not both")}
+		}
+		if initArgs, err = nssInitArgs(f.nssDB); err != nil {
+			return nil, err
+		}
+	}
+	cfg := derive.Config{Module: f.module, InitArgs: initArgs, Label: f.label, URI: f.uri, ReadOnly: readOnly, Logger: logger}
 	if f.slot >= 0 {
 		slot := uint(f.slot)
 		cfg.Slot = &slot
@@ -166,4 +185,50 @@ func (f *tokenFlags) openWith(readOnly bool) (*derive.Token, error) {
 		loginHint = msg
 	}
 	return tok, nil
+}
+
+// nssInitArgs is the C_Initialize pReserved string NSS softoken needs for
+// the database in dir (made by certutil -N -d sql:DIR): the string
+// internal/lab gives its NSS tokens. flags must stay empty: readOnly makes
+// the key-database slot refuse token objects, noCertDB leaves it without
+// its database.
+func nssInitArgs(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", usageError{fmt.Errorf("--nss-db: %w", err)}
+	}
+	st, err := os.Stat(abs)
+	switch {
+	case err != nil:
+		return "", usageError{fmt.Errorf("--nss-db: %w", err)}
+	case !st.IsDir():
+		return "", usageError{fmt.Errorf("--nss-db: %s is not a directory", dir)}
+	case strings.ContainsRune(abs, '\''):
+		return "", usageError{fmt.Errorf("--nss-db: NSS init args cannot carry a path with a quote: %s", dir)}
+	}
+	if _, err := os.Stat(filepath.Join(abs, "key4.db")); err != nil {
+		return "", usageError{fmt.Errorf("--nss-db: %s holds no NSS database (key4.db); make one with: certutil -N -d sql:%s --empty-password", dir, dir)}
+	}
+	return fmt.Sprintf("configdir='sql:%s' certPrefix='' keyPrefix='' secmod='secmod.db' flags=", abs), nil
+}
+
+// newLogger is the logger of --log-level: nil for off (derive then logs
+// nothing), else slog's text format on w.
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	switch level {
+	case "off", "":
+		return nil, nil
+	case "debug":
+		l = slog.LevelDebug
+	case "info":
+		l = slog.LevelInfo
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, usageError{fmt.Errorf("--log-level: %q is none of debug, info, warn, error, off", level)}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

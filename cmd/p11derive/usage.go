@@ -22,9 +22,9 @@ Example:
   p11derive derive --token payments --base K --kdf aes-ecb \
     --data 00112233445566778899aabbccddeeff --key-type aes --len 16 --label DK --token-object
 
-Token flags: --module, --init-args, --token, --slot, --uri, --pin-env,
---pin-file, --pin-prompt (p11derive help). Exit status 0, 1 (the token or
-the data said no), 2 (usage), 130 (interrupted).
+Token flags: --module, --init-args or --nss-db, --token, --slot, --uri,
+--pin-env, --pin-file, --pin-prompt; --log-level (p11derive help). Exit
+status 0, 1 (the token or the data said no), 2 (usage), 130 (interrupted).
 
 Flags:
 `,
