@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -59,7 +60,8 @@ func (tok *Token) Setenv(tb testing.TB) {
 type Option func(*softhsmOptions)
 
 type softhsmOptions struct {
-	hide []string
+	hide  []string
+	label string
 }
 
 // HideMechanisms makes the SoftHSM2 token leave out the named mechanisms
@@ -67,6 +69,12 @@ type softhsmOptions struct {
 // A name that github.com/miekg/pkcs11 does not define fails the test.
 func HideMechanisms(names ...string) Option {
 	return func(o *softhsmOptions) { o.hide = append(o.hide, names...) }
+}
+
+// TokenLabel gives the SoftHSM2 token label instead of the default
+// "p11derive-lab" (the README's walk-through needs "payments").
+func TokenLabel(label string) Option {
+	return func(o *softhsmOptions) { o.label = label }
 }
 
 // Defaults of the SoftHSM2 tokens.
@@ -166,7 +174,7 @@ slots.mechanisms = %s
 	tok := &Token{
 		Kind:   KindSoftHSM2,
 		Module: module,
-		Label:  softhsmLabel,
+		Label:  cmp.Or(o.label, softhsmLabel),
 		Login:  true,
 		PIN:    softhsmPIN,
 		SOPIN:  softhsmSOPIN,
