@@ -19,7 +19,9 @@ import (
 	"github.com/p11derive/p11derive/internal/lab"
 )
 
-func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
+// The examples (example_test.go) read their token, made by MainExamples,
+// from the environment; crypto11 initialises its module itself.
+func TestMain(m *testing.M) { os.Exit(lab.MainExamples(m, lab.InitByExamples)) }
 
 // setup configures crypto11 first on a fresh SoftHSM2 token (crypto11
 // refuses a module someone else initialised; it cannot pass NSS softoken's

@@ -20,7 +20,9 @@ import (
 	"github.com/p11derive/p11derive/internal/lab"
 )
 
-func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
+// The examples (example_test.go) read their token, made by MainExamples,
+// from the environment.
+func TestMain(m *testing.M) { os.Exit(lab.MainExamples(m, lab.InitNow)) }
 
 var unhex = schemetest.Unhex
 

@@ -28,6 +28,11 @@
 // counts every object a session sees, so a test can prove that nothing was
 // left behind.
 //
+// Example functions take no testing.TB: MainExamples, called from TestMain
+// in place of Main, makes them a SoftHSM2 token of their own and hands it
+// over in the environment (P11DERIVE_MODULE, P11DERIVE_TOKEN,
+// P11DERIVE_PIN), as a program's configuration would.
+//
 // # A missing tool fails the test
 //
 // If softhsm2-util, certutil or a module is missing, the test fails with a
