@@ -17,7 +17,7 @@
 // PKCS#11 calls that took. [Token.CheckValue] computes a key's check value
 // inside the token, to compare keys without seeing them. The examples
 // (ExampleOpen and the others; go doc -http, or go test -run Example -v)
-// run exactly this against a throwaway SoftHSM2 token.
+// make these calls against a throwaway SoftHSM2 token.
 //
 // # Which function do I want?
 //
