@@ -30,9 +30,8 @@ import (
 // It reports ratio (the engine's rows/s over the C loop's), both rates and
 // calls/row (the Token's own count over the measured rows).
 func BenchmarkBatchRatio(b *testing.B) {
-	// Not nssdb: strategy auto computes aes-ecb there by mac-unwrap (the
-	// key database slot does not derive with CKM_AES_ECB_ENCRYPT_DATA), not
-	// the C loop's calls.
+	// Not nssdb: strategy auto computes aes-ecb there by mac-unwrap, not
+	// with the C loop's calls.
 	for _, kind := range []string{"nss", "softhsm2"} {
 		for _, workers := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/workers=%d", kind, workers), func(b *testing.B) {
