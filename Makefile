@@ -20,7 +20,8 @@ check:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
-# bench: the ratio of p11derive to a C loop making the same calls (three
+# bench: the ratio of p11derive (derivations, and batch rows in wrap mode) to
+# a C loop making the same calls (three
 # runs), the latency table (200 us per call, W = 1..64) and derivations per
 # second, calls and allocations per derivation of every strategy.
 bench:

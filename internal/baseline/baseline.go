@@ -13,6 +13,10 @@
 //	MACUnwrap   C_SignInit + C_Sign (CKM_AES_MAC_GENERAL, 16) of data||0^16, C_UnwrapKey(CKM_AES_ECB)
 //	CMACUnwrap  C_EncryptInit + C_Encrypt of 0^16 (L), C_SignInit + C_Sign (CKM_AES_CMAC)
 //	            of data||K1, C_UnwrapKey(CKM_AES_ECB)
+//	DeriveWrap  as Derive, then (after the read-back) C_EncryptInit + C_Encrypt of 0^16
+//	            with DK (its check value) and C_WrapKey of DK under the
+//	            transport key (ImportWrapKey), one call into a 64-byte buffer:
+//	            a wrap-mode row of p11derive batch, 6 calls
 //
 // then one C_GetAttributeValue of the fixed-size attributes p11derive reads
 // back (the caller gives them) and C_DestroyObject. DK's template is the
@@ -28,6 +32,7 @@ package baseline
 #define BL_DERIVE 0
 #define BL_MACUNWRAP 1
 #define BL_CMACUNWRAP 2
+#define BL_DERIVEWRAP 3
 #define BL_MAX_READ 32
 
 static void bl_dbl(unsigned char *dst, const unsigned char *src) {
@@ -43,8 +48,13 @@ static void bl_dbl(unsigned char *dst, const unsigned char *src) {
 
 // bl_run makes n derivations of mode with the AES-128 base key k, the
 // data's first two bytes set to the derivation's number (from first on).
+// In DERIVEWRAP mode (a wrap-mode batch row), DK is derived as in DERIVE,
+// read back, its check value computed (C_EncryptInit + C_Encrypt of a zero
+// block, CKM_AES_ECB) and it is wrapped under wk with wmech (C_WrapKey into
+// a buffer of the computed room, one call) before its destruction.
 static ck_rv bl_run(ck_function_list *f, ck_ulong s, int mode, ck_ulong k, ck_attribute *tmpl, ck_ulong ntmpl,
-		const ck_ulong *rtypes, const ck_ulong *rsizes, ck_ulong nr, unsigned char *data, long n, long first) {
+		const ck_ulong *rtypes, const ck_ulong *rsizes, ck_ulong nr, unsigned char *data, long n, long first,
+		ck_ulong wk, ck_ulong wmech) {
 	ck_ulong rvals[BL_MAX_READ];
 	ck_attribute rt[BL_MAX_READ];
 	ck_rv rv;
@@ -54,7 +64,7 @@ static ck_rv bl_run(ck_function_list *f, ck_ulong s, int mode, ck_ulong k, ck_at
 		ck_ulong d;
 		data[0] = (unsigned char)i;
 		data[1] = (unsigned char)(i >> 8);
-		if (mode == BL_DERIVE) {
+		if (mode == BL_DERIVE || mode == BL_DERIVEWRAP) {
 			struct { unsigned char *pData; ck_ulong ulLen; } sd = { data, 16 };
 			ck_mechanism dm = { 0x1104UL, &sd, sizeof sd }; // CKM_AES_ECB_ENCRYPT_DATA
 			if ((rv = f->C_DeriveKey(s, &dm, k, tmpl, ntmpl, &d)) != CK_OK)
@@ -90,6 +100,16 @@ static ck_rv bl_run(ck_function_list *f, ck_ulong s, int mode, ck_ulong k, ck_at
 		}
 		if ((rv = f->C_GetAttributeValue(s, d, rt, nr)) != CK_OK)
 			return rv;
+		if (mode == BL_DERIVEWRAP) {
+			unsigned char zero[16] = {0}, kcv[16], w[64];
+			ck_ulong kl = sizeof kcv, wl = sizeof w;
+			ck_mechanism em = { 0x1081UL, NULL, 0 }; // CKM_AES_ECB
+			ck_mechanism wm = { wmech, NULL, 0 };
+			if ((rv = f->C_EncryptInit(s, &em, d)) != CK_OK || (rv = f->C_Encrypt(s, zero, 16, kcv, &kl)) != CK_OK)
+				return rv;
+			if ((rv = f->C_WrapKey(s, &wm, wk, d, w, &wl)) != CK_OK)
+				return rv;
+		}
 		if ((rv = f->C_DestroyObject(s, d)) != CK_OK)
 			return rv;
 	}
@@ -116,6 +136,9 @@ const (
 	Derive Mode = iota
 	MACUnwrap
 	CMACUnwrap
+	// DeriveWrap is a wrap-mode batch row: Derive's calls, DK's check
+	// value and C_WrapKey; it needs ImportWrapKey.
+	DeriveWrap
 )
 
 // Loop is a session of the C baseline, with its base key and DK's
@@ -132,6 +155,8 @@ type Loop struct {
 	nr     int
 	data   *C.uchar
 	next   int
+	wrap   uint // the transport key (DeriveWrap)
+	wmech  uint
 }
 
 // Open opens a session on slot of the module (already loaded and
@@ -207,10 +232,32 @@ func Open(module, initArgs string, slot uint, pin string, key, data []byte, tmpl
 	return l, nil
 }
 
+// ImportWrapKey imports the transport key of DeriveWrap, an AES key of
+// value key (CKA_WRAP, a session object), and sets the wrap mechanism
+// (CKM_AES_KEY_WRAP, say; one without a parameter).
+func (l *Loop) ImportWrapKey(key []byte, mech uint) error {
+	h, rv := l.m.CreateObject(l.s, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, key),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+	})
+	if rv != pkcs11.CKR_OK {
+		return fmt.Errorf("baseline: C_CreateObject of the transport key: %w", pkcs11.Error(rv))
+	}
+	l.wrap, l.wmech = h, mech
+	return nil
+}
+
 // Run makes n derivations of mode in one C loop (one cgo crossing).
 func (l *Loop) Run(mode Mode, n int) error {
+	if mode == DeriveWrap && l.wrap == 0 {
+		return fmt.Errorf("baseline: DeriveWrap without a transport key (ImportWrapKey)")
+	}
 	rv := C.bl_run((*C.ck_function_list)(l.m.FunctionList()), C.ck_ulong(l.s), C.int(mode), C.ck_ulong(l.base),
-		l.tmpl, C.ck_ulong(l.ntmpl), l.rtypes, l.rsizes, C.ck_ulong(l.nr), l.data, C.long(n), C.long(l.next))
+		l.tmpl, C.ck_ulong(l.ntmpl), l.rtypes, l.rsizes, C.ck_ulong(l.nr), l.data, C.long(n), C.long(l.next),
+		C.ck_ulong(l.wrap), C.ck_ulong(l.wmech))
 	l.next += n
 	if rv != C.CK_OK {
 		return fmt.Errorf("baseline: mode %d: %w", mode, pkcs11.Error(rv))
@@ -222,6 +269,9 @@ func (l *Loop) Run(mode Mode, n int) error {
 func (l *Loop) Close() {
 	if l.base != 0 {
 		l.m.DestroyObject(l.s, l.base)
+	}
+	if l.wrap != 0 {
+		l.m.DestroyObject(l.s, l.wrap)
 	}
 	l.m.CloseSession(l.s)
 	C.free(l.vals)

@@ -122,14 +122,23 @@ type Deriver struct {
 	mu      sync.Mutex
 	create  sync.Mutex // token objects are made one at a time (see keepRow)
 	checked bool
-	fn      derive.Function   // Spec's function, for rows without an iv
-	allow   []derive.Function // and its substitutes
-	pinned  string            // the substitute the first row ran, if it ran one
-	profile *derive.Profile   // of the first row derived
-	flight  map[string]bool   // labels being derived (keep mode)
-	labels  *labelSet         // the keys found by Scan whose labels fit the template
-	pending []string          // provisional labels of this run found by Scan
+	fn      derive.Function      // Spec's function, for rows without an iv
+	allow   []derive.Function    // and its substitutes
+	pinned  string               // the substitute the first row ran, if it ran one
+	profile *derive.Profile      // of the first row derived
+	flight  map[string]bool      // labels being derived (keep mode)
+	plan    atomic.Pointer[plan] // fn and allow, and the batch's function once known: read by every row without mu
+	labels  *labelSet            // the keys found by Scan whose labels fit the template
+	pending []string             // provisional labels of this run found by Scan
 	adopted atomic.Int64
+}
+
+// plan is what rows without an iv derive: set by Check, and again when the
+// first row derived fixes the batch's function (kdf, "" until then).
+type plan struct {
+	fn    derive.Function
+	allow []derive.Function
+	kdf   string
 }
 
 // Header is the header row of the output.
@@ -192,6 +201,7 @@ func (d *Deriver) Check() error {
 		d.Run = m.Run
 	}
 	d.checked = true
+	d.plan.Store(&plan{fn: d.fn, allow: d.allow})
 	return nil
 }
 
@@ -237,6 +247,10 @@ func (d *Deriver) parse(iv []byte) (derive.Function, []derive.Function, error) {
 
 // request returns the derivation request of a row.
 func (d *Deriver) request(row *Row) (derive.Request, error) {
+	if p := d.plan.Load(); p != nil && row.IV == nil {
+		// The common row: no lock (Check stored the plan).
+		return derive.Request{Function: p.fn, Data: row.Data, KeyType: d.Spec.KeyType, Strategy: d.Spec.Strategy, Allow: p.allow}, nil
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.checked {
@@ -288,9 +302,17 @@ func (d *Deriver) derive(ctx context.Context, req derive.Request) (*derive.Resul
 	if err != nil {
 		return nil, err
 	}
+	name := res.Function.Name()
+	if p := d.plan.Load(); p != nil && p.kdf != "" {
+		// The batch's function is known: no lock.
+		if name == p.kdf {
+			return res, nil
+		}
+		d.Token.Destroy(context.WithoutCancel(ctx), res.Key)
+		return nil, fmt.Errorf("computed %s, but this batch computes %s", name, p.kdf)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	name := res.Function.Name()
 	switch {
 	case d.profile == nil:
 		p := res.Profile()
@@ -298,6 +320,9 @@ func (d *Deriver) derive(ctx context.Context, req derive.Request) (*derive.Resul
 		if name != d.Spec.KDF {
 			d.pinned = name
 			d.fn, d.allow, err = d.parse(nil)
+		}
+		if err == nil {
+			d.plan.Store(&plan{fn: d.fn, allow: d.allow, kdf: name})
 		}
 	case name != d.profile.KDF:
 		err = fmt.Errorf("computed %s, but this batch computes %s", name, d.profile.KDF)

@@ -9,7 +9,7 @@
 // mode), DK's check value, the strategy and the function (kdf).
 //
 // [Run] streams: rows go to Workers goroutines and come back to the output
-// in input order, with at most a few rows per worker in flight, so memory
+// in input order, with at most 4 rows per worker and 64 more in flight, so memory
 // does not grow with the input. The only state that grows is the set of ids
 // an output already held when a rerun opened it (16 bytes per row).
 //

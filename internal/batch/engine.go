@@ -99,7 +99,7 @@ type item struct {
 
 // Run reads the rows of in, runs job for each row whose id out does not hold
 // yet, Workers at a time, and writes the results to out in input order. It
-// streams: at most a few rows per worker are in flight, whatever the length
+// streams: at most 4 rows per worker and 64 more are in flight, whatever the length
 // of the input.
 //
 // A failed row is reported (OnFailure) and counted; the run goes on unless
@@ -141,9 +141,16 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 		inputErr      error        // set by the reader before it closes jobs
 		maxRowsHit    bool
 	)
-	window := make(chan struct{}, 4*workers) // rows in flight, in order
-	jobs := make(chan *item, workers)
-	results := make(chan *item, workers)
+	// Rows in flight, in order: 4 per worker and 64 more, so that the
+	// reader, the workers and the writer seldom wait for one another (each
+	// wait is a goroutine parked and woken, which costs more than a row on
+	// a fast token: 4 per worker alone ran NSS softoken at 0.28 of a C
+	// loop). Memory stays bounded: at most that many rows of at most
+	// MaxLine bytes each.
+	inFlight := 4*workers + 64
+	window := make(chan struct{}, inFlight)
+	jobs := make(chan *item, inFlight)
+	results := make(chan *item, inFlight)
 	var wg sync.WaitGroup
 
 	// The reader.
