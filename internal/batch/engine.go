@@ -117,30 +117,28 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
-	maxInARow := cfg.MaxFailuresInARow
-	if maxInARow == 0 {
-		maxInARow = 50
+	r := &run{
+		ctx: ctx, in: in, out: out, job: job, cfg: cfg,
+		maxInARow: cfg.MaxFailuresInARow,
+		syncEvery: cfg.SyncEvery,
+		start:     time.Now(),
+		st:        Stats{Total: cfg.Total},
 	}
-	syncEvery := cfg.SyncEvery
-	if syncEvery <= 0 {
-		syncEvery = time.Second
+	if r.maxInARow == 0 {
+		r.maxInARow = 50
+	}
+	if r.syncEvery <= 0 {
+		r.syncEvery = time.Second
 	}
 	tick := cfg.Tick
 	if tick <= 0 {
 		tick = 200 * time.Millisecond
 	}
-	start := time.Now()
 
 	// stop ends the reading and the work; the writer undoes what comes back.
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
+	r.runCtx, r.stop = context.WithCancel(ctx)
+	defer r.stop()
 
-	var (
-		read, skipped atomic.Int64
-		busySince     atomic.Int64 // UnixNano of the first row to derive
-		inputErr      error        // set by the reader before it closes jobs
-		maxRowsHit    bool
-	)
 	// Rows in flight, in order: 4 per worker and 64 more, so that the
 	// reader, the workers and the writer seldom wait for one another (each
 	// wait is a goroutine parked and woken, which costs more than a row on
@@ -148,187 +146,155 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 	// loop). Memory stays bounded: at most that many rows of at most
 	// MaxLine bytes each.
 	inFlight := 4*workers + 64
-	window := make(chan struct{}, inFlight)
-	jobs := make(chan *item, inFlight)
-	results := make(chan *item, inFlight)
+	r.window = make(chan struct{}, inFlight)
+	r.jobs = make(chan *item, inFlight)
+	r.results = make(chan *item, inFlight)
 	var wg sync.WaitGroup
 
-	// The reader.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		defer close(jobs)
-		seq, n := 0, 0
-		seen := map[[16]byte]int32{} // the ids read, and their lines
-		for {
-			if cfg.MaxRows > 0 && n >= cfg.MaxRows {
-				maxRowsHit = true
-				return
-			}
-			row, err := in.Next()
-			if err == io.EOF {
-				return
-			}
-			var re *RowError
-			if err != nil && !errors.As(err, &re) {
-				// The rows read so far are finished and written.
-				inputErr = fmt.Errorf("reading the input: %w", err)
-				return
-			}
-			read.Add(1)
-			if row != nil {
-				// An id is one key: a repeated id is a bad row, whether its
-				// first row is done in this run or was in the output.
-				d := digest(row.ID)
-				if first, dup := seen[d]; dup {
-					re = &RowError{Line: row.Line, ID: printable(row.ID), Err: fmt.Errorf("%w: id repeats line %d", ErrBadRow, first)}
-				} else {
-					seen[d] = int32(row.Line)
-					if out.Done(row.ID) {
-						skipped.Add(1)
-						continue
-					}
-				}
-			}
-			n++
-			busySince.CompareAndSwap(0, time.Now().UnixNano())
-			select {
-			case window <- struct{}{}:
-			case <-runCtx.Done():
-				return
-			}
-			it := &item{seq: seq, row: row}
-			seq++
-			if re != nil {
-				it.err = re
-				results <- it
-				continue
-			}
-			jobs <- it // workers drain jobs until it is closed
-		}
+		defer close(r.jobs)
+		r.readRows()
 	}()
-
-	// The workers.
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for it := range jobs {
-				if runCtx.Err() != nil {
-					it.skip = true
-				} else {
-					it.out, it.undo, it.err = job.Do(runCtx, it.row)
-				}
-				results <- it
-			}
+			r.work()
 		}()
 	}
 	go func() {
 		wg.Wait()
-		close(results)
+		close(r.results)
 	}()
 
 	// The writer: this goroutine.
-	var (
-		st        = Stats{Total: cfg.Total}
-		runErr    error
-		stopping  bool
-		inARow    int
-		pending   = map[int]*item{}
-		next      int
-		lastSync  = time.Now()
-		ticker    = time.NewTicker(tick)
-		writeFail error
-	)
-	defer ticker.Stop()
-	halt := func(why string, err error) {
-		if !stopping {
-			stopping, st.Stopped, runErr = true, why, err
-			stop()
-		}
-	}
+	r.writeRows(tick)
+	r.finish()
+	return r.stats(), r.runErr
+}
+
+// run is the state of one Run: its three stages are the reader
+// (readRows, one goroutine), the workers (work, Workers goroutines) and
+// the writer (writeRows, Run's own goroutine).
+type run struct {
+	ctx    context.Context // the caller's
+	runCtx context.Context // ctx, cancelled by stop
+	stop   context.CancelFunc
+	in     *Input
+	out    *Output
+	job    Job
+	cfg    Config
+
+	maxInARow int
+	syncEvery time.Duration
+	start     time.Time
+
+	window  chan struct{} // a slot per row in flight
+	jobs    chan *item    // from the reader to the workers
+	results chan *item    // from the reader and the workers to the writer
+
+	// The reader's. inputErr and maxRowsHit are set before jobs is
+	// closed, and read by the writer once results is closed.
+	read, skipped atomic.Int64
+	busySince     atomic.Int64 // UnixNano of the first row to derive
+	inputErr      error
+	maxRowsHit    bool
+
+	// The writer's.
+	st        Stats
+	runErr    error
+	stopping  bool
+	inARow    int
+	writeFail error
 	// inBuf are the undo functions of the rows written to the output's
 	// buffer but not yet to the file: a row counts as written once it
 	// reached the file, and a row that cannot reach it is undone.
-	var inBuf []func()
-	written := func(n int) {
-		if n > 0 {
-			st.Written += n
-			inBuf = inBuf[:0]
+	inBuf []func()
+}
+
+// readRows is the reader: it reads the input, sends the rows to derive to
+// the workers and bad rows straight to the writer, and skips the rows the
+// output holds already. The caller closes jobs when it returns.
+func (r *run) readRows() {
+	seq, n := 0, 0
+	seen := map[[16]byte]int32{} // the ids read, and their lines
+	for {
+		if r.cfg.MaxRows > 0 && n >= r.cfg.MaxRows {
+			r.maxRowsHit = true
+			return
 		}
-	}
-	lost := func(err error) {
-		for _, undo := range inBuf {
-			if undo != nil {
-				undo()
-			}
-			st.Undone++
+		row, err := r.in.Next()
+		if err == io.EOF {
+			return
 		}
-		inBuf = inBuf[:0]
-		out.Discard()
-		writeFail = err
-		halt("output", err)
-	}
-	stats := func() Stats {
-		s := st
-		s.Read, s.Skipped = int(read.Load()), int(skipped.Load())
-		s.Elapsed = time.Since(start)
-		if b := busySince.Load(); b != 0 {
-			s.Busy = time.Since(time.Unix(0, b))
+		var re *RowError
+		if err != nil && !errors.As(err, &re) {
+			// The rows read so far are finished and written.
+			r.inputErr = fmt.Errorf("reading the input: %w", err)
+			return
 		}
-		return s
-	}
-	handle := func(it *item) {
-		if !stopping && ctx.Err() != nil {
-			halt("interrupted", ctx.Err())
-		}
-		switch {
-		case it.skip:
-		case stopping:
-			if it.err == nil {
-				if it.undo != nil {
-					it.undo()
+		r.read.Add(1)
+		if row != nil {
+			// An id is one key: a repeated id is a bad row, whether its
+			// first row is done in this run or was in the output.
+			d := digest(row.ID)
+			if first, dup := seen[d]; dup {
+				re = &RowError{Line: row.Line, ID: printable(row.ID), Err: fmt.Errorf("%w: id repeats line %d", ErrBadRow, first)}
+			} else {
+				seen[d] = int32(row.Line)
+				if r.out.Done(row.ID) {
+					r.skipped.Add(1)
+					continue
 				}
-				st.Undone++
 			}
-		case it.err != nil:
-			if errors.Is(it.err, context.Canceled) && runCtx.Err() != nil {
-				return // the row was cut short by the stop, not failed
-			}
-			st.Failed++
-			re, ok := it.err.(*RowError)
-			if !ok {
-				re = &RowError{Line: it.row.Line, ID: printable(it.row.ID), Err: it.err}
-			}
-			if cfg.OnFailure != nil {
-				cfg.OnFailure(re)
-			}
-			if cfg.FailFast {
-				halt("fail-fast", fmt.Errorf("%w at %v", ErrStopped, re))
-				return
-			}
-			if isInputError(it.err) {
-				inARow = 0
-			} else if inARow++; maxInARow > 0 && inARow >= maxInARow {
-				halt("failures", fmt.Errorf("%w: %d rows in a row failed, the last at %v", ErrStopped, inARow, re))
-			}
-		default:
-			inARow = 0
-			inBuf = append(inBuf, it.undo)
-			n, err := out.Write(&it.out)
-			if err != nil {
-				lost(err)
-				return
-			}
-			written(n)
 		}
-	}
-	for done := false; !done; {
+		n++
+		r.busySince.CompareAndSwap(0, time.Now().UnixNano())
 		select {
-		case it, ok := <-results:
+		case r.window <- struct{}{}:
+		case <-r.runCtx.Done():
+			return
+		}
+		it := &item{seq: seq, row: row}
+		seq++
+		if re != nil {
+			it.err = re
+			r.results <- it
+			continue
+		}
+		r.jobs <- it // workers drain jobs until it is closed
+	}
+}
+
+// work is a worker: it runs the job on the rows of jobs until jobs is
+// closed, and marks skipped those that come once the run is stopping.
+func (r *run) work() {
+	for it := range r.jobs {
+		if r.runCtx.Err() != nil {
+			it.skip = true
+		} else {
+			it.out, it.undo, it.err = r.job.Do(r.runCtx, it.row)
+		}
+		r.results <- it
+	}
+}
+
+// writeRows is the writer: it takes the results in input order until
+// results is closed, writes or undoes them, and every tick flushes (and
+// now and then syncs) the output and reports progress.
+func (r *run) writeRows(tick time.Duration) {
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	pending := map[int]*item{}
+	next := 0
+	lastSync := time.Now()
+	for {
+		select {
+		case it, ok := <-r.results:
 			if !ok {
-				done = true
-				break
+				return
 			}
 			pending[it.seq] = it
 			for {
@@ -338,55 +304,154 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 				}
 				delete(pending, next)
 				next++
-				handle(it)
-				<-window
+				r.handle(it)
+				<-r.window
 			}
 		case <-ticker.C:
-			if !stopping && ctx.Err() != nil {
-				halt("interrupted", ctx.Err())
+			if !r.stopping && r.ctx.Err() != nil {
+				r.halt("interrupted", r.ctx.Err())
 			}
-			if writeFail == nil {
-				n, err := out.Flush()
+			if r.writeFail == nil {
+				n, err := r.out.Flush()
 				if err != nil {
-					lost(err)
+					r.lost(err)
 				} else {
-					written(n)
-					if time.Since(lastSync) >= syncEvery {
-						if err := out.Sync(); err != nil {
-							writeFail = err
-							halt("output", err)
+					r.written(n)
+					if time.Since(lastSync) >= r.syncEvery {
+						if err := r.out.Sync(); err != nil {
+							r.writeFail = err
+							r.halt("output", err)
 						}
 						lastSync = time.Now()
 					}
 				}
 			}
-			if cfg.OnTick != nil {
-				cfg.OnTick(stats())
+			if r.cfg.OnTick != nil {
+				r.cfg.OnTick(r.stats())
 			}
 		}
 	}
-	if writeFail == nil {
-		n, err := out.Flush()
+}
+
+// handle writes, undoes or counts as failed one row, in input order.
+func (r *run) handle(it *item) {
+	if !r.stopping && r.ctx.Err() != nil {
+		r.halt("interrupted", r.ctx.Err())
+	}
+	switch {
+	case it.skip:
+	case r.stopping:
+		if it.err == nil {
+			if it.undo != nil {
+				it.undo()
+			}
+			r.st.Undone++
+		}
+	case it.err != nil:
+		if errors.Is(it.err, context.Canceled) && r.runCtx.Err() != nil {
+			return // the row was cut short by the stop, not failed
+		}
+		r.failed(it)
+	default:
+		r.inARow = 0
+		r.inBuf = append(r.inBuf, it.undo)
+		n, err := r.out.Write(&it.out)
 		if err != nil {
-			lost(err)
+			r.lost(err)
+			return
+		}
+		r.written(n)
+	}
+}
+
+// failed counts and reports a failed row, and stops the run if FailFast
+// or MaxFailuresInARow says so.
+func (r *run) failed(it *item) {
+	r.st.Failed++
+	re, ok := it.err.(*RowError)
+	if !ok {
+		re = &RowError{Line: it.row.Line, ID: printable(it.row.ID), Err: it.err}
+	}
+	if r.cfg.OnFailure != nil {
+		r.cfg.OnFailure(re)
+	}
+	if r.cfg.FailFast {
+		r.halt("fail-fast", fmt.Errorf("%w at %v", ErrStopped, re))
+		return
+	}
+	if isInputError(it.err) {
+		r.inARow = 0
+	} else if r.inARow++; r.maxInARow > 0 && r.inARow >= r.maxInARow {
+		r.halt("failures", fmt.Errorf("%w: %d rows in a row failed, the last at %v", ErrStopped, r.inARow, re))
+	}
+}
+
+// finish flushes and syncs the output once the writer is done, and says
+// why the run ended.
+func (r *run) finish() {
+	if r.writeFail == nil {
+		n, err := r.out.Flush()
+		if err != nil {
+			r.lost(err)
 		} else {
-			written(n)
-			err = out.Sync()
+			r.written(n)
+			err = r.out.Sync()
 		}
 		if err != nil {
-			halt("output", err)
-			if runErr == nil {
-				runErr = err
+			r.halt("output", err)
+			if r.runErr == nil {
+				r.runErr = err
 			}
 		}
 	}
-	if inputErr != nil && runErr == nil {
-		st.Stopped, runErr = "input", inputErr
+	if r.inputErr != nil && r.runErr == nil {
+		r.st.Stopped, r.runErr = "input", r.inputErr
 	}
-	if maxRowsHit && st.Stopped == "" {
-		st.Stopped = "max-rows"
+	if r.maxRowsHit && r.st.Stopped == "" {
+		r.st.Stopped = "max-rows"
 	}
-	return stats(), runErr
+}
+
+// halt stops the run, the first time, for why.
+func (r *run) halt(why string, err error) {
+	if !r.stopping {
+		r.stopping, r.st.Stopped, r.runErr = true, why, err
+		r.stop()
+	}
+}
+
+// written counts the n rows that reached the file.
+func (r *run) written(n int) {
+	if n > 0 {
+		r.st.Written += n
+		r.inBuf = r.inBuf[:0]
+	}
+}
+
+// lost undoes the rows in the output's buffer, which cannot reach the
+// file, and stops the run.
+func (r *run) lost(err error) {
+	for _, undo := range r.inBuf {
+		if undo != nil {
+			undo()
+		}
+		r.st.Undone++
+	}
+	r.inBuf = r.inBuf[:0]
+	r.out.Discard()
+	r.writeFail = err
+	r.halt("output", err)
+}
+
+// stats is the counts so far.
+func (r *run) stats() Stats {
+	s := r.st
+	s.Read, s.Skipped = int(r.read.Load()), int(r.skipped.Load())
+	s.Elapsed = time.Since(r.start)
+	if b := r.busySince.Load(); b != 0 {
+		s.Busy = time.Since(time.Unix(0, b))
+	}
+	return s
 }
 
 // isInputError reports whether a row failed for its own content.
