@@ -200,42 +200,70 @@ func (o *Output) load() error {
 		return err
 	}
 	if size == 0 {
-		// Not one complete line: ours only if it is the start of what this
-		// run writes first (a run killed while writing it).
-		head := strings.Join(o.header, ",")
-		if o.manifest != nil {
-			head = manifestPrefix
-		}
-		b := make([]byte, min(st.Size(), int64(len(head))+1))
-		if _, err := o.f.ReadAt(b, 0); err != nil {
-			return err
-		}
-		if st.Size() > int64(len(head)) || !strings.HasPrefix(head, string(b)) {
-			return notOurs("it holds no complete line and is not the start of an output")
-		}
-		if err := o.f.Truncate(0); err != nil {
-			return err
-		}
-		o.Truncated = st.Size()
-		if _, err := o.f.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
-		return o.writeHead()
+		return o.restartPartialHead(st.Size())
 	}
+	offset, err := o.readHead(size)
+	if err != nil {
+		return err
+	}
+	if err := o.readDone(offset, size); err != nil {
+		return err
+	}
+	if size < st.Size() {
+		// A partial last row: the run that wrote it was killed mid-write.
+		if err := o.f.Truncate(size); err != nil {
+			return err
+		}
+		o.Truncated = st.Size() - size
+	}
+	o.Resumed = len(o.done)
+	slices.SortFunc(o.done, func(a, b [16]byte) int { return bytes.Compare(a[:], b[:]) })
+	o.size, err = o.f.Seek(0, io.SeekEnd)
+	return err
+}
+
+// restartPartialHead handles an output of fileSize bytes without one
+// complete line: it is ours only if it is the start of what this run writes
+// first (a run killed while writing it); then it starts it again.
+func (o *Output) restartPartialHead(fileSize int64) error {
+	head := strings.Join(o.header, ",")
+	if o.manifest != nil {
+		head = manifestPrefix
+	}
+	b := make([]byte, min(fileSize, int64(len(head))+1))
+	if _, err := o.f.ReadAt(b, 0); err != nil {
+		return err
+	}
+	if fileSize > int64(len(head)) || !strings.HasPrefix(head, string(b)) {
+		return notOurs("it holds no complete line and is not the start of an output")
+	}
+	if err := o.f.Truncate(0); err != nil {
+		return err
+	}
+	o.Truncated = fileSize
+	if _, err := o.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	return o.writeHead()
+}
+
+// readHead checks the manifest (if the run has one) and the header of the
+// first size bytes of the output, and returns the offset of the first row.
+func (o *Output) readHead(size int64) (int64, error) {
 	br := bufio.NewReaderSize(io.NewSectionReader(o.f, 0, size), 64<<10)
 	var offset int64
 	if o.manifest != nil {
 		first, err := br.ReadSlice('\n')
 		if err != nil || !bytes.HasPrefix(first, []byte(manifestPrefix)) {
-			return notOurs("its first line is not a p11derive batch manifest")
+			return 0, notOurs("its first line is not a p11derive batch manifest")
 		}
 		offset = int64(len(first))
 		old, err := parseManifest(first)
 		if err != nil {
-			return notOurs(err.Error())
+			return 0, notOurs(err.Error())
 		}
 		if err := o.manifest.compare(old); err != nil {
-			return err
+			return 0, err
 		}
 		o.manifest.Run = old.Run // the run's pending keys are tied to the output's
 	}
@@ -245,9 +273,14 @@ func (o *Output) load() error {
 		if len(line) > 80 {
 			line = line[:80] + "…"
 		}
-		return notOurs(fmt.Sprintf("its header is %q, this run writes %q", strings.ToValidUTF8(line, "?"), strings.Join(o.header, ",")))
+		return 0, notOurs(fmt.Sprintf("its header is %q, this run writes %q", strings.ToValidUTF8(line, "?"), strings.Join(o.header, ",")))
 	}
 	offset += int64(len(hdr))
+	return offset, nil
+}
+
+// readDone reads the ids of the rows between offset and size into o.done.
+func (o *Output) readDone(offset, size int64) error {
 	// One pass to count the rows, so that the set of ids is allocated once
 	// at its size (16 bytes a row) rather than grown by doubling.
 	lines, err := countNewlines(io.NewSectionReader(o.f, offset, size-offset))
@@ -268,17 +301,7 @@ func (o *Output) load() error {
 		}
 		o.done = append(o.done, digest(rec[0]))
 	}
-	if size < st.Size() {
-		// A partial last row: the run that wrote it was killed mid-write.
-		if err := o.f.Truncate(size); err != nil {
-			return err
-		}
-		o.Truncated = st.Size() - size
-	}
-	o.Resumed = len(o.done)
-	slices.SortFunc(o.done, func(a, b [16]byte) int { return bytes.Compare(a[:], b[:]) })
-	o.size, err = o.f.Seek(0, io.SeekEnd)
-	return err
+	return nil
 }
 
 // completeRows returns the length of the file up to the end of its last
