@@ -11,11 +11,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -63,108 +61,123 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	if isSchemeBatch(args) {
 		return cmdBatchScheme(args, stdout)
 	}
+	var o batchOptions
+	if err := o.parse(args); err != nil {
+		return err
+	}
+	bf, ff, wrap := &o.bf, &o.ff, o.wrap
+	s, err := bf.open(o.baseSel, batch.NewInput)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	prog := &batch.Progress{W: batchLog, Prefix: "p11derive batch", Every: o.every}
+	d, m, err := newBatchDeriver(s, o.spec, wrap, o.wrapSel, *bf.template, o.sessionCopy, prog)
+	if err != nil {
+		return err
+	}
+
+	out, err := openBatchOutput(stdout, *bf.output, batch.OutputOptions{Header: d.Header(), Manifest: m, NewOutput: o.newOutput})
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	d.Run = m.Run
+	if out.MovedAside != "" {
+		prog.Printf("%s was made with other parameters: moved aside to %s; starting a new output", *bf.output, out.MovedAside)
+	}
+	if wrap == nil {
+		unlock, err := prepareKeep(s.ctx, s.tok, d, *bf.template, *bf.output, prog)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	if out.Truncated > 0 {
+		prog.Printf("%s: cut off a partial last row (%d bytes) left by an interrupted run", *bf.output, out.Truncated)
+	}
+	if out.Resumed > 0 {
+		prog.Printf("%s holds %d rows already: their ids are skipped", *bf.output, out.Resumed)
+	}
+	if fd, ok := batchLog.(*os.File); ok && isTerminal(fd) {
+		prog.Bar = true
+		prog.Width = func() int { return termWidth(fd) }
+	}
+	calls0 := s.tok.Calls()
+	st, runErr := bf.run(s, out, d, prog)
+	if err := out.Close(); err != nil && runErr == nil && st.Stopped != "output" {
+		runErr = err
+	}
+	prog.Clear()
+	if err := writeProfile(d, ff.profileOut); err != nil && runErr == nil {
+		runErr = fmt.Errorf("p11derive: writing the profile: %w", err)
+	}
+	prog.Printf("%s", summary(st, *bf.workers, d.Adopted(), s.tok.Calls()-calls0))
+	if st.Stopped == "max-rows" {
+		prog.Printf("stopped after --max-rows %d new rows: run the same command again to go on", *bf.maxRows)
+	}
+	return bf.end(st, runErr, prog)
+}
+
+// batchOptions are the command line of 'batch' (without --scheme),
+// parsed and checked.
+type batchOptions struct {
+	bf                     batchFlags
+	ff                     funcFlags
+	every                  time.Duration
+	sessionCopy, newOutput bool
+	baseSel, wrapSel       derive.Selector
+	wrap                   *batch.Wrap // nil in keep mode
+	spec                   *funcSpec
+}
+
+func (o *batchOptions) parse(args []string) error {
 	fs := flag.NewFlagSet("batch", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), batchUsage)
 		fs.PrintDefaults()
 	}
-	var tf tokenFlags
-	tf.register(fs)
-	var ff funcFlags
+	bf, ff := &o.bf, &o.ff
+	bf.register(fs, batchHelp{
+		input:          "input CSV `file` (- for stdin): header row, columns id, data[, iv]",
+		output:         "output CSV `file`, appended to; a rerun skips the ids it holds",
+		wrapKey:        "the transport key: wrap each DK under it, and destroy it (wrap mode)",
+		wrapIV:         "des3-cbc's IV, `hex` (default 8 zero bytes)",
+		template:       "keep mode: DK's label, {id} replaced by the row's id",
+		workers:        "rows derived at once",
+		workersDefault: runtime.NumCPU(),
+		maxRows:        "stop after `N` new rows (a rerun goes on from there)",
+	})
 	ff.register(fs)
-	input := fs.String("input", "", "input CSV `file` (- for stdin): header row, columns id, data[, iv]")
-	output := fs.String("output", "", "output CSV `file`, appended to; a rerun skips the ids it holds")
-	var wk keyFlags
-	wk.register(fs, "wrap-key", "wrap-key-id", "the transport key: wrap each DK under it, and destroy it (wrap mode)")
-	wrapMech := fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
-	wrapIV := fs.String("wrap-iv", "", "des3-cbc's IV, `hex` (default 8 zero bytes)")
-	template := fs.String("label-template", "dk-{id}", "keep mode: DK's label, {id} replaced by the row's id")
-	workers := fs.Int("workers", runtime.NumCPU(), "rows derived at once")
-	failFast := fs.Bool("fail-fast", false, "stop at the first failed row")
-	maxRows := fs.Int("max-rows", 0, "stop after `N` new rows (a rerun goes on from there)")
-	every := fs.Duration("progress-every", 10*time.Second, "when stderr is not a terminal, a progress line this often (0: none)")
-	sessionCopy := fs.Bool("session-copy", true, "work from session copies of the base and transport keys (C_CopyObject, same protections, gone at the end):\nmuch faster on tokens that read token-object keys from storage on every use, such as NSS softoken's key database")
+	fs.DurationVar(&o.every, "progress-every", 10*time.Second, "when stderr is not a terminal, a progress line this often (0: none)")
+	fs.BoolVar(&o.sessionCopy, "session-copy", true, "work from session copies of the base and transport keys (C_CopyObject, same protections, gone at the end):\nmuch faster on tokens that read token-object keys from storage on every use, such as NSS softoken's key database")
 	noSessionCopy := fs.Bool("no-session-copy", false, "use the base and transport keys as they are (no --session-copy)")
-	newOutput := fs.Bool("new-output", false, "when --output is an output of this kind made with other parameters, move it aside (to OUTPUT.N) and start a new one")
-	if err := parse(fs, args); err != nil {
+	fs.BoolVar(&o.newOutput, "new-output", false, "when --output is an output of this kind made with other parameters, move it aside (to OUTPUT.N) and start a new one")
+	var err error
+	if o.baseSel, o.wrapSel, err = bf.parse(fs, args, &ff.base); err != nil {
 		return err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	uriKey, err := tf.uriKey()
-	if err != nil {
+	if o.wrap, err = bf.wrap(); err != nil {
 		return err
 	}
-	baseSel, err := ff.base.required(uriKey)
-	if err != nil {
-		return err
-	}
-	if err := required("input", *input, "output", *output); err != nil {
-		return err
-	}
-	wrapSel, err := wk.selector(nil)
-	if err != nil {
-		return err
-	}
-	var wrap *batch.Wrap
-	if wk.given() {
-		if set["label-template"] {
-			return usageError{errors.New("--label-template is for keep mode: wrapped keys are not kept")}
-		}
-		m, err := batch.ParseWrapMech(*wrapMech)
-		if err != nil {
-			return usageError{fmt.Errorf("--wrap-mech: %v", err)}
-		}
-		wrap = &batch.Wrap{Mech: m}
-		if *wrapIV != "" {
-			if wrap.IV, err = hexFlag("wrap-iv", *wrapIV); err != nil {
-				return err
-			}
-		}
-	} else {
-		if set["wrap-mech"] || set["wrap-iv"] {
-			return usageError{errors.New("--wrap-mech and --wrap-iv need --wrap-key")}
-		}
-		if !strings.Contains(*template, "{id}") {
-			return usageError{fmt.Errorf("--label-template %q lacks {id}: every key would get the same label", *template)}
-		}
-	}
-	if *workers < 1 {
+	if *bf.workers < 1 {
 		return usageError{errors.New("--workers must be at least 1")}
 	}
 	if *noSessionCopy {
-		*sessionCopy = false
+		o.sessionCopy = false
 	}
-	if *maxRows < 0 {
+	if *bf.maxRows < 0 {
 		return usageError{errors.New("--max-rows must not be negative")}
 	}
-	spec, err := ff.spec()
-	if err != nil {
-		return err
-	}
+	o.spec, err = ff.spec()
+	return err
+}
 
-	in, total, err := openInput(*input, *output)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	rows, err := batch.NewInput(in)
-	if err != nil {
-		return fmt.Errorf("p11derive: %s: %w", *input, err)
-	}
-
-	tok, err := tf.open()
-	if err != nil {
-		return err
-	}
-	defer tok.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	prog := &batch.Progress{W: batchLog, Prefix: "p11derive batch", Every: *every}
-	base, err := findKey(ctx, tok, baseSel)
-	if err != nil {
-		return err
-	}
+// newBatchDeriver makes the deriver of a batch and its output's manifest:
+// it finds the transport key of wrap mode, and works from session copies
+// of the keys when sessionCopy says so and the token allows it.
+func newBatchDeriver(s *batchSetup, spec *funcSpec, wrap *batch.Wrap, wrapSel derive.Selector, template string, sessionCopy bool, prog *batch.Progress) (*batch.Deriver, *batch.Manifest, error) {
+	ctx, tok, base := s.ctx, s.tok, s.base
 	m := &batch.Manifest{Version: version, Mode: "keep", KDF: spec.kdf, Params: spec.params, Allow: spec.allow,
 		Strategy: string(spec.strategy), KeyType: derive.KeyTypeName(spec.kt.CKK()), Len: spec.kt.Len(), Base: keyRef(ctx, tok, base)}
 	if m.Strategy == "" {
@@ -172,7 +185,7 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	}
 	copyRefused := false
 	sessionKey := func(k *derive.Key) *derive.Key {
-		if !*sessionCopy || copyRefused {
+		if !sessionCopy || copyRefused {
 			return k
 		}
 		c, err := copyKey(ctx, tok, k)
@@ -183,11 +196,12 @@ func cmdBatch(args []string, stdout io.Writer) error {
 		}
 		return c
 	}
-	d := &batch.Deriver{Token: tok, Base: base, LabelTemplate: *template, Wrap: wrap, RowIVs: rows.HasIV(),
+	d := &batch.Deriver{Token: tok, Base: base, LabelTemplate: template, Wrap: wrap, RowIVs: s.rows.HasIV(),
 		Spec: batch.Spec{KDF: spec.kdf, Params: spec.params, KeyType: spec.kt, Strategy: spec.strategy, Allow: spec.allow}}
 	if wrap != nil {
+		var err error
 		if wrap.Key, err = findKey(ctx, tok, wrapSel); err != nil {
-			return fmt.Errorf("p11derive: transport key: %w", err)
+			return nil, nil, fmt.Errorf("p11derive: transport key: %w", err)
 		}
 		m.Mode = "wrap"
 		m.Wrap = &batch.WrapRef{Key: keyRef(ctx, tok, wrap.Key), Mech: wrap.Mech.Name, IV: hex.EncodeToString(wrap.IV)}
@@ -199,93 +213,70 @@ func cmdBatch(args []string, stdout io.Writer) error {
 		d.Base = sessionKey(base)
 		wrap.Key = sessionKey(wrap.Key)
 	} else {
-		m.LabelTemplate = *template
+		m.LabelTemplate = template
 		d.Base = sessionKey(base)
 	}
 	if err := d.Check(); err != nil {
-		return fmt.Errorf("p11derive: %w", err)
+		return nil, nil, fmt.Errorf("p11derive: %w", err)
 	}
+	return d, m, nil
+}
 
-	opts := batch.OutputOptions{Header: d.Header(), Manifest: m, NewOutput: *newOutput}
+// openBatchOutput opens the output of a batch: path, or stdout for "-"
+// (a new run each time: nothing to resume).
+func openBatchOutput(stdout io.Writer, path string, opts batch.OutputOptions) (*batch.Output, error) {
 	var out *batch.Output
-	if *output == "-" {
-		m.NewRun()
+	var err error
+	if path == "-" {
+		opts.Manifest.NewRun()
 		out, err = batch.OpenStream(stdout, opts)
 	} else {
-		out, err = batch.OpenOutputWith(*output, opts)
+		out, err = batch.OpenOutputWith(path, opts)
 	}
 	if err != nil {
-		return fmt.Errorf("p11derive: %w", err)
+		return nil, fmt.Errorf("p11derive: %w", err)
 	}
-	defer out.Close()
-	d.Run = m.Run
-	if out.MovedAside != "" {
-		prog.Printf("%s was made with other parameters: moved aside to %s; starting a new output", *output, out.MovedAside)
+	return out, nil
+}
+
+// writeProfile writes the profile d learnt, if any, to path (if given).
+func writeProfile(d *batch.Deriver, path string) error {
+	p, ok := d.Profile()
+	if !ok || path == "" {
+		return nil
 	}
-	if wrap == nil {
-		// One keep-mode batch at a time over a label template on this
-		// token, on this machine: the later waits, then finds the keys.
-		unlock, err := keepLock(ctx, tok, *template, prog)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		// One pass over the token's labels rather than a look-up per row.
-		if _, err := d.Scan(ctx); err != nil {
-			return err
-		}
-		n, err := d.Cleanup(ctx)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			prog.Printf("destroyed %d keys a killed run into %s left under provisional labels (their rows are derived again)", n, *output)
-		}
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err == nil {
+		err = os.WriteFile(path, append(b, '\n'), 0o644)
 	}
-	if out.Truncated > 0 {
-		prog.Printf("%s: cut off a partial last row (%d bytes) left by an interrupted run", *output, out.Truncated)
+	return err
+}
+
+// prepareKeep readies a keep-mode run: it takes the keep-mode lock, scans
+// the token's labels and destroys what a killed run left under
+// provisional labels. The caller calls the function returned when the run
+// is over.
+func prepareKeep(ctx context.Context, tok *derive.Token, d *batch.Deriver, template, output string, prog *batch.Progress) (func(), error) {
+	// One keep-mode batch at a time over a label template on this
+	// token, on this machine: the later waits, then finds the keys.
+	unlock, err := keepLock(ctx, tok, template, prog)
+	if err != nil {
+		return nil, err
 	}
-	if out.Resumed > 0 {
-		prog.Printf("%s holds %d rows already: their ids are skipped", *output, out.Resumed)
+	// One pass over the token's labels rather than a look-up per row.
+	if _, err := d.Scan(ctx); err != nil {
+		unlock()
+		return nil, err
 	}
-	if fd, ok := batchLog.(*os.File); ok && isTerminal(fd) {
-		prog.Bar = true
-		prog.Width = func() int { return termWidth(fd) }
+	n, err := d.Cleanup(ctx)
+	if err != nil {
+		unlock()
+		return nil, err
 	}
-	calls0 := tok.Calls()
-	st, runErr := batch.Run(ctx, rows, out, d, batch.Config{
-		Workers: *workers, FailFast: *failFast, MaxRows: *maxRows, Total: total,
-		OnFailure: prog.Failure, OnTick: prog.Tick,
-	})
-	stop() // a second Ctrl-C now ends the process
-	if err := out.Close(); err != nil && runErr == nil && st.Stopped != "output" {
-		runErr = err
+	if n > 0 {
+		prog.Printf("destroyed %d keys a killed run into %s left under provisional labels (their rows are derived again)", n, output)
 	}
-	prog.Clear()
-	if p, ok := d.Profile(); ok && ff.profileOut != "" {
-		b, err := json.MarshalIndent(p, "", "  ")
-		if err == nil {
-			err = os.WriteFile(ff.profileOut, append(b, '\n'), 0o644)
-		}
-		if err != nil && runErr == nil {
-			runErr = fmt.Errorf("p11derive: writing the profile: %w", err)
-		}
-	}
-	prog.Printf("%s", summary(st, *workers, d.Adopted(), tok.Calls()-calls0))
-	switch st.Stopped {
-	case "interrupted":
-		prog.Printf("interrupted: %s lists every key made; run the same command again to go on", *output)
-		return errors.New("p11derive: interrupted")
-	case "max-rows":
-		prog.Printf("stopped after --max-rows %d new rows: run the same command again to go on", *maxRows)
-	}
-	if runErr != nil {
-		return fmt.Errorf("p11derive: %w", runErr)
-	}
-	if st.Failed > 0 {
-		return fmt.Errorf("p11derive: %d of %d rows failed", st.Failed, st.Read-st.Skipped)
-	}
-	return nil
+	return unlock, nil
 }
 
 // version is p11derive's version, recorded in batch outputs (set with

@@ -7,10 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/derive/dukpt"
@@ -54,112 +51,44 @@ type schemeRow func(ctx context.Context, tok *derive.Token, base *derive.Key, fi
 func cmdBatchScheme(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("batch", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), batchSchemeUsage) }
-	var tf tokenFlags
-	tf.register(fs)
+	var bf batchFlags
+	bf.register(fs, batchHelp{
+		input:          "input CSV",
+		output:         "output CSV",
+		wrapKey:        "the transport key: wrap each key under it, and destroy it",
+		wrapIV:         "des3-cbc's IV, `hex`",
+		template:       "keep mode: each key's label; {id} is the row's id",
+		workers:        "rows processed at once",
+		workersDefault: 4,
+		maxRows:        "stop after this many new rows (0: all)",
+	})
 	name := fs.String("scheme", "", "the scheme: dukpt-ik, emv-mk")
-	var baseFlags, wk keyFlags
+	var baseFlags keyFlags
 	baseFlags.register(fs, "base", "base-id", "the base key (BDK, issuer master key)")
-	input := fs.String("input", "", "input CSV")
-	output := fs.String("output", "", "output CSV")
-	wk.register(fs, "wrap-key", "wrap-key-id", "the transport key: wrap each key under it, and destroy it")
-	wrapMech := fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
-	wrapIV := fs.String("wrap-iv", "", "des3-cbc's IV, `hex`")
-	template := fs.String("label-template", "dk-{id}", "keep mode: each key's label; {id} is the row's id")
-	workers := fs.Int("workers", 4, "rows processed at once")
-	failFast := fs.Bool("fail-fast", false, "stop at the first failed row")
-	maxRows := fs.Int("max-rows", 0, "stop after this many new rows (0: all)")
 	option := fs.String("option", "a", "emv-mk: master key derivation option a, b or c")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	set := setFlags(fs)
-	uriKey, err := tf.uriKey()
+	baseSel, wrapSel, err := bf.parse(fs, args, &baseFlags)
 	if err != nil {
 		return err
 	}
-	baseSel, err := baseFlags.required(uriKey)
-	if err != nil {
-		return err
-	}
-	if err := required("input", *input, "output", *output); err != nil {
-		return err
-	}
-	wrapSel, err := wk.selector(nil)
-	if err != nil {
-		return err
-	}
-	if *workers < 1 || *maxRows < 0 {
+	if *bf.workers < 1 || *bf.maxRows < 0 {
 		return usageError{errors.New("--workers must be at least 1, --max-rows not negative")}
 	}
-	var cols, optional []string
-	var rowFn schemeRow
-	switch *name {
-	case "dukpt-ik":
-		cols = []string{"ksn"}
-		rowFn = func(ctx context.Context, tok *derive.Token, k *derive.Key, f []string, o scheme.Options) (*scheme.Result, error) {
-			// The initial key depends on the KSN's initial key ID only;
-			// a device's first KSN has counter 0.
-			b, err := hex.DecodeString(f[0])
-			if err != nil || len(b) != dukpt.KSNLen {
-				return nil, scheme.Inputf("dukpt", "ksn", "a KSN is %d bytes of hex", dukpt.KSNLen)
-			}
-			return dukpt.InitialKey(ctx, tok, k, b[:dukpt.IKIDLen], o)
-		}
-	case "emv-mk":
-		cols, optional = []string{"pan"}, []string{"psn"}
-		opt := map[string]emv.Option{"a": emv.OptionA, "b": emv.OptionB, "c": emv.OptionC}[strings.ToLower(*option)]
-		if opt == 0 {
-			return usageError{fmt.Errorf("--option: %q is not a, b or c", *option)}
-		}
-		rowFn = func(ctx context.Context, tok *derive.Token, k *derive.Key, f []string, o scheme.Options) (*scheme.Result, error) {
-			return emv.ICCMasterKey(ctx, tok, k, opt, f[0], f[1], o)
-		}
-	case "":
-		return usageError{errors.New("--scheme is required")}
-	default:
-		return usageError{fmt.Errorf("--scheme: %q is not a batch scheme (dukpt-ik, emv-mk)", *name)}
+	cols, optional, rowFn, err := batchScheme(*name, *option)
+	if err != nil {
+		return err
 	}
-	var wrap *batch.Wrap
-	if wk.given() {
-		if set["label-template"] {
-			return usageError{errors.New("--label-template is for keep mode: wrapped keys are not kept")}
-		}
-		m, err := batch.ParseWrapMech(*wrapMech)
-		if err != nil {
-			return usageError{fmt.Errorf("--wrap-mech: %v", err)}
-		}
-		wrap = &batch.Wrap{Mech: m}
-		if *wrapIV != "" {
-			if wrap.IV, err = hexFlag("wrap-iv", *wrapIV); err != nil {
-				return err
-			}
-		}
-	} else if set["wrap-mech"] || set["wrap-iv"] {
-		return usageError{errors.New("--wrap-mech and --wrap-iv need --wrap-key")}
-	} else if !strings.Contains(*template, "{id}") {
-		return usageError{fmt.Errorf("--label-template %q lacks {id}: every key would get the same label", *template)}
+	wrap, err := bf.wrap()
+	if err != nil {
+		return err
 	}
 
-	in, total, err := openInput(*input, *output)
+	s, err := bf.open(baseSel, func(r io.Reader) (*batch.Input, error) { return batch.NewSchemeInput(r, cols, optional) })
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	rows, err := batch.NewSchemeInput(in, cols, optional)
-	if err != nil {
-		return fmt.Errorf("p11derive: %s: %w", *input, err)
-	}
-	tok, err := tf.open()
-	if err != nil {
-		return err
-	}
-	defer tok.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	bk, err := findKey(ctx, tok, baseSel)
-	if err != nil {
-		return err
-	}
+	defer s.Close()
+	ctx, tok := s.ctx, s.tok
+	bk := s.base
 	// Session copies, where the token allows them, are much faster to use
 	// on tokens that read their key objects from storage (NSS's key
 	// database); they go when the command ends.
@@ -177,10 +106,66 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	job := batch.JobFunc(func(ctx context.Context, r *batch.Row) (out batch.Out, undo func(), err error) {
+	job := schemeJob(tok, bk, wrap, *bf.template, rowFn)
+	header := (&batch.Deriver{Wrap: wrap}).Header()
+	outw, err := batch.OpenOutput(*bf.output, header)
+	if err != nil {
+		return fmt.Errorf("p11derive: %w", err)
+	}
+	prog := &batch.Progress{W: batchLog, Prefix: "p11derive batch " + *name}
+	if outw.Resumed > 0 {
+		prog.Printf("%s holds %d rows already: their ids are skipped", *bf.output, outw.Resumed)
+	}
+	st, runErr := bf.run(s, outw, job, prog)
+	if err := outw.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	prog.Clear()
+	prog.Printf("%s", summary(st, *bf.workers, 0, 0))
+	return bf.end(st, runErr, prog)
+}
+
+// batchScheme is the scheme name of 'batch --scheme': the columns it
+// takes from each row (required, then optional) and the derivation of a
+// row. option is emv-mk's --option.
+func batchScheme(name, option string) (cols, optional []string, rowFn schemeRow, err error) {
+	switch name {
+	case "dukpt-ik":
+		cols = []string{"ksn"}
+		rowFn = func(ctx context.Context, tok *derive.Token, k *derive.Key, f []string, o scheme.Options) (*scheme.Result, error) {
+			// The initial key depends on the KSN's initial key ID only;
+			// a device's first KSN has counter 0.
+			b, err := hex.DecodeString(f[0])
+			if err != nil || len(b) != dukpt.KSNLen {
+				return nil, scheme.Inputf("dukpt", "ksn", "a KSN is %d bytes of hex", dukpt.KSNLen)
+			}
+			return dukpt.InitialKey(ctx, tok, k, b[:dukpt.IKIDLen], o)
+		}
+	case "emv-mk":
+		cols, optional = []string{"pan"}, []string{"psn"}
+		opt := map[string]emv.Option{"a": emv.OptionA, "b": emv.OptionB, "c": emv.OptionC}[strings.ToLower(option)]
+		if opt == 0 {
+			return nil, nil, nil, usageError{fmt.Errorf("--option: %q is not a, b or c", option)}
+		}
+		rowFn = func(ctx context.Context, tok *derive.Token, k *derive.Key, f []string, o scheme.Options) (*scheme.Result, error) {
+			return emv.ICCMasterKey(ctx, tok, k, opt, f[0], f[1], o)
+		}
+	case "":
+		return nil, nil, nil, usageError{errors.New("--scheme is required")}
+	default:
+		return nil, nil, nil, usageError{fmt.Errorf("--scheme: %q is not a batch scheme (dukpt-ik, emv-mk)", name)}
+	}
+	return cols, optional, rowFn, nil
+}
+
+// schemeJob is the job of 'batch --scheme': it derives each row's key from
+// bk with rowFn, then wraps it under wrap's key and destroys it (wrap
+// mode) or keeps it under template's label (keep mode).
+func schemeJob(tok *derive.Token, bk *derive.Key, wrap *batch.Wrap, template string, rowFn schemeRow) batch.Job {
+	return batch.JobFunc(func(ctx context.Context, r *batch.Row) (out batch.Out, undo func(), err error) {
 		o := scheme.Options{Extractable: wrap != nil}
 		if wrap == nil {
-			o.Label, o.Persistent = strings.ReplaceAll(*template, "{id}", r.ID), true
+			o.Label, o.Persistent = strings.ReplaceAll(template, "{id}", r.ID), true
 			if _, err := tok.FindKey(ctx, o.Label); err == nil {
 				return batch.Out{}, nil, fmt.Errorf("a key labelled %q exists already", o.Label)
 			} else if !errors.Is(err, derive.ErrNotFound) {
@@ -223,34 +208,4 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 		k := res.Key
 		return out, func() { tok.Destroy(context.WithoutCancel(ctx), k) }, nil
 	})
-	header := (&batch.Deriver{Wrap: wrap}).Header()
-	outw, err := batch.OpenOutput(*output, header)
-	if err != nil {
-		return fmt.Errorf("p11derive: %w", err)
-	}
-	prog := &batch.Progress{W: batchLog, Prefix: "p11derive batch " + *name}
-	if outw.Resumed > 0 {
-		prog.Printf("%s holds %d rows already: their ids are skipped", *output, outw.Resumed)
-	}
-	st, runErr := batch.Run(ctx, rows, outw, job, batch.Config{
-		Workers: *workers, FailFast: *failFast, MaxRows: *maxRows, Total: total,
-		OnFailure: prog.Failure, OnTick: prog.Tick,
-	})
-	stop()
-	if err := outw.Close(); err != nil && runErr == nil {
-		runErr = err
-	}
-	prog.Clear()
-	prog.Printf("%s", summary(st, *workers, 0, 0))
-	if st.Stopped == "interrupted" {
-		prog.Printf("interrupted: %s lists every key made; run the same command again to go on", *output)
-		return errors.New("p11derive: interrupted")
-	}
-	if runErr != nil {
-		return fmt.Errorf("p11derive: %w", runErr)
-	}
-	if st.Failed > 0 {
-		return fmt.Errorf("p11derive: %d of %d rows failed", st.Failed, st.Read-st.Skipped)
-	}
-	return nil
 }

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/internal/batch"
+)
+
+// batchFlags are the flags 'batch' and 'batch --scheme' share, and the
+// setup they share: the same checks, the same opening of the input, the
+// token and the base key, the same run and the same ending.
+type batchFlags struct {
+	tf                                        tokenFlags
+	wk                                        keyFlags
+	input, output, wrapMech, wrapIV, template *string
+	workers, maxRows                          *int
+	failFast                                  *bool
+	set                                       map[string]bool // the flags given
+}
+
+// batchHelp are the help texts, and the default number of workers, in
+// which the two commands differ.
+type batchHelp struct {
+	input, output, wrapKey, wrapIV, template, workers, maxRows string
+	workersDefault                                             int
+}
+
+func (b *batchFlags) register(fs *flag.FlagSet, h batchHelp) {
+	b.tf.register(fs)
+	b.input = fs.String("input", "", h.input)
+	b.output = fs.String("output", "", h.output)
+	b.wk.register(fs, "wrap-key", "wrap-key-id", h.wrapKey)
+	b.wrapMech = fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
+	b.wrapIV = fs.String("wrap-iv", "", h.wrapIV)
+	b.template = fs.String("label-template", "dk-{id}", h.template)
+	b.workers = fs.Int("workers", h.workersDefault, h.workers)
+	b.failFast = fs.Bool("fail-fast", false, "stop at the first failed row")
+	b.maxRows = fs.Int("max-rows", 0, h.maxRows)
+}
+
+// parse parses args and checks what both commands need: the base key
+// (base's flags or the token URI's object), the input and the output, and
+// the transport key's selector.
+func (b *batchFlags) parse(fs *flag.FlagSet, args []string, base *keyFlags) (baseSel, wrapSel derive.Selector, err error) {
+	if err := parse(fs, args); err != nil {
+		return baseSel, wrapSel, err
+	}
+	b.set = setFlags(fs)
+	uriKey, err := b.tf.uriKey()
+	if err != nil {
+		return baseSel, wrapSel, err
+	}
+	if baseSel, err = base.required(uriKey); err != nil {
+		return baseSel, wrapSel, err
+	}
+	if err := required("input", *b.input, "output", *b.output); err != nil {
+		return baseSel, wrapSel, err
+	}
+	wrapSel, err = b.wk.selector(nil)
+	return baseSel, wrapSel, err
+}
+
+// wrap is the wrapping of wrap mode (without its key, found later), or
+// nil in keep mode, once the flags of the other mode are refused.
+func (b *batchFlags) wrap() (*batch.Wrap, error) {
+	if !b.wk.given() {
+		if b.set["wrap-mech"] || b.set["wrap-iv"] {
+			return nil, usageError{errors.New("--wrap-mech and --wrap-iv need --wrap-key")}
+		}
+		if !strings.Contains(*b.template, "{id}") {
+			return nil, usageError{fmt.Errorf("--label-template %q lacks {id}: every key would get the same label", *b.template)}
+		}
+		return nil, nil
+	}
+	if b.set["label-template"] {
+		return nil, usageError{errors.New("--label-template is for keep mode: wrapped keys are not kept")}
+	}
+	m, err := batch.ParseWrapMech(*b.wrapMech)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--wrap-mech: %v", err)}
+	}
+	wrap := &batch.Wrap{Mech: m}
+	if *b.wrapIV != "" {
+		if wrap.IV, err = hexFlag("wrap-iv", *b.wrapIV); err != nil {
+			return nil, err
+		}
+	}
+	return wrap, nil
+}
+
+// batchSetup is what a batch command opened before its run: close it
+// with Close.
+type batchSetup struct {
+	in    io.ReadCloser
+	total int // the input's rows, or 0 if unknown
+	rows  *batch.Input
+	tok   *derive.Token
+	ctx   context.Context // cancelled by Ctrl-C and SIGTERM, or by stop
+	stop  context.CancelFunc
+	base  *derive.Key
+}
+
+// open opens the input (read with newInput), the token and the base key.
+func (b *batchFlags) open(baseSel derive.Selector, newInput func(io.Reader) (*batch.Input, error)) (_ *batchSetup, err error) {
+	s := &batchSetup{}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.in, s.total, err = openInput(*b.input, *b.output); err != nil {
+		return nil, err
+	}
+	if s.rows, err = newInput(s.in); err != nil {
+		return nil, fmt.Errorf("p11derive: %s: %w", *b.input, err)
+	}
+	if s.tok, err = b.tf.open(); err != nil {
+		return nil, err
+	}
+	s.ctx, s.stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if s.base, err = findKey(s.ctx, s.tok, baseSel); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops listening for signals and closes the token and the input.
+func (s *batchSetup) Close() {
+	if s.stop != nil {
+		s.stop()
+	}
+	if s.tok != nil {
+		s.tok.Close()
+	}
+	if s.in != nil {
+		s.in.Close()
+	}
+}
+
+// run runs job over the input into out, reporting to prog, and stops
+// listening for signals when it ends: a second Ctrl-C then ends the
+// process.
+func (b *batchFlags) run(s *batchSetup, out *batch.Output, job batch.Job, prog *batch.Progress) (batch.Stats, error) {
+	st, err := batch.Run(s.ctx, s.rows, out, job, batch.Config{
+		Workers: *b.workers, FailFast: *b.failFast, MaxRows: *b.maxRows, Total: s.total,
+		OnFailure: prog.Failure, OnTick: prog.Tick,
+	})
+	s.stop()
+	return st, err
+}
+
+// end says how a run ended, once its summary is printed, and is the
+// command's error.
+func (b *batchFlags) end(st batch.Stats, runErr error, prog *batch.Progress) error {
+	if st.Stopped == "interrupted" {
+		prog.Printf("interrupted: %s lists every key made; run the same command again to go on", *b.output)
+		return errors.New("p11derive: interrupted")
+	}
+	if runErr != nil {
+		return fmt.Errorf("p11derive: %w", runErr)
+	}
+	if st.Failed > 0 {
+		return fmt.Errorf("p11derive: %d of %d rows failed", st.Failed, st.Read-st.Skipped)
+	}
+	return nil
+}
