@@ -128,88 +128,24 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 	if def == nil {
 		return usageError{fmt.Errorf("unknown scheme %q (%s)", name, schemeNames())}
 	}
-	fs := flag.NewFlagSet("scheme "+name, flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), def.usage()) }
-	var tf tokenFlags
-	tf.register(fs)
-	var bk, wk keyFlags
-	bk.register(fs, "base", "base-id", "the base key")
-	label := fs.String("label", "", "the derived key's CKA_LABEL")
-	tokenObject := fs.Bool("token-object", false, "make the derived key a token object")
-	use := fs.String("usage", "", "the derived key's uses (default: the scheme's)")
-	strategy := fs.String("strategy", "auto", "strategy of package derive")
-	kcvMethod := kcvFlag(fs)
-	wk.register(fs, "wrap-key", "wrap-key-id", "the wrapping key: print each derived key wrapped under it, and destroy it")
-	wrapMech := fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
-	wrapIV := fs.String("wrap-iv", "", "des3-cbc's IV, `hex` (default 8 zero bytes)")
-	parseScheme := def.flags(fs)
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	uriKey, err := tf.uriKey()
+	c, err := parseSchemeCmd(def, args[1:])
 	if err != nil {
 		return err
 	}
-	baseSel, err := bk.required(uriKey)
-	if err != nil {
-		return err
-	}
-	wrapSel, err := wk.selector(nil)
-	if err != nil {
-		return err
-	}
-	if *tokenObject && *label == "" {
-		return usageError{errors.New("--token-object needs --label, or the key could never be found again")}
-	}
-	u, err := parseUsage(*use)
-	if err != nil {
-		return err
-	}
-	km, err := parseKCV(*kcvMethod)
-	if err != nil {
-		return err
-	}
-	var wrap *batch.Wrap
-	if wk.given() {
-		if *tokenObject {
-			return usageError{errors.New("--wrap-key prints the key wrapped and destroys it: no --token-object")}
-		}
-		m, err := batch.ParseWrapMech(*wrapMech)
-		if err != nil {
-			return usageError{fmt.Errorf("--wrap-mech: %v", err)}
-		}
-		wrap = &batch.Wrap{Mech: m}
-		if *wrapIV != "" {
-			if wrap.IV, err = hexFlag("wrap-iv", *wrapIV); err != nil {
-				return err
-			}
-		}
-	} else if set := setFlags(fs); set["wrap-mech"] || set["wrap-iv"] {
-		return usageError{errors.New("--wrap-mech and --wrap-iv need --wrap-key")}
-	}
-	o := scheme.Options{Label: *label, Persistent: *tokenObject, Usage: u, Extractable: wrap != nil}
-	if *strategy != "auto" {
-		o.Strategy = derive.Strategy(*strategy)
-	}
-	// The scheme's arguments are parsed completely before the token is
-	// opened.
-	sr, err := parseScheme(o)
-	if err != nil {
-		return err
-	}
+	o, sr, wrap := c.o, c.sr, c.wrap
 
-	tok, err := tf.open()
+	tok, err := c.tf.open()
 	if err != nil {
 		return err
 	}
 	defer tok.Close()
 	ctx := rootCtx
-	k, err := findKey(ctx, tok, baseSel)
+	k, err := findKey(ctx, tok, c.baseSel)
 	if err != nil {
 		return err
 	}
 	if wrap != nil {
-		if wrap.Key, err = findKey(ctx, tok, wrapSel); err != nil {
+		if wrap.Key, err = findKey(ctx, tok, c.wrapSel); err != nil {
 			return fmt.Errorf("p11derive: wrapping key: %w", err)
 		}
 		if err := wrap.Check(0); err != nil {
@@ -217,19 +153,8 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 		}
 	}
 	if o.Persistent {
-		// Persistent keys never duplicate a label: a scheme that makes
-		// several keys labels them LABEL-NAME.
-		labels := []string{o.Label}
-		if sr.names != nil {
-			labels = labels[:0]
-			for _, n := range sr.names {
-				labels = append(labels, o.Label+"-"+n)
-			}
-		}
-		for _, l := range labels {
-			if err := labelFree(ctx, tok, l); err != nil {
-				return err
-			}
+		if err := schemeLabelsFree(ctx, tok, o.Label, sr.names); err != nil {
+			return err
 		}
 	}
 	results, err := sr.run(ctx, tok, k)
@@ -241,16 +166,8 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 		made = append(made, res.Key)
 	}
 	if o.Persistent {
-		for i, res := range results {
-			if err := ownLabel(ctx, tok, res.Key); err != nil {
-				for _, other := range made[:i] {
-					tok.Destroy(context.WithoutCancel(ctx), other)
-				}
-				for _, other := range made[i+1:] {
-					tok.Destroy(context.WithoutCancel(ctx), other)
-				}
-				return err
-			}
+		if err := ownLabels(ctx, tok, made); err != nil {
+			return err
 		}
 	}
 	if wrap != nil {
@@ -263,6 +180,143 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 			}
 		}()
 	}
+	out, err := schemeResults(ctx, tok, k, sr, results, wrap, c.km)
+	if err != nil {
+		return err
+	}
+	return reported(ctx, tok, printScheme(stdout, sr, out), made...)
+}
+
+// printScheme prints the keys a scheme made: one key's document, or an
+// object of its keys by name.
+func printScheme(stdout io.Writer, sr *schemeRun, out []schemeJSON) error {
+	if sr.names != nil {
+		m := make(map[string]schemeJSON, len(out))
+		for i, n := range sr.names {
+			m[n] = out[i]
+		}
+		return printJSON(stdout, schemeKeysDoc{SchemaVersion: schemaVersion, Scheme: sr.name, Keys: m})
+	}
+	return printJSON(stdout, schemeDoc{SchemaVersion: schemaVersion, schemeJSON: out[0]})
+}
+
+// schemeCmd is the command line of 'scheme NAME', parsed and checked.
+type schemeCmd struct {
+	tf               tokenFlags
+	baseSel, wrapSel derive.Selector
+	wrap             *batch.Wrap // nil unless --wrap-key; its key is found later
+	km               derive.KCVMethod
+	o                scheme.Options
+	sr               *schemeRun
+}
+
+// parseSchemeCmd parses the flags of scheme def, its own among them,
+// completely before the token is opened.
+func parseSchemeCmd(def *schemeDef, args []string) (*schemeCmd, error) {
+	c := &schemeCmd{}
+	fs := flag.NewFlagSet("scheme "+def.name, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), def.usage()) }
+	c.tf.register(fs)
+	var bk, wk keyFlags
+	bk.register(fs, "base", "base-id", "the base key")
+	label := fs.String("label", "", "the derived key's CKA_LABEL")
+	tokenObject := fs.Bool("token-object", false, "make the derived key a token object")
+	use := fs.String("usage", "", "the derived key's uses (default: the scheme's)")
+	strategy := fs.String("strategy", "auto", "strategy of package derive")
+	kcvMethod := kcvFlag(fs)
+	wk.register(fs, "wrap-key", "wrap-key-id", "the wrapping key: print each derived key wrapped under it, and destroy it")
+	wrapMech := fs.String("wrap-mech", "aes-key-wrap", "wrap mechanism: "+strings.Join(batch.WrapMechNames(), ", "))
+	wrapIV := fs.String("wrap-iv", "", "des3-cbc's IV, `hex` (default 8 zero bytes)")
+	parseScheme := def.flags(fs)
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	uriKey, err := c.tf.uriKey()
+	if err != nil {
+		return nil, err
+	}
+	if c.baseSel, err = bk.required(uriKey); err != nil {
+		return nil, err
+	}
+	if c.wrapSel, err = wk.selector(nil); err != nil {
+		return nil, err
+	}
+	if *tokenObject && *label == "" {
+		return nil, usageError{errors.New("--token-object needs --label, or the key could never be found again")}
+	}
+	u, err := parseUsage(*use)
+	if err != nil {
+		return nil, err
+	}
+	if c.km, err = parseKCV(*kcvMethod); err != nil {
+		return nil, err
+	}
+	if wk.given() {
+		if *tokenObject {
+			return nil, usageError{errors.New("--wrap-key prints the key wrapped and destroys it: no --token-object")}
+		}
+		m, err := batch.ParseWrapMech(*wrapMech)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--wrap-mech: %v", err)}
+		}
+		c.wrap = &batch.Wrap{Mech: m}
+		if *wrapIV != "" {
+			if c.wrap.IV, err = hexFlag("wrap-iv", *wrapIV); err != nil {
+				return nil, err
+			}
+		}
+	} else if set := setFlags(fs); set["wrap-mech"] || set["wrap-iv"] {
+		return nil, usageError{errors.New("--wrap-mech and --wrap-iv need --wrap-key")}
+	}
+	c.o = scheme.Options{Label: *label, Persistent: *tokenObject, Usage: u, Extractable: c.wrap != nil}
+	if *strategy != "auto" {
+		c.o.Strategy = derive.Strategy(*strategy)
+	}
+	if c.sr, err = parseScheme(c.o); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// schemeLabelsFree checks that no key holds the labels a persistent run
+// gives its keys: label, or LABEL-NAME for each of names when the scheme
+// makes several keys (persistent keys never duplicate a label).
+func schemeLabelsFree(ctx context.Context, tok *derive.Token, label string, names []string) error {
+	labels := []string{label}
+	if names != nil {
+		labels = labels[:0]
+		for _, n := range names {
+			labels = append(labels, label+"-"+n)
+		}
+	}
+	for _, l := range labels {
+		if err := labelFree(ctx, tok, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ownLabels checks that each key made is alone under its label; when one
+// is not, it destroys the others and fails.
+func ownLabels(ctx context.Context, tok *derive.Token, made []*derive.Key) error {
+	for i, k := range made {
+		if err := ownLabel(ctx, tok, k); err != nil {
+			for _, other := range made[:i] {
+				tok.Destroy(context.WithoutCancel(ctx), other)
+			}
+			for _, other := range made[i+1:] {
+				tok.Destroy(context.WithoutCancel(ctx), other)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// schemeResults describes the keys a scheme made from base key k, each
+// wrapped under wrap's key when wrap is not nil.
+func schemeResults(ctx context.Context, tok *derive.Token, k *derive.Key, sr *schemeRun, results []*scheme.Result, wrap *batch.Wrap, km derive.KCVMethod) ([]schemeJSON, error) {
 	out := make([]schemeJSON, len(results))
 	for i, res := range results {
 		j := describeKCV(ctx, tok, res.Key, km)
@@ -272,7 +326,7 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 		if wrap != nil {
 			w, err := batch.WrapKey(ctx, tok, wrap, res.Key)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			out[i].Wrapped, out[i].WrapMech, out[i].WrappedBy = hex.EncodeToString(w), wrap.Mech.Name, wrap.Key.Label
 		}
@@ -282,14 +336,7 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 			}
 		}
 	}
-	if sr.names != nil {
-		m := make(map[string]schemeJSON, len(out))
-		for i, n := range sr.names {
-			m[n] = out[i]
-		}
-		return reported(ctx, tok, printJSON(stdout, schemeKeysDoc{SchemaVersion: schemaVersion, Scheme: sr.name, Keys: m}), made...)
-	}
-	return reported(ctx, tok, printJSON(stdout, schemeDoc{SchemaVersion: schemaVersion, schemeJSON: out[0]}), made...)
+	return out, nil
 }
 
 // cmdSchemeList prints the scheme catalog; given a token (--token, --slot,
@@ -297,71 +344,17 @@ func cmdScheme(args []string, stdout io.Writer) (err error) {
 // in read-only sessions, and says what the token computes.
 func cmdSchemeList(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("scheme list", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: p11derive scheme list [--token LABEL | --slot ID | --uri pkcs11:... [token flags]]
-
-Without a token: the schemes and their cases, what each needs (mechanisms),
-what is refused and why. With a token: each computed case run on throwaway
-session keys of published value in read-only sessions, every key destroyed
-after, and per case what the token really computes: "verified" (the known
-answer of the published vector, or of a software reference where none was
-found: each check says which), "wrong", "refused" (with the token's CKR and
-the mechanism) or "error" (the module or a session failed: exit status 3).
-`)
-	}
+	fs.Usage = func() { fmt.Fprint(fs.Output(), schemeListUsage) }
 	var tf tokenFlags
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	type mechJSON struct {
-		Name   string `json:"name"`
-		Listed *bool  `json:"listed,omitempty"`
-	}
-	type checkJSON struct {
-		Variant     string `json:"variant"`
-		Status      string `json:"status"`
-		Source      string `json:"known_answer"`
-		Strategy    string `json:"strategy,omitempty"`
-		KDF         string `json:"kdf,omitempty"`
-		Derivations int    `json:"derivations,omitempty"`
-		CKR         string `json:"ckr,omitempty"`
-		Call        string `json:"call,omitempty"`
-		Mechanism   string `json:"mechanism,omitempty"`
-		Reason      string `json:"reason,omitempty"`
-		Want        string `json:"want_kcv,omitempty"`
-		Got         string `json:"got_kcv,omitempty"`
-	}
-	type entryJSON struct {
-		Scheme     string      `json:"scheme"`
-		Case       string      `json:"case"`
-		Standard   string      `json:"standard"`
-		Status     string      `json:"status"`
-		OnToken    string      `json:"on_token,omitempty"`
-		Mechanisms []mechJSON  `json:"mechanisms,omitempty"`
-		Checks     []checkJSON `json:"checks,omitempty"`
-		Note       string      `json:"note,omitempty"`
-	}
-	type schemeListDoc struct {
-		SchemaVersion int         `json:"schema_version"`
-		Schemes       []entryJSON `json:"schemes"`
-	}
 	// A token only when one is named on the command line: P11DERIVE_MODULE
 	// alone does not make the catalog need a token.
 	onToken := tf.given("module") || tf.uri != "" || tf.label != "" || tf.slot >= 0
-	var out []entryJSON
-	incomplete := false
 	if !onToken {
-		// P11DERIVE_MODULE alone does not choose a token: the catalog
-		// needs none.
-		for _, e := range scheme.Catalog() {
-			j := entryJSON{Scheme: e.Scheme, Case: e.Case, Standard: e.Standard, Status: string(e.Status), Note: e.Note}
-			for _, m := range e.Mechanisms {
-				j.Mechanisms = append(j.Mechanisms, mechJSON{Name: scheme.MechanismName(m)})
-			}
-			out = append(out, j)
-		}
-		return printJSON(stdout, schemeListDoc{schemaVersion, out})
+		return printJSON(stdout, schemeListDoc{schemaVersion, schemeCatalog()})
 	}
 	tok, err := tf.openWith(true)
 	if err != nil {
@@ -372,21 +365,13 @@ the mechanism) or "error" (the module or a session failed: exit status 3).
 	if err != nil {
 		return err
 	}
+	var out []schemeEntryJSON
+	incomplete := false
 	for _, e := range res {
-		j := entryJSON{Scheme: e.Scheme, Case: e.Case, Standard: e.Standard, Status: string(e.Entry.Status), OnToken: string(e.Status), Note: e.Note}
-		for _, m := range e.Mechanisms {
-			listed := tok.Lists(m)
-			j.Mechanisms = append(j.Mechanisms, mechJSON{Name: scheme.MechanismName(m), Listed: &listed})
-		}
-		for _, c := range e.Checks {
-			j.Checks = append(j.Checks, checkJSON{Variant: c.Variant, Status: string(c.Status), Source: c.Source,
-				Strategy: c.Strategy, KDF: c.KDF, Derivations: c.Derivations, CKR: c.CKR, Call: c.Call,
-				Mechanism: c.Mechanism, Reason: c.Reason, Want: c.Want, Got: c.Got})
-		}
+		out = append(out, schemeOnToken(tok, e))
 		if e.Status == verify.Error || e.Status == verify.Wrong {
 			incomplete = true
 		}
-		out = append(out, j)
 	}
 	if err := printJSON(stdout, schemeListDoc{schemaVersion, out}); err != nil {
 		return err
@@ -395,6 +380,80 @@ the mechanism) or "error" (the module or a session failed: exit status 3).
 		return exitError{code: exitIncomplete, err: errors.New("p11derive scheme list: some cases failed with an error or a wrong key: see their checks")}
 	}
 	return nil
+}
+
+// schemeListUsage is the help of 'p11derive scheme list'.
+const schemeListUsage = `usage: p11derive scheme list [--token LABEL | --slot ID | --uri pkcs11:... [token flags]]
+
+Without a token: the schemes and their cases, what each needs (mechanisms),
+what is refused and why. With a token: each computed case run on throwaway
+session keys of published value in read-only sessions, every key destroyed
+after, and per case what the token really computes: "verified" (the known
+answer of the published vector, or of a software reference where none was
+found: each check says which), "wrong", "refused" (with the token's CKR and
+the mechanism) or "error" (the module or a session failed: exit status 3).
+`
+
+// The JSON of 'p11derive scheme list'.
+type schemeMechJSON struct {
+	Name   string `json:"name"`
+	Listed *bool  `json:"listed,omitempty"`
+}
+type schemeCheckJSON struct {
+	Variant     string `json:"variant"`
+	Status      string `json:"status"`
+	Source      string `json:"known_answer"`
+	Strategy    string `json:"strategy,omitempty"`
+	KDF         string `json:"kdf,omitempty"`
+	Derivations int    `json:"derivations,omitempty"`
+	CKR         string `json:"ckr,omitempty"`
+	Call        string `json:"call,omitempty"`
+	Mechanism   string `json:"mechanism,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+	Want        string `json:"want_kcv,omitempty"`
+	Got         string `json:"got_kcv,omitempty"`
+}
+type schemeEntryJSON struct {
+	Scheme     string            `json:"scheme"`
+	Case       string            `json:"case"`
+	Standard   string            `json:"standard"`
+	Status     string            `json:"status"`
+	OnToken    string            `json:"on_token,omitempty"`
+	Mechanisms []schemeMechJSON  `json:"mechanisms,omitempty"`
+	Checks     []schemeCheckJSON `json:"checks,omitempty"`
+	Note       string            `json:"note,omitempty"`
+}
+type schemeListDoc struct {
+	SchemaVersion int               `json:"schema_version"`
+	Schemes       []schemeEntryJSON `json:"schemes"`
+}
+
+// schemeCatalog is the catalog of schemes, without a token.
+func schemeCatalog() []schemeEntryJSON {
+	var out []schemeEntryJSON
+	for _, e := range scheme.Catalog() {
+		j := schemeEntryJSON{Scheme: e.Scheme, Case: e.Case, Standard: e.Standard, Status: string(e.Status), Note: e.Note}
+		for _, m := range e.Mechanisms {
+			j.Mechanisms = append(j.Mechanisms, schemeMechJSON{Name: scheme.MechanismName(m)})
+		}
+		out = append(out, j)
+	}
+	return out
+}
+
+// schemeOnToken is a case of the catalog as verified on tok.
+func schemeOnToken(tok *derive.Token, e verify.EntryResult) schemeEntryJSON {
+	j := schemeEntryJSON{Scheme: e.Scheme, Case: e.Case, Standard: e.Standard, Status: string(e.Entry.Status), OnToken: string(e.Status), Note: e.Note}
+	for _, m := range e.Mechanisms {
+		listed := tok.Lists(m)
+		j.Mechanisms = append(j.Mechanisms, schemeMechJSON{Name: scheme.MechanismName(m), Listed: &listed})
+	}
+	for _, c := range e.Checks {
+		j.Checks = append(j.Checks, schemeCheckJSON{Variant: c.Variant, Status: string(c.Status), Source: c.Source,
+			Strategy: c.Strategy, KDF: c.KDF, Derivations: c.Derivations, CKR: c.CKR, Call: c.Call,
+			Mechanism: c.Mechanism, Reason: c.Reason, Want: c.Want, Got: c.Got})
+	}
+	return j
 }
 
 // setFlags are the flags given on the command line.
