@@ -250,70 +250,18 @@ func parseKCV(s string) (derive.KCVMethod, error) {
 }
 
 func cmdDerive(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("derive", flag.ContinueOnError)
-	var tf tokenFlags
-	tf.register(fs)
-	var ff funcFlags
-	ff.register(fs)
-	dataHex := fs.String("data", "", "derivation data, `hex`")
-	label := fs.String("label", "", "DK's CKA_LABEL")
-	idHex := fs.String("id", "", "DK's CKA_ID, `hex`")
-	tokenObject := fs.Bool("token-object", false, "make DK a token object (persistent) rather than a session object; a label that a secret key has already is refused")
-	replace := fs.Bool("replace", false, "with --token-object: replace the secret key labelled --label, destroyed once DK exists (kept if DK cannot be made)")
-	info := fs.String("info", "", "HKDF info, `hex` (the derivation data of hkdf; same as --data)")
-	kcvMethod := kcvFlag(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	km, err := parseKCV(*kcvMethod)
+	c, err := parseDerive(args)
 	if err != nil {
 		return err
 	}
-	if *info != "" {
-		if *dataHex != "" {
-			return usageError{errors.New("--info and --data are the same thing for hkdf: give one")}
-		}
-		*dataHex = *info
-	}
-	uriKey, err := tf.uriKey()
-	if err != nil {
-		return err
-	}
-	baseSel, err := ff.base.required(uriKey)
-	if err != nil {
-		return err
-	}
-	if err := required("data", *dataHex); err != nil {
-		return err
-	}
-	data, err := hexFlag("data", *dataHex)
-	if err != nil {
-		return err
-	}
-	spec, err := ff.spec()
-	if err != nil {
-		return err
-	}
-	r := spec.request(data)
-	r.Label, r.Persistent = *label, *tokenObject
-	if *idHex != "" {
-		if r.ID, err = hexFlag("id", *idHex); err != nil {
-			return err
-		}
-	}
-	if *tokenObject && *label == "" {
-		return usageError{errors.New("--token-object needs --label, or the key could never be found again")}
-	}
-	if *replace && !*tokenObject {
-		return usageError{errors.New("--replace needs --token-object: a session key replaces nothing")}
-	}
-	tok, err := tf.open()
+	r, ff, km := c.r, &c.ff, c.km
+	tok, err := c.tf.open()
 	if err != nil {
 		return err
 	}
 	defer tok.Close()
 	ctx := rootCtx
-	k, err := findKey(ctx, tok, baseSel)
+	k, err := findKey(ctx, tok, c.baseSel)
 	if err != nil {
 		return err
 	}
@@ -322,7 +270,7 @@ func cmdDerive(args []string, stdout io.Writer) error {
 		// The label is refused if a key has it (labelsTaken says how to
 		// replace it), or with --replace, the one key that has it is kept
 		// until its successor exists.
-		if old, err = labelsTaken(ctx, tok, []string{*label}, *replace, true); err != nil {
+		if old, err = labelsTaken(ctx, tok, []string{r.Label}, c.replace, true); err != nil {
 			return err
 		}
 		for _, o := range old {
@@ -359,6 +307,77 @@ func cmdDerive(args []string, stdout io.Writer) error {
 	}
 	// The old key goes only now that its successor exists.
 	return destroyReplaced(ctx, tok, old, res.Key)
+}
+
+// deriveCmd is the command line of 'derive', parsed and checked.
+type deriveCmd struct {
+	tf      tokenFlags
+	ff      funcFlags
+	baseSel derive.Selector
+	r       derive.Request
+	km      derive.KCVMethod
+	replace bool
+}
+
+func parseDerive(args []string) (*deriveCmd, error) {
+	c := &deriveCmd{}
+	fs := flag.NewFlagSet("derive", flag.ContinueOnError)
+	c.tf.register(fs)
+	ff := &c.ff
+	ff.register(fs)
+	dataHex := fs.String("data", "", "derivation data, `hex`")
+	label := fs.String("label", "", "DK's CKA_LABEL")
+	idHex := fs.String("id", "", "DK's CKA_ID, `hex`")
+	tokenObject := fs.Bool("token-object", false, "make DK a token object (persistent) rather than a session object; a label that a secret key has already is refused")
+	fs.BoolVar(&c.replace, "replace", false, "with --token-object: replace the secret key labelled --label, destroyed once DK exists (kept if DK cannot be made)")
+	info := fs.String("info", "", "HKDF info, `hex` (the derivation data of hkdf; same as --data)")
+	kcvMethod := kcvFlag(fs)
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.km, err = parseKCV(*kcvMethod); err != nil {
+		return nil, err
+	}
+	if *info != "" {
+		if *dataHex != "" {
+			return nil, usageError{errors.New("--info and --data are the same thing for hkdf: give one")}
+		}
+		*dataHex = *info
+	}
+	uriKey, err := c.tf.uriKey()
+	if err != nil {
+		return nil, err
+	}
+	c.baseSel, err = ff.base.required(uriKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := required("data", *dataHex); err != nil {
+		return nil, err
+	}
+	data, err := hexFlag("data", *dataHex)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := ff.spec()
+	if err != nil {
+		return nil, err
+	}
+	c.r = spec.request(data)
+	c.r.Label, c.r.Persistent = *label, *tokenObject
+	if *idHex != "" {
+		if c.r.ID, err = hexFlag("id", *idHex); err != nil {
+			return nil, err
+		}
+	}
+	if *tokenObject && *label == "" {
+		return nil, usageError{errors.New("--token-object needs --label, or the key could never be found again")}
+	}
+	if c.replace && !*tokenObject {
+		return nil, usageError{errors.New("--replace needs --token-object: a session key replaces nothing")}
+	}
+	return c, nil
 }
 
 // labelFree refuses a label that a secret key of the token has already: a
