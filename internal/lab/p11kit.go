@@ -33,6 +33,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -260,12 +261,46 @@ func RPC(tb testing.TB, tok *Token) *Token {
 		tb.Fatalf("lab: copy p11-kit-client.so: %v", err)
 	}
 
+	srv := startRPCServer(tb, p11kit, sock, dir, tok)
+	tb.Cleanup(srv.stop)
+	rpcPIDs.Store(module, srv.cmd.Process.Pid)
+	tb.Cleanup(func() { rpcPIDs.Delete(module) })
+	addr := srv.address()
+
+	rt := &Token{
+		Kind:     tok.Kind,
+		Module:   module,
+		InitArgs: tok.InitArgs,
+		Label:    tok.Label,
+		Login:    tok.Login,
+		PIN:      tok.PIN,
+		SOPIN:    tok.SOPIN,
+		Dir:      tok.Dir,
+		Env:      []string{"P11_KIT_SERVER_ADDRESS=" + addr},
+	}
+	rt.SlotID = slotByLabel(tb, rt)
+	return rt
+}
+
+// rpcServer is a running 'p11-kit server'.
+type rpcServer struct {
+	tb      testing.TB
+	cmd     *exec.Cmd
+	stdout  io.Reader
+	stderr  lockedBuffer
+	exited  chan struct{} // closed once it exited
+	waitErr error         // how it exited, once exited is closed
+}
+
+// startRPCServer starts 'p11-kit server' serving tok's module on sock.
+func startRPCServer(tb testing.TB, p11kit, sock, dir string, tok *Token) *rpcServer {
+	tb.Helper()
+	s := &rpcServer{tb: tb, exited: make(chan struct{})}
 	cmd := exec.Command(p11kit, "server", "--foreground", "--name", sock, tok.Module)
 	cmd.Env = append(os.Environ(), tok.Env...)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its "p11-kit remote" children too
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
+	cmd.Stderr = &s.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatalf("lab: %v", err)
@@ -273,39 +308,45 @@ func RPC(tb testing.TB, tok *Token) *Token {
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("lab: start p11-kit server: %v", err)
 	}
-	exited := make(chan struct{})
-	var waitErr error
+	s.cmd, s.stdout = cmd, stdout
 	go func() {
-		waitErr = cmd.Wait()
-		close(exited)
+		s.waitErr = cmd.Wait()
+		close(s.exited)
 	}()
-	stop := func() {
-		pid := cmd.Process.Pid
-		// Each connection has a "p11-kit remote" child, which exits when
-		// its client disconnects (C_Finalize) and which the server reaps.
-		// Killed with the server, it would be left to init to reap.
-		quiet := waitNoChildren(pid, rpcStopTimeout)
-		syscall.Kill(pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(rpcStopTimeout):
-			syscall.Kill(-pid, syscall.SIGKILL)
-			<-exited
-		}
-		if !quiet {
-			// A client is still connected: kill its child too.
-			syscall.Kill(-pid, syscall.SIGKILL)
-			tb.Errorf("lab: p11-kit server %d still had a client connected when the test ended (a session or module left open?)", pid)
-		}
-	}
-	tb.Cleanup(stop)
-	rpcPIDs.Store(module, cmd.Process.Pid)
-	tb.Cleanup(func() { rpcPIDs.Delete(module) })
+	return s
+}
 
+// stop ends the server, and fails the test if a client was still
+// connected.
+func (s *rpcServer) stop() {
+	pid := s.cmd.Process.Pid
+	// Each connection has a "p11-kit remote" child, which exits when
+	// its client disconnects (C_Finalize) and which the server reaps.
+	// Killed with the server, it would be left to init to reap.
+	quiet := waitNoChildren(pid, rpcStopTimeout)
+	syscall.Kill(pid, syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(rpcStopTimeout):
+		syscall.Kill(-pid, syscall.SIGKILL)
+		<-s.exited
+	}
+	if !quiet {
+		// A client is still connected: kill its child too.
+		syscall.Kill(-pid, syscall.SIGKILL)
+		s.tb.Errorf("lab: p11-kit server %d still had a client connected when the test ended (a session or module left open?)", pid)
+	}
+}
+
+// address waits for the server to listen and returns the address it
+// printed.
+func (s *rpcServer) address() string {
+	tb := s.tb
+	tb.Helper()
 	// The server prints its address after it listens on the socket.
 	lines := make(chan string, 1)
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		sc := bufio.NewScanner(s.stdout)
 		sent := false
 		for sc.Scan() {
 			if !sent {
@@ -321,31 +362,18 @@ func RPC(tb testing.TB, tok *Token) *Token {
 	select {
 	case l, ok := <-lines:
 		if !ok {
-			<-exited
-			tb.Fatalf("lab: p11-kit server exited before listening: %v\n%s", waitErr, stderr.String())
+			<-s.exited
+			tb.Fatalf("lab: p11-kit server exited before listening: %v\n%s", s.waitErr, s.stderr.String())
 		}
 		line = l
 	case <-time.After(rpcStartTimeout):
-		tb.Fatalf("lab: p11-kit server did not listen within %v\n%s", rpcStartTimeout, stderr.String())
+		tb.Fatalf("lab: p11-kit server did not listen within %v\n%s", rpcStartTimeout, s.stderr.String())
 	}
 	m := serverAddress.FindStringSubmatch(line)
 	if m == nil {
 		tb.Fatalf("lab: p11-kit server printed %q, not its address", line)
 	}
-
-	rt := &Token{
-		Kind:     tok.Kind,
-		Module:   module,
-		InitArgs: tok.InitArgs,
-		Label:    tok.Label,
-		Login:    tok.Login,
-		PIN:      tok.PIN,
-		SOPIN:    tok.SOPIN,
-		Dir:      tok.Dir,
-		Env:      []string{"P11_KIT_SERVER_ADDRESS=" + m[1]},
-	}
-	rt.SlotID = slotByLabel(tb, rt)
-	return rt
+	return m[1]
 }
 
 // rpcPIDs maps the Module of an RPC token to the process ID (and process
