@@ -60,9 +60,12 @@ var cgo = map[string]bool{
 }
 
 type pkg struct {
-	ImportPath string
-	Imports    []string
-	CgoFiles   []string
+	ImportPath     string
+	Dir            string
+	Imports        []string
+	GoFiles        []string
+	CgoFiles       []string
+	IgnoredGoFiles []string // build-constrained out on this machine
 }
 
 func list(t *testing.T) []pkg {
