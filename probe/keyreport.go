@@ -59,40 +59,8 @@ func analyseKey(ctx context.Context, tok *derive.Token, opts Options, all []*spe
 			continue
 		}
 		for _, pl := range plans {
-			u := KeyUse{KDF: s.kdf, Params: s.params, Strategy: string(pl.Strategy), Set: attrNames(pl.Missing)}
-			if len(u.Set) == 0 {
-				u.Set = nil
-			}
 			r := status[s.kdf+"|"+paramsKey(s.params)+"|"+string(pl.Strategy)]
-			works := false
-			if r != nil {
-				u.TokenStatus = r.Status
-				works = r.Status == Verified || r.Status == Ran || (r.Status == Listed && opts.ListOnly)
-			}
-			if r != nil && r.BaseKey != "" && !sameKind(r.BaseKey, k) {
-				u.ProbedWith = r.BaseKey
-			}
-			switch {
-			case !works && r != nil:
-				u.Usable = "no"
-				u.Reason = string(r.Status) + " on this token"
-				if r.Reason != "" {
-					u.Reason += ": " + r.Reason
-				}
-			case !works:
-				u.Usable = "no"
-				u.Reason = "not probed"
-			case pl.Problem != nil && !errors.Is(pl.Problem, derive.ErrMissingAttribute) && !errors.Is(pl.Problem, derive.ErrUnsupported):
-				u.Usable = "no"
-				u.Reason = trim(pl.Problem)
-			case len(pl.Missing) == 0:
-				u.Usable = "now"
-			default:
-				u.Usable = "with-changes"
-				if known && !modifiable {
-					u.Reason = "CKA_MODIFIABLE is false: the attributes cannot be changed, the key must be made again"
-				}
-			}
+			u := keyUse(s, pl, r, k, opts, known && !modifiable)
 			if u.Usable != "no" && (pl.Strategy == derive.MACUnwrap || pl.Strategy == derive.CMACUnwrap) {
 				macUnwrapUsable = true
 			}
@@ -109,6 +77,47 @@ func analyseKey(ctx context.Context, tok *derive.Token, opts Options, all []*spe
 			"Give the key such a template before using MAC-unwrap with it.")
 	}
 	return kr, nil
+}
+
+// keyUse is what the report says of plan pl of spec s for key k: whether
+// it is usable now, with changes, or not, and why. r is the probe's result
+// of the plan's strategy, nil if none; fixed says the key's attributes
+// cannot be changed (CKA_MODIFIABLE false).
+func keyUse(s *spec, pl derive.StrategyPlan, r *Result, k *derive.Key, opts Options, fixed bool) KeyUse {
+	u := KeyUse{KDF: s.kdf, Params: s.params, Strategy: string(pl.Strategy), Set: attrNames(pl.Missing)}
+	if len(u.Set) == 0 {
+		u.Set = nil
+	}
+	works := false
+	if r != nil {
+		u.TokenStatus = r.Status
+		works = r.Status == Verified || r.Status == Ran || (r.Status == Listed && opts.ListOnly)
+	}
+	if r != nil && r.BaseKey != "" && !sameKind(r.BaseKey, k) {
+		u.ProbedWith = r.BaseKey
+	}
+	switch {
+	case !works && r != nil:
+		u.Usable = "no"
+		u.Reason = string(r.Status) + " on this token"
+		if r.Reason != "" {
+			u.Reason += ": " + r.Reason
+		}
+	case !works:
+		u.Usable = "no"
+		u.Reason = "not probed"
+	case pl.Problem != nil && !errors.Is(pl.Problem, derive.ErrMissingAttribute) && !errors.Is(pl.Problem, derive.ErrUnsupported):
+		u.Usable = "no"
+		u.Reason = trim(pl.Problem)
+	case len(pl.Missing) == 0:
+		u.Usable = "now"
+	default:
+		u.Usable = "with-changes"
+		if fixed {
+			u.Reason = "CKA_MODIFIABLE is false: the attributes cannot be changed, the key must be made again"
+		}
+	}
+	return u
 }
 
 // sameKind reports whether the probe's base key kind (aes-128, des3, des,
