@@ -159,70 +159,13 @@ func specs(only []string) []*spec {
 func specsFor(name string) []*spec {
 	out := derive.KeyAES128
 	if c, mode, decrypt, ok := blockFunction(name); ok {
-		s := &spec{kdf: name, out: out, base: baseAES, data: dataAES}
-		var rc ref.Cipher
-		iv := ivAES
-		switch c {
-		case "aes":
-			rc = ref.AES
-		case "des3":
-			rc, s.base, s.data, iv = ref.DES3, baseDES3, dataDES, ivDES
-		case "des":
-			rc, s.base, s.data, iv = ref.DES, baseDES, dataDES, ivDES
-		}
-		if mode == "cbc" {
-			s.params = map[string]string{"iv": iv}
-		}
-		data := s.data
-		s.ref = func(key []byte) ([]byte, error) {
-			b, err := ref.NewBlock(rc, key)
-			if err != nil {
-				return nil, err
-			}
-			switch {
-			case mode == "ecb" && !decrypt:
-				return ref.EncryptECB(b, data)
-			case mode == "ecb":
-				return ref.DecryptECB(b, data)
-			case !decrypt:
-				return ref.EncryptCBC(b, unhex(iv), data)
-			}
-			return ref.DecryptCBC(b, unhex(iv), data)
-		}
-		return []*spec{s}
+		return []*spec{blockSpec(name, c, mode, decrypt, out)}
 	}
 	switch name {
 	case "sp800-108-counter", "sp800-108-feedback":
-		var ss []*spec
-		for _, prf := range []ref.PRF{ref.HMACSHA256, ref.HMACSHA384, ref.HMACSHA512, ref.AESCMAC} {
-			s := &spec{kdf: name, out: out, base: baseGeneric, data: dataKDF,
-				params: map[string]string{"prf": prf.Name}}
-			if prf.Name == ref.AESCMAC.Name {
-				s.base = baseAES
-			}
-			if name == "sp800-108-feedback" {
-				s.params["iv"] = ivKDF
-			}
-			s.ref = sp800108Ref(s, prf)
-			ss = append(ss, s)
-		}
-		return ss
+		return sp800108Specs(name, out)
 	case "hkdf":
-		var ss []*spec
-		for _, v := range []struct {
-			hash string
-			h    func() hash.Hash
-			salt string
-		}{{"sha256", sha256.New, saltKDF}, {"sha384", sha512.New384, ""}, {"sha512", sha512.New, saltKDF}} {
-			s := &spec{kdf: name, out: out, base: baseGeneric, data: dataKDF, params: map[string]string{"hash": v.hash}}
-			if v.salt != "" {
-				s.params["salt"] = v.salt
-			}
-			h, salt, data := v.h, unhex(v.salt), s.data
-			s.ref = func(key []byte) ([]byte, error) { return ref.HKDF(h, key, salt, data, out.Len()) }
-			ss = append(ss, s)
-		}
-		return ss
+		return hkdfSpecs(name, out)
 	case "sha256-concat":
 		s := &spec{kdf: name, out: out, base: baseGeneric, data: dataKDF}
 		s.ref = func(key []byte) ([]byte, error) { return ref.SHA256Concat(key, s.data)[:out.Len()], nil }
@@ -243,6 +186,79 @@ func specsFor(name string) []*spec {
 	// A function this probe does not know: try it with AES data and an
 	// AES base key, without a reference (cross-check only).
 	return []*spec{{kdf: name, out: out, base: baseAES, data: dataAES}}
+}
+
+// blockSpec is the spec of a block-cipher function: cipher c ("aes",
+// "des3", "des") in mode ("ecb", "cbc"), encrypting or decrypting.
+func blockSpec(name, c, mode string, decrypt bool, out derive.KeyType) *spec {
+	s := &spec{kdf: name, out: out, base: baseAES, data: dataAES}
+	var rc ref.Cipher
+	iv := ivAES
+	switch c {
+	case "aes":
+		rc = ref.AES
+	case "des3":
+		rc, s.base, s.data, iv = ref.DES3, baseDES3, dataDES, ivDES
+	case "des":
+		rc, s.base, s.data, iv = ref.DES, baseDES, dataDES, ivDES
+	}
+	if mode == "cbc" {
+		s.params = map[string]string{"iv": iv}
+	}
+	data := s.data
+	s.ref = func(key []byte) ([]byte, error) {
+		b, err := ref.NewBlock(rc, key)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case mode == "ecb" && !decrypt:
+			return ref.EncryptECB(b, data)
+		case mode == "ecb":
+			return ref.DecryptECB(b, data)
+		case !decrypt:
+			return ref.EncryptCBC(b, unhex(iv), data)
+		}
+		return ref.DecryptCBC(b, unhex(iv), data)
+	}
+	return s
+}
+
+// sp800108Specs are the specs of an SP 800-108 function, one per PRF.
+func sp800108Specs(name string, out derive.KeyType) []*spec {
+	var ss []*spec
+	for _, prf := range []ref.PRF{ref.HMACSHA256, ref.HMACSHA384, ref.HMACSHA512, ref.AESCMAC} {
+		s := &spec{kdf: name, out: out, base: baseGeneric, data: dataKDF,
+			params: map[string]string{"prf": prf.Name}}
+		if prf.Name == ref.AESCMAC.Name {
+			s.base = baseAES
+		}
+		if name == "sp800-108-feedback" {
+			s.params["iv"] = ivKDF
+		}
+		s.ref = sp800108Ref(s, prf)
+		ss = append(ss, s)
+	}
+	return ss
+}
+
+// hkdfSpecs are the specs of HKDF, one per hash.
+func hkdfSpecs(name string, out derive.KeyType) []*spec {
+	var ss []*spec
+	for _, v := range []struct {
+		hash string
+		h    func() hash.Hash
+		salt string
+	}{{"sha256", sha256.New, saltKDF}, {"sha384", sha512.New384, ""}, {"sha512", sha512.New, saltKDF}} {
+		s := &spec{kdf: name, out: out, base: baseGeneric, data: dataKDF, params: map[string]string{"hash": v.hash}}
+		if v.salt != "" {
+			s.params["salt"] = v.salt
+		}
+		h, salt, data := v.h, unhex(v.salt), s.data
+		s.ref = func(key []byte) ([]byte, error) { return ref.HKDF(h, key, salt, data, out.Len()) }
+		ss = append(ss, s)
+	}
+	return ss
 }
 
 // blockFunction parses the block-cipher function names: aes-ecb,
