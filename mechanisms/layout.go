@@ -100,14 +100,7 @@ func buildLayout(t reflect.Type, cName string, tags []string, a abi) (*layout, e
 	if tags != nil && len(tags) != t.NumField() {
 		return nil, fmt.Errorf("%v: %d tags for %d fields", t, len(tags), t.NumField())
 	}
-	var end uintptr
-	l.align = 1
-	place := func(name string, size, align uintptr) member {
-		off := alignUp(end, align)
-		end = off + size
-		l.align = max(l.align, align)
-		return member{name: name, offset: off, size: size}
-	}
+	p := &placer{abi: a, align: 1}
 	for i := 0; i < t.NumField(); i++ {
 		sf := t.Field(i)
 		tag := sf.Tag.Get("p11")
@@ -117,60 +110,85 @@ func buildLayout(t reflect.Type, cName string, tags []string, a abi) (*layout, e
 		if tag == "" {
 			return nil, fmt.Errorf("%v.%s: no p11 tag", t, sf.Name)
 		}
-		f := field{goName: sf.Name, index: i}
-		if !strings.Contains(tag, ":") {
-			switch k := sf.Type.Kind(); {
-			case isUnsigned(k):
-				f.kind, f.c = kindULong, place(tag, a.ulongSize, a.ulongAlign)
-			case k == reflect.Bool:
-				f.kind, f.c = kindBBool, place(tag, 1, 1)
-			case k == reflect.Array && sf.Type.Elem().Kind() == reflect.Uint8:
-				f.kind, f.c = kindBytes, place(tag, uintptr(sf.Type.Len()), 1)
-			default:
-				return nil, fmt.Errorf("%v.%s: cannot map %v to a C scalar", t, sf.Name, sf.Type)
-			}
-			l.fields = append(l.fields, f)
-			continue
-		}
-		parts := strings.Split(tag, ",")
-		if len(parts) == 1 && strings.HasPrefix(parts[0], "out:") {
-			if !isUnsigned(sf.Type.Kind()) {
-				return nil, fmt.Errorf("%v.%s: out field must be an unsigned integer", t, sf.Name)
-			}
-			f.kind, f.c = kindOut, place(strings.TrimPrefix(parts[0], "out:"), a.ptrSize, a.ptrAlign)
-			l.fields = append(l.fields, f)
-			continue
-		}
-		if len(parts) != 2 {
-			return nil, fmt.Errorf("%v.%s: bad p11 tag %q", t, sf.Name, tag)
-		}
-		switch sf.Type.Kind() {
-		case reflect.Slice, reflect.Pointer, reflect.Interface:
-		default:
-			return nil, fmt.Errorf("%v.%s: pointer/length field must be a slice, pointer or interface, not %v", t, sf.Name, sf.Type)
-		}
-		f.kind = kindRef
-		seen := 0
-		for _, p := range parts {
-			role, name, _ := strings.Cut(p, ":")
-			switch role {
-			case "ptr":
-				f.c = place(name, a.ptrSize, a.ptrAlign)
-				seen |= 1
-			case "len":
-				f.length = place(name, a.ulongSize, a.ulongAlign)
-				seen |= 2
-			default:
-				return nil, fmt.Errorf("%v.%s: bad p11 tag %q", t, sf.Name, tag)
-			}
-		}
-		if seen != 3 {
-			return nil, fmt.Errorf("%v.%s: p11 tag %q needs one ptr: and one len:", t, sf.Name, tag)
+		f, err := p.field(t, sf, i, tag)
+		if err != nil {
+			return nil, err
 		}
 		l.fields = append(l.fields, f)
 	}
-	l.size = alignUp(end, l.align)
+	l.align = p.align
+	l.size = alignUp(p.end, l.align)
 	return l, nil
+}
+
+// placer lays out the C members of a struct one after the other.
+type placer struct {
+	abi
+	end   uintptr // the end of the last member placed
+	align uintptr // the struct's alignment so far
+}
+
+// place places the next member, of that size and alignment.
+func (p *placer) place(name string, size, align uintptr) member {
+	off := alignUp(p.end, align)
+	p.end = off + size
+	p.align = max(p.align, align)
+	return member{name: name, offset: off, size: size}
+}
+
+// field maps field i of struct t, sf, to the C members its p11 tag names,
+// and places them.
+func (p *placer) field(t reflect.Type, sf reflect.StructField, i int, tag string) (field, error) {
+	a := p.abi
+	f := field{goName: sf.Name, index: i}
+	if !strings.Contains(tag, ":") {
+		switch k := sf.Type.Kind(); {
+		case isUnsigned(k):
+			f.kind, f.c = kindULong, p.place(tag, a.ulongSize, a.ulongAlign)
+		case k == reflect.Bool:
+			f.kind, f.c = kindBBool, p.place(tag, 1, 1)
+		case k == reflect.Array && sf.Type.Elem().Kind() == reflect.Uint8:
+			f.kind, f.c = kindBytes, p.place(tag, uintptr(sf.Type.Len()), 1)
+		default:
+			return f, fmt.Errorf("%v.%s: cannot map %v to a C scalar", t, sf.Name, sf.Type)
+		}
+		return f, nil
+	}
+	parts := strings.Split(tag, ",")
+	if len(parts) == 1 && strings.HasPrefix(parts[0], "out:") {
+		if !isUnsigned(sf.Type.Kind()) {
+			return f, fmt.Errorf("%v.%s: out field must be an unsigned integer", t, sf.Name)
+		}
+		f.kind, f.c = kindOut, p.place(strings.TrimPrefix(parts[0], "out:"), a.ptrSize, a.ptrAlign)
+		return f, nil
+	}
+	if len(parts) != 2 {
+		return f, fmt.Errorf("%v.%s: bad p11 tag %q", t, sf.Name, tag)
+	}
+	switch sf.Type.Kind() {
+	case reflect.Slice, reflect.Pointer, reflect.Interface:
+	default:
+		return f, fmt.Errorf("%v.%s: pointer/length field must be a slice, pointer or interface, not %v", t, sf.Name, sf.Type)
+	}
+	f.kind = kindRef
+	seen := 0
+	for _, part := range parts {
+		role, name, _ := strings.Cut(part, ":")
+		switch role {
+		case "ptr":
+			f.c = p.place(name, a.ptrSize, a.ptrAlign)
+			seen |= 1
+		case "len":
+			f.length = p.place(name, a.ulongSize, a.ulongAlign)
+			seen |= 2
+		default:
+			return f, fmt.Errorf("%v.%s: bad p11 tag %q", t, sf.Name, tag)
+		}
+	}
+	if seen != 3 {
+		return f, fmt.Errorf("%v.%s: p11 tag %q needs one ptr: and one len:", t, sf.Name, tag)
+	}
+	return f, nil
 }
 
 func isUnsigned(k reflect.Kind) bool {
