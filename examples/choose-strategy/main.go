@@ -134,6 +134,22 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	printPlans(stdout, plans)
+
+	res, err := deriveFirst(ctx, tok, base, req, rank(plans, strings.Split(*avoid, ",")), stdout)
+	if err != nil {
+		return err
+	}
+	kcv, err := tok.CheckValue(ctx, res.Key)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "DK: %s by %s in %d calls, check value %x\n", res.Function.Name(), res.Strategy, res.Calls, kcv)
+	return nil
+}
+
+// printPlans prints what each strategy needs, and whether it can run.
+func printPlans(stdout io.Writer, plans []derive.StrategyPlan) {
 	fmt.Fprintf(stdout, "%-14s %5s  %s\n", "strategy", "calls", "can it run?")
 	for _, p := range plans {
 		verdict := "yes"
@@ -142,30 +158,23 @@ func run(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%-14s %5d  %s\n", p.Strategy, p.Calls, verdict)
 	}
+}
 
-	// Derive with exactly the chosen strategy; if the token refuses it,
-	// with the next.
-	var res *derive.Result
-	for _, p := range rank(plans, strings.Split(*avoid, ",")) {
+// deriveFirst derives with exactly the first strategy of ranked; if the
+// token refuses it, with the next.
+func deriveFirst(ctx context.Context, tok *derive.Token, base *derive.Key, req derive.Request, ranked []derive.StrategyPlan, stdout io.Writer) (*derive.Result, error) {
+	for _, p := range ranked {
 		req.Strategy = p.Strategy
-		res, err = tok.Derive(ctx, base, req)
+		res, err := tok.Derive(ctx, base, req)
 		if err == nil {
 			fmt.Fprintf(stdout, "chosen: %s\n", p.Strategy)
-			break
+			return res, nil
 		}
 		te, ok := refused(err)
 		if !ok {
-			return err
+			return nil, err
 		}
 		fmt.Fprintf(stdout, "%s: refused by the token (%s: %v), next\n", p.Strategy, te.Call, te.Err)
 	}
-	if res == nil {
-		return errors.New("no strategy the policy allows runs here")
-	}
-	kcv, err := tok.CheckValue(ctx, res.Key)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "DK: %s by %s in %d calls, check value %x\n", res.Function.Name(), res.Strategy, res.Calls, kcv)
-	return nil
+	return nil, errors.New("no strategy the policy allows runs here")
 }
