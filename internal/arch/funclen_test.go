@@ -22,6 +22,11 @@ const maxFuncLines = 100
 // splitting, belong here, each one that was on main over the limit when
 // the test came; the test fails when one of them is back under the limit,
 // so that the list only shrinks. Everything else over the limit fails.
+//
+// Empty: on main at 26f9f95, when this branch was rebased, no function of
+// derive was over the limit (the longest, streamUnwrap.run in
+// derive/streamunwrap.go, is exactly 100 lines). An entry reads
+// "derive/streamunwrap.go: streamUnwrap.run": true.
 var longFuncs = map[string]bool{}
 
 // TestFuncLength fails for every non-test function of the module longer
