@@ -14,16 +14,6 @@ import (
 	"github.com/p11derive/p11derive/internal/ckm"
 )
 
-// Strategy names how a token is made to compute a function. Every strategy
-// that computes a [Function] yields the same key, bit for bit.
-type Strategy string
-
-// The strategies. Auto lets Derive choose the cheapest one that works.
-const (
-	Auto   Strategy = ""
-	Native Strategy = "native" // C_DeriveKey with CKM_*_ENCRYPT_DATA (docs/design.md §3.1)
-)
-
 // Request says what to derive.
 type Request struct {
 	// Function is what DK is computed as, e.g.
@@ -88,51 +78,6 @@ type Result struct {
 	// Warnings are facts about the request a careful caller wants to know,
 	// such as derivation data that made DK (in part) equal to E_K(0).
 	Warnings []string
-}
-
-// A strategy computes functions inside the token. Strategies live in files
-// named after them (native.go, ...), with their tests beside them.
-type strategy interface {
-	name() Strategy
-	// computes reports whether the strategy can compute f at all.
-	computes(f Function) bool
-	// cost is the number of PKCS#11 calls run makes for r (reading DK back
-	// not included).
-	cost(r *Request) int
-	// needs lists the mechanisms the token must run and the base key's
-	// attributes that must be true for f.
-	needs(f Function) (mechs []uint, attrs []uint)
-	// flags are the CKF_ flags of the strategy's use of each mechanism of
-	// needs (CKF_DERIVE, CKF_SIGN, CKF_UNWRAP, CKF_ENCRYPT).
-	flags(f Function) []uint
-	// check says why the strategy cannot run on this token with this base
-	// key, or returns nil. It makes no call but C_GetMechanismList (once per
-	// Token) and C_GetMechanismInfo (once per mechanism). Errors wrap
-	// ErrMissingAttribute or ErrUnsupported; a mechanism not listed (or
-	// listed without the flag of its use) is named before a missing
-	// attribute.
-	check(t *Token, base *Key, f Function) error
-	// run makes DK for r with template tmpl and returns its handle. On
-	// error it leaves no object behind.
-	run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
-}
-
-// strategies lists every strategy; for equal costs, the earlier is tried
-// first.
-var strategies = []strategy{native{}, unwrap{}, macUnwrap{}, macUnwrap{cmac: true}, streamUnwrap{}}
-
-// applier is a strategy that computes its functions for some requests only.
-type applier interface {
-	applies(r *Request) error
-}
-
-func strategyByName(n Strategy) strategy {
-	for _, s := range strategies {
-		if s.name() == n {
-			return s
-		}
-	}
-	return nil
 }
 
 // Derive computes DK from the base key and r.Data inside the token and
@@ -943,13 +888,4 @@ func (t *Token) Plan(base *Key, r Request) ([]StrategyPlan, error) {
 		plans = append(plans, p)
 	}
 	return plans, nil
-}
-
-// Strategies lists every strategy p11derive knows.
-func Strategies() []Strategy {
-	out := make([]Strategy, len(strategies))
-	for i, s := range strategies {
-		out[i] = s.name()
-	}
-	return out
 }

@@ -10,19 +10,6 @@ import (
 	"github.com/p11derive/p11derive/internal/ckm"
 )
 
-// The encrypt-as-decrypt strategies (docs/design.md §3.2, §3.3).
-const (
-	// MACUnwrap computes E with a full-block CBC-MAC (CKM_*_MAC_GENERAL)
-	// and one C_UnwrapKey in ECB mode. The base key needs CKA_SIGN and
-	// CKA_UNWRAP.
-	MACUnwrap Strategy = "mac-unwrap"
-	// CMACUnwrap is MACUnwrap with CMAC (CKM_AES_CMAC, CKM_DES3_CMAC) for
-	// tokens without a full-block CBC-MAC. It also needs CKA_ENCRYPT, to
-	// compute the CMAC subkey from L = E_K(0^n) — which puts L, K's full
-	// check value, in host memory for the duration of the derivation.
-	CMACUnwrap Strategy = "cmac-unwrap"
-)
-
 // macUnwrap computes DK = E(data, K) without any derive mechanism.
 //
 // Plain CBC-MAC from a zero IV over x || 0^n is E_K(E_K(x)) when x is one

@@ -10,18 +10,7 @@ import (
 	"github.com/p11derive/p11derive/mechanisms"
 )
 
-// StreamUnwrap computes E with C_UnwrapKey in a stream mode (docs/design.md
-// §3.4): decrypting the zero block in CTR mode from counter block x, or in
-// OFB or CFB-128 mode from IV x, gives E_K(x). One unwrap per block (ECB,
-// or CBC when the key needs one block); several blocks are joined in the
-// token with CKM_CONCATENATE_BASE_AND_KEY. AES only. The base key needs
-// CKA_UNWRAP.
-//
-// Few tokens let a key unwrap in a stream mode; none of p11derive's lab
-// tokens (SoftHSM2 2.6.1, NSS softoken 3.87) does, so this strategy is
-// tested only for its refusals and error paths there.
-const StreamUnwrap Strategy = "stream-unwrap"
-
+// streamUnwrap is the StreamUnwrap strategy (docs/design.md §3.4).
 type streamUnwrap struct{}
 
 func (streamUnwrap) name() Strategy { return StreamUnwrap }

@@ -54,10 +54,7 @@ func parseDecrypt(name string, m map[string]string) (Function, error) {
 	return Decrypt{Cipher: f.Cipher, Mode: f.Mode, IV: f.IV}, nil
 }
 
-// Unwrap computes Decrypt with one C_UnwrapKey (CKM_<cipher>_ECB, or
-// CKM_<cipher>_CBC with the IV). The base key needs CKA_UNWRAP.
-const Unwrap Strategy = "unwrap"
-
+// unwrap is the Unwrap strategy: Decrypt in one C_UnwrapKey.
 type unwrap struct{}
 
 func (unwrap) name() Strategy { return Unwrap }
