@@ -45,12 +45,6 @@ func (m macUnwrap) computes(f Function) bool {
 	return !m.cmac || e.Cipher != DES // PKCS#11 has no single-DES CMAC
 }
 
-// blocksFor is the number of cipher blocks a key of type kt takes.
-func blocksFor(c Cipher, kt KeyType) int {
-	n := c.BlockSize()
-	return (kt.n + n - 1) / n
-}
-
 func (m macUnwrap) cost(r *Request) int {
 	k := blocksFor(r.Function.(Encrypt).Cipher, r.KeyType)
 	calls := 2*k + 1 // C_SignInit + C_Sign per block, C_UnwrapKey
