@@ -14,16 +14,6 @@ import (
 	"github.com/p11derive/p11derive/internal/ckm"
 )
 
-// Strategy names how a token is made to compute a function. Every strategy
-// that computes a [Function] yields the same key, bit for bit.
-type Strategy string
-
-// The strategies. Auto lets Derive choose the cheapest one that works.
-const (
-	Auto   Strategy = ""
-	Native Strategy = "native" // C_DeriveKey with CKM_*_ENCRYPT_DATA (docs/design.md §3.1)
-)
-
 // Request says what to derive.
 type Request struct {
 	// Function is what DK is computed as, e.g.
@@ -88,51 +78,6 @@ type Result struct {
 	// Warnings are facts about the request a careful caller wants to know,
 	// such as derivation data that made DK (in part) equal to E_K(0).
 	Warnings []string
-}
-
-// A strategy computes functions inside the token. Strategies live in files
-// named after them (native.go, ...), with their tests beside them.
-type strategy interface {
-	name() Strategy
-	// computes reports whether the strategy can compute f at all.
-	computes(f Function) bool
-	// cost is the number of PKCS#11 calls run makes for r (reading DK back
-	// not included).
-	cost(r *Request) int
-	// needs lists the mechanisms the token must run and the base key's
-	// attributes that must be true for f.
-	needs(f Function) (mechs []uint, attrs []uint)
-	// flags are the CKF_ flags of the strategy's use of each mechanism of
-	// needs (CKF_DERIVE, CKF_SIGN, CKF_UNWRAP, CKF_ENCRYPT).
-	flags(f Function) []uint
-	// check says why the strategy cannot run on this token with this base
-	// key, or returns nil. It makes no call but C_GetMechanismList (once per
-	// Token) and C_GetMechanismInfo (once per mechanism). Errors wrap
-	// ErrMissingAttribute or ErrUnsupported; a mechanism not listed (or
-	// listed without the flag of its use) is named before a missing
-	// attribute.
-	check(t *Token, base *Key, f Function) error
-	// run makes DK for r with template tmpl and returns its handle. On
-	// error it leaves no object behind.
-	run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
-}
-
-// strategies lists every strategy; for equal costs, the earlier is tried
-// first.
-var strategies = []strategy{native{}, unwrap{}, macUnwrap{}, macUnwrap{cmac: true}, streamUnwrap{}}
-
-// applier is a strategy that computes its functions for some requests only.
-type applier interface {
-	applies(r *Request) error
-}
-
-func strategyByName(n Strategy) strategy {
-	for _, s := range strategies {
-		if s.name() == n {
-			return s
-		}
-	}
-	return nil
 }
 
 // Derive computes DK from the base key and r.Data inside the token and
@@ -225,35 +170,6 @@ func (t *Token) derive(ctx context.Context, base *Key, r Request) (*Result, erro
 	return nil, ue
 }
 
-// unlisted returns, for each strategy that computes f, the mechanisms it
-// needs that the token does not list, or nil if the token lists every
-// mechanism of one of them (or its list cannot be read). It makes no call
-// but the first C_GetMechanismList.
-func (t *Token) unlisted(f Function) []StrategyMechanisms {
-	list, err := t.mechanisms()
-	if err != nil {
-		return nil
-	}
-	var out []StrategyMechanisms
-	for _, st := range strategies {
-		if !st.computes(f) {
-			continue
-		}
-		mechs, _ := st.needs(f)
-		var missing []uint
-		for _, m := range mechs {
-			if !list[m] {
-				missing = append(missing, m)
-			}
-		}
-		if len(missing) == 0 {
-			return nil
-		}
-		out = append(out, StrategyMechanisms{Strategy: st.name(), Mechanisms: missing})
-	}
-	return out
-}
-
 // deriveExact computes exactly r.Function, trying its strategies in order.
 // When none can run, or the token refused each, the error is an
 // *UnsupportedError.
@@ -262,7 +178,7 @@ func (t *Token) deriveExact(ctx context.Context, base *Key, r *Request, d *deriv
 	if f, ok := r.Function.(Encrypt); ok && f.zeroBlockInput(r.Data) {
 		warnings = append(warnings, "a block of data enters the cipher as the zero block: that block of DK equals E_K(0), whose leading bytes are the base key's public check value")
 	}
-	var buf [8]candidate // room for every strategy: candidates need no allocation
+	var buf [8]assessment // room for every strategy: candidates need no allocation
 	cands, err := t.candidates(base, r, buf[:0])
 	if err != nil {
 		return nil, err
@@ -298,60 +214,6 @@ func (t *Token) deriveExact(ctx context.Context, base *Key, r *Request, d *deriv
 		reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: c.name(), Reason: reason, Err: err})
 	}
 	return nil, &UnsupportedError{Function: r.Function.Name(), Reasons: reasons}
-}
-
-// substitutes lists the other functions this token could compute from the
-// base key for r's data and key type, judging by the mechanisms it lists,
-// the key's attributes and the strategies it refused before (without
-// running anything).
-func (t *Token) substitutes(base *Key, r *Request) []string {
-	var out []string
-	for _, name := range FunctionNames() {
-		if name == r.Function.Name() {
-			continue
-		}
-		params := map[string]string{}
-		if strings.Contains(name, "-cbc") {
-			params["iv"] = strings.Repeat("00", blockOf(name))
-		}
-		f, err := ParseFunction(name, params)
-		if err != nil || f.validate(r.Data, r.KeyType) != nil || f.checkBase(base) != nil {
-			continue
-		}
-		for _, st := range strategies {
-			if !st.computes(f) || st.check(t, base, f) != nil {
-				continue
-			}
-			// A token may list a mechanism for what it does not do with
-			// it: SoftHSM2 lists CKM_AES_ECB without CKF_UNWRAP, and
-			// refuses C_UnwrapKey with it.
-			if d, ok := f.(Decrypt); ok && !t.mechanismMay(unwrapMechanism(d), pkcs11.CKF_UNWRAP) {
-				continue
-			}
-			if mechs, _ := st.needs(f); !t.memo.refusedMechanisms(base.Handle, st.name(), mechs) {
-				out = append(out, name)
-				break
-			}
-		}
-	}
-	return out
-}
-
-// mechanismMay reports whether the token's C_GetMechanismInfo for mech
-// has flag (CKF_UNWRAP, say). A token that gives no information is taken at
-// its mechanism list's word.
-// Its C_GetMechanismInfo is read once per mechanism (flagsOf).
-func (t *Token) mechanismMay(mech, flag uint) bool {
-	f, ok := t.flagsOf(mech)
-	return !ok || f&flag != 0
-}
-
-// blockOf is the block size of the cipher a function name starts with.
-func blockOf(name string) int {
-	if strings.HasPrefix(name, "aes") {
-		return 16
-	}
-	return 8
 }
 
 func validate(base *Key, r *Request) error {
@@ -391,100 +253,6 @@ func ckkName(ckk uint) string {
 		return "CKK_GENERIC_SECRET"
 	}
 	return fmt.Sprintf("CKK(%#x)", ckk)
-}
-
-// candidates returns the strategies to try, in order, or the reasons why
-// none can run. It makes no PKCS#11 call but the first C_GetMechanismList.
-// Strategies whose mechanisms the token lists come first, cheapest first;
-// then those it does not list but may run all the same.
-//
-// The candidates are appended to buf, whose room (one per strategy) keeps
-// them off the heap.
-func (t *Token) candidates(base *Key, r *Request, buf []candidate) ([]candidate, error) {
-	if r.Strategy != Auto {
-		st := strategyByName(r.Strategy)
-		if !st.computes(r.Function) {
-			return nil, inputErr("strategy", "%s cannot compute %s", st.name(), r.Function.Name())
-		}
-		if a, ok := st.(applier); ok {
-			if err := a.applies(r); err != nil {
-				return nil, err
-			}
-		}
-		err := st.check(t, base, r.Function)
-		if err == nil {
-			return append(buf, candidate{st, nil}), nil
-		}
-		nl, ok := tryable(err)
-		if !ok {
-			return nil, err
-		}
-		return append(buf, candidate{st, nl}), nil
-	}
-	// listed go into buf, unlisted into a stack array (spilling to the heap
-	// past its room), appended behind them once all are known.
-	listed := buf[:0]
-	var unlisted []candidate
-	var nUnlisted int
-	var reasons []StrategyReason
-	var unlistedBuf [8]candidate
-	for _, st := range strategies {
-		if !st.computes(r.Function) {
-			continue
-		}
-		if err := t.memo.failed(base.Handle, st.name(), r.Function); err != nil {
-			reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: st.name(), Reason: "refused before: " + err.Error(), Err: err})
-			continue
-		}
-		var err error
-		if a, ok := st.(applier); ok {
-			err = a.applies(r)
-		}
-		if err == nil {
-			err = st.check(t, base, r.Function)
-		}
-		if err == nil {
-			listed = append(listed, candidate{st, nil})
-			continue
-		}
-		switch nl, ok := tryable(err); {
-		case ok:
-			if nUnlisted < len(unlistedBuf) {
-				unlistedBuf[nUnlisted] = candidate{st, nl}
-			} else {
-				unlisted = append(unlisted, candidate{st, nl})
-			}
-			nUnlisted++
-		default:
-			reasons = append(reasons, StrategyReason{Function: r.Function.Name(), Strategy: st.name(), Reason: err.Error(), Err: err})
-		}
-	}
-	byCost := func(c []candidate) {
-		// Insertion sort: stable, so ties keep the order of strategies.
-		for i := 1; i < len(c); i++ {
-			for j := i; j > 0 && c[j].cost(r) < c[j-1].cost(r); j-- {
-				c[j], c[j-1] = c[j-1], c[j]
-			}
-		}
-	}
-	byCost(listed)
-	if nUnlisted <= len(unlistedBuf) {
-		unlisted = unlistedBuf[:nUnlisted]
-	} else {
-		unlisted = append(unlistedBuf[:len(unlistedBuf):len(unlistedBuf)], unlisted...)
-	}
-	byCost(unlisted)
-	all := append(listed, unlisted...)
-	if len(all) == 0 {
-		return nil, &UnsupportedError{Function: r.Function.Name(), Reasons: reasons}
-	}
-	return all, nil
-}
-
-// candidate is a strategy to try, and whether the token lists what it needs.
-type candidate struct {
-	strategy
-	unlisted *notListedError
 }
 
 // template is DK's attribute template: safe unless asked otherwise.
@@ -875,81 +643,4 @@ func (m *memo) failed(base pkcs11.ObjectHandle, s Strategy, f Function) error {
 		return nil // the common case: nothing refused, no name to build
 	}
 	return m.byKey[memoKey{base, s, f.Name()}]
-}
-
-// StrategyPlan is how one strategy stands, before anything runs, for
-// computing a request's function on this token with a base key.
-type StrategyPlan struct {
-	Strategy Strategy
-	// Mechanisms the strategy calls, and whether the token lists each with
-	// the CKF_ flag (Flags) of the strategy's use of it.
-	Mechanisms []uint
-	Listed     []bool
-	Flags      []uint
-	// Attributes (CKA_*) the base key must have set to true, and those of
-	// them it lacks.
-	Attributes []uint
-	Missing    []uint
-	// Calls is the strategy's PKCS#11 calls for the request (reading DK
-	// back not included).
-	Calls int
-	// Problem is why the strategy cannot run, or nil. A strategy whose
-	// mechanisms are not all listed may still run (tokens do not always
-	// list what they run): Problem then matches ErrUnsupported, and Derive
-	// tries it after the others.
-	Problem error
-}
-
-// Plan lists, for each strategy that computes r.Function, what it needs and
-// whether this token and base key have it, making no PKCS#11 call but the
-// first C_GetMechanismList and C_GetMechanismInfo once per mechanism. It is
-// what Derive consults, for reports such as the probe's.
-func (t *Token) Plan(base *Key, r Request) ([]StrategyPlan, error) {
-	if err := validate(base, &r); err != nil {
-		return nil, err
-	}
-	list, err := t.mechanisms()
-	if err != nil {
-		return nil, err
-	}
-	have := map[uint]bool{
-		pkcs11.CKA_DERIVE: base.Derive, pkcs11.CKA_SIGN: base.Sign, pkcs11.CKA_UNWRAP: base.Unwrap,
-		pkcs11.CKA_ENCRYPT: base.Encrypt, pkcs11.CKA_DECRYPT: base.Decrypt, pkcs11.CKA_WRAP: base.Wrap,
-		pkcs11.CKA_VERIFY: base.Verify,
-	}
-	var plans []StrategyPlan
-	for _, st := range strategies {
-		if !st.computes(r.Function) {
-			continue
-		}
-		p := StrategyPlan{Strategy: st.name(), Calls: st.cost(&r)}
-		p.Mechanisms, p.Attributes = st.needs(r.Function)
-		p.Flags = st.flags(r.Function)
-		for i, m := range p.Mechanisms {
-			_, ok := t.listedFor(list, mechUse{m, p.Flags[i]})
-			p.Listed = append(p.Listed, ok)
-		}
-		for _, a := range p.Attributes {
-			if !have[a] {
-				p.Missing = append(p.Missing, a)
-			}
-		}
-		if a, ok := st.(applier); ok {
-			p.Problem = a.applies(&r)
-		}
-		if p.Problem == nil {
-			p.Problem = st.check(t, base, r.Function)
-		}
-		plans = append(plans, p)
-	}
-	return plans, nil
-}
-
-// Strategies lists every strategy p11derive knows.
-func Strategies() []Strategy {
-	out := make([]Strategy, len(strategies))
-	for i, s := range strategies {
-		out[i] = s.name()
-	}
-	return out
 }

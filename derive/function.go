@@ -1,11 +1,6 @@
 package derive
 
-import (
-	"fmt"
-	"strings"
-
-	"github.com/miekg/pkcs11"
-)
+import "fmt"
 
 // Cipher is the block cipher of an encryption function.
 type Cipher uint8
@@ -79,52 +74,10 @@ type Function interface {
 	profile(p *Profile)
 }
 
-// nativeFunction is a function a token computes with C_DeriveKey alone
-// (the native strategy): one call, or a few with intermediates destroyed.
-type nativeFunction interface {
-	Function
-	// nativeMechanisms are the mechanisms the token must run.
-	nativeMechanisms() []uint
-	// nativeCalls is the number of PKCS#11 calls deriveNative makes.
-	nativeCalls(data []byte) int
-	// deriveNative makes DK with template tmpl, leaving no intermediate
-	// object behind on any path.
-	deriveNative(s *session, base *Key, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
-}
-
 // cipherKeyError is checkBase's error for the block-cipher functions.
 func cipherKeyError(name string, c Cipher, base *Key) error {
 	return &KeyError{Key: base.name(), Reason: ErrKeyType,
 		Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", name, c, ckkName(base.Type))}
-}
-
-// Encrypt is DK = E(data, K): the encryption of the derivation data under the
-// base key, in ECB or CBC mode, keeping the leading bytes of the ciphertext
-// that the output key needs.
-//
-// With ECB, DK = E_K(d_1) || ... || E_K(d_m). With CBC, c_0 = IV,
-// c_i = E_K(c_(i-1) XOR d_i) and DK = c_1 || ... || c_m. The data must be a
-// whole number of blocks and at least as long as the output key.
-type Encrypt struct {
-	Cipher Cipher
-	Mode   Mode
-	// IV is the CBC initialisation vector, one block long. It must be empty
-	// for ECB.
-	IV []byte
-}
-
-// Name returns the function's name: "aes-ecb", "des3-cbc" and so on.
-func (f Encrypt) Name() string { return f.Cipher.String() + "-" + f.Mode.String() }
-
-func (f Encrypt) checkBase(base *Key) error {
-	if base.Cipher() != f.Cipher {
-		return cipherKeyError(f.Name(), f.Cipher, base)
-	}
-	return nil
-}
-
-func (f Encrypt) validate(data []byte, out KeyType) error {
-	return validateBlocks(f.Cipher, f.Mode, f.IV, data, out)
 }
 
 // validateBlocks checks block-cipher parameters and data: a known cipher and
@@ -164,57 +117,8 @@ func validateBlocks(c Cipher, m Mode, iv, data []byte, out KeyType) error {
 	return nil
 }
 
-// zeroBlockInput reports whether some block enters the cipher as the zero
-// block, which makes that block of DK equal to E_K(0^n): the value whose
-// leading bytes are K's published check value.
-func (f Encrypt) zeroBlockInput(data []byte) bool {
-	n := f.Cipher.BlockSize()
-	if f.Mode == CBC {
-		for i := 0; i < n; i++ {
-			if data[i]^f.IV[i] != 0 {
-				return false
-			}
-		}
-		return true
-	}
-	for off := 0; off < len(data); off += n {
-		if isZero(data[off : off+n]) {
-			return true
-		}
-	}
-	return false
+// blocksFor is the number of cipher blocks a key of type kt takes.
+func blocksFor(c Cipher, kt KeyType) int {
+	n := c.BlockSize()
+	return (kt.n + n - 1) / n
 }
-
-func isZero(b []byte) bool {
-	for _, x := range b {
-		if x != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func init() {
-	register(parseEncrypt, "aes-ecb", "aes-cbc", "des3-ecb", "des3-cbc", "des-ecb", "des-cbc")
-}
-
-func parseEncrypt(name string, m map[string]string) (Function, error) {
-	c, md, _ := strings.Cut(name, "-")
-	p := newParams(name, m)
-	f := Encrypt{Mode: ECB}
-	f.Cipher, _ = cipherByName(c)
-	if md == "cbc" {
-		f.Mode = CBC
-		iv, err := p.hex("iv")
-		if err != nil {
-			return nil, err
-		}
-		f.IV = iv
-	}
-	if err := p.done(); err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
-func (f Encrypt) profile(p *Profile) { p.setHex("iv", f.IV) }

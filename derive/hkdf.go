@@ -179,13 +179,13 @@ func parseHKDF(name string, m map[string]string) (Function, error) {
 	return f, nil
 }
 
-// HKDF's native derivation.
+// What the native strategy asks of HKDF (native.go).
 
 func (HKDF) nativeMechanisms() []uint { return []uint{mechanisms.CKM_HKDF_DERIVE} }
 
 func (HKDF) nativeCalls([]byte) int { return 1 }
 
-func (f HKDF) deriveNative(s *session, base *Key, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+func (f HKDF) nativeParams(data []byte) mechanisms.Params {
 	params := &mechanisms.HKDFParams{
 		Extract:          f.Mode != HKDFExpandOnly,
 		Expand:           f.Mode != HKDFExtractOnly,
@@ -199,11 +199,5 @@ func (f HKDF) deriveNative(s *session, base *Key, data []byte, tmpl []*pkcs11.At
 			params.Salt = f.Salt
 		}
 	}
-	var h pkcs11.ObjectHandle
-	err := mechanisms.Call(mechanisms.CKM_HKDF_DERIVE, params, func(m []*pkcs11.Mechanism) error {
-		var err error
-		h, err = s.deriveKey("derive DK", m, base.Handle, tmpl)
-		return err
-	})
-	return h, err
+	return params
 }

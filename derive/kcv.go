@@ -91,37 +91,14 @@ func (t *Token) CheckValueBy(ctx context.Context, k *Key, m KCVMethod) (_ *KCV, 
 	if k == nil {
 		return nil, inputErr("key", "no key given")
 	}
-	var mech, usage uint
 	n := k.Cipher().BlockSize()
 	attr := m == KCVAttribute
 	if attr {
 		m = KCVECB
 	}
-	switch m {
-	case KCVECB:
-		usage = pkcs11.CKA_ENCRYPT
-		switch k.Type {
-		case pkcs11.CKK_AES:
-			mech = pkcs11.CKM_AES_ECB
-		case pkcs11.CKK_DES2, pkcs11.CKK_DES3:
-			mech = pkcs11.CKM_DES3_ECB
-		case pkcs11.CKK_DES:
-			mech = pkcs11.CKM_DES_ECB
-		}
-	case KCVCMAC:
-		usage = pkcs11.CKA_SIGN
-		switch k.Type {
-		case pkcs11.CKK_AES:
-			mech = pkcs11.CKM_AES_CMAC
-		case pkcs11.CKK_DES2, pkcs11.CKK_DES3:
-			mech = pkcs11.CKM_DES3_CMAC
-		}
-	default:
-		return nil, inputErr("kcv", "no check value by method %q (ecb, cmac, attribute)", m)
-	}
-	if mech == 0 {
-		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType,
-			Problem: fmt.Sprintf("no %s check value for key type %s (AES and DES keys only)", m, KeyTypeName(k.Type))}
+	mech, usage, err := kcvMechanism(k, m)
+	if err != nil {
+		return nil, err
 	}
 	s, err := t.acquire(ctx)
 	if err != nil {
@@ -131,18 +108,13 @@ func (t *Token) CheckValueBy(ctx context.Context, k *Key, m KCVMethod) (_ *KCV, 
 	start := s.calls
 	out := &KCV{Method: m, Source: KCVComputed}
 	if attr && !t.noCheckValue.Load() {
-		// One call, with room for the 3 bytes PKCS#11 3.0 defines (a
-		// longer value is not this convention's, and is not used).
-		s.calls++
-		v, rv := s.ck.GetAttributeValue(uint(s.h), uint(k.Handle), []uint{ckaCheckValue}, []int{8})
-		switch {
-		case rv == pkcs11.CKR_ATTRIBUTE_TYPE_INVALID:
-			t.noCheckValue.Store(true)
-		case rv == pkcs11.CKR_OK && len(v) == 1 && len(v[0]) == 3:
-			out.Value, out.Source, out.Calls = v[0], KCVFromAttribute, s.calls-start
+		v, err := t.readCheckValue(s, k)
+		if err != nil {
+			return nil, err
+		}
+		if v != nil {
+			out.Value, out.Source, out.Calls = v, KCVFromAttribute, s.calls-start
 			return out, nil
-		case rv != pkcs11.CKR_OK && rv != pkcs11.CKR_ATTRIBUTE_SENSITIVE && rv != pkcs11.CKR_BUFFER_TOO_SMALL:
-			return nil, s.fail("read the check value of key "+k.name(), "C_GetAttributeValue", pkcs11.Error(rv))
 		}
 	}
 	h := k.Handle
@@ -184,6 +156,57 @@ func (t *Token) CheckValueBy(ctx context.Context, k *Key, m KCVMethod) (_ *KCV, 
 		out.Calls++ // the copy's destruction, made when this returns
 	}
 	return out, nil
+}
+
+// kcvMechanism is the mechanism computing key k's check value by method m
+// (KCVECB or KCVCMAC), and the attribute (CKA_ENCRYPT, CKA_SIGN) the key
+// needs for it.
+func kcvMechanism(k *Key, m KCVMethod) (mech, usage uint, err error) {
+	switch m {
+	case KCVECB:
+		usage = pkcs11.CKA_ENCRYPT
+		switch k.Type {
+		case pkcs11.CKK_AES:
+			mech = pkcs11.CKM_AES_ECB
+		case pkcs11.CKK_DES2, pkcs11.CKK_DES3:
+			mech = pkcs11.CKM_DES3_ECB
+		case pkcs11.CKK_DES:
+			mech = pkcs11.CKM_DES_ECB
+		}
+	case KCVCMAC:
+		usage = pkcs11.CKA_SIGN
+		switch k.Type {
+		case pkcs11.CKK_AES:
+			mech = pkcs11.CKM_AES_CMAC
+		case pkcs11.CKK_DES2, pkcs11.CKK_DES3:
+			mech = pkcs11.CKM_DES3_CMAC
+		}
+	default:
+		return 0, 0, inputErr("kcv", "no check value by method %q (ecb, cmac, attribute)", m)
+	}
+	if mech == 0 {
+		return 0, 0, &KeyError{Key: k.name(), Reason: ErrKeyType,
+			Problem: fmt.Sprintf("no %s check value for key type %s (AES and DES keys only)", m, KeyTypeName(k.Type))}
+	}
+	return mech, usage, nil
+}
+
+// readCheckValue reads key k's CKA_CHECK_VALUE, or returns nil if the
+// token has none to give (then the check value is computed).
+func (t *Token) readCheckValue(s *session, k *Key) ([]byte, error) {
+	// One call, with room for the 3 bytes PKCS#11 3.0 defines (a longer
+	// value is not this convention's, and is not used).
+	s.calls++
+	v, rv := s.ck.GetAttributeValue(uint(s.h), uint(k.Handle), []uint{ckaCheckValue}, []int{8})
+	switch {
+	case rv == pkcs11.CKR_ATTRIBUTE_TYPE_INVALID:
+		t.noCheckValue.Store(true)
+	case rv == pkcs11.CKR_OK && len(v) == 1 && len(v[0]) == 3:
+		return v[0], nil
+	case rv != pkcs11.CKR_OK && rv != pkcs11.CKR_ATTRIBUTE_SENSITIVE && rv != pkcs11.CKR_BUFFER_TOO_SMALL:
+		return nil, s.fail("read the check value of key "+k.name(), "C_GetAttributeValue", pkcs11.Error(rv))
+	}
+	return nil, nil
 }
 
 func attrName(cka uint) string {

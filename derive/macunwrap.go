@@ -10,19 +10,6 @@ import (
 	"github.com/p11derive/p11derive/internal/ckm"
 )
 
-// The encrypt-as-decrypt strategies (docs/design.md §3.2, §3.3).
-const (
-	// MACUnwrap computes E with a full-block CBC-MAC (CKM_*_MAC_GENERAL)
-	// and one C_UnwrapKey in ECB mode. The base key needs CKA_SIGN and
-	// CKA_UNWRAP.
-	MACUnwrap Strategy = "mac-unwrap"
-	// CMACUnwrap is MACUnwrap with CMAC (CKM_AES_CMAC, CKM_DES3_CMAC) for
-	// tokens without a full-block CBC-MAC. It also needs CKA_ENCRYPT, to
-	// compute the CMAC subkey from L = E_K(0^n) — which puts L, K's full
-	// check value, in host memory for the duration of the derivation.
-	CMACUnwrap Strategy = "cmac-unwrap"
-)
-
 // macUnwrap computes DK = E(data, K) without any derive mechanism.
 //
 // Plain CBC-MAC from a zero IV over x || 0^n is E_K(E_K(x)) when x is one
@@ -56,12 +43,6 @@ func (m macUnwrap) computes(f Function) bool {
 		return false
 	}
 	return !m.cmac || e.Cipher != DES // PKCS#11 has no single-DES CMAC
-}
-
-// blocksFor is the number of cipher blocks a key of type kt takes.
-func blocksFor(c Cipher, kt KeyType) int {
-	n := c.BlockSize()
-	return (kt.n + n - 1) / n
 }
 
 func (m macUnwrap) cost(r *Request) int {
@@ -146,17 +127,9 @@ func (m macUnwrap) run(ctx context.Context, s *session, base *Key, r *Request, t
 	// for CMAC.
 	pad := padBuf[:n]
 	if m.cmac {
-		var zero [16]byte
-		l, err := s.encryptInto("CMAC subkey: L = E_K(0)", ecb, nil, base.Handle, zero[:n], out[:n+64])
-		if err != nil {
+		if err := s.cmacSubkey(pad, ecb, base.Handle, out[:]); err != nil {
 			return 0, err
 		}
-		if len(l) != n {
-			clear(out[:])
-			return 0, s.fail("CMAC subkey: L = E_K(0)", "C_Encrypt", fmt.Errorf("%d bytes of output, want %d", len(l), n))
-		}
-		dbl(pad, l)
-		clear(out[:])
 		defer clear(padBuf[:])
 	}
 	// The MAC's parameter: CK_MAC_GENERAL_PARAMS = n for *_MAC_GENERAL
@@ -218,23 +191,4 @@ func macStep(i int) string {
 		return macSteps[i]
 	}
 	return fmt.Sprintf("MAC of block %d", i+1)
-}
-
-// dbl sets dst to the CMAC doubling of src in GF(2^(8·len)): shift left by
-// one bit, and XOR the last byte with 0x87 (16-byte blocks) or 0x1B (8-byte
-// blocks) when the top bit was set (NIST SP 800-38B §6.1).
-func dbl(dst, src []byte) {
-	var carry byte
-	for i := len(src) - 1; i >= 0; i-- {
-		b := src[i]
-		dst[i] = b<<1 | carry
-		carry = b >> 7
-	}
-	if carry != 0 {
-		if len(src) == 16 {
-			dst[len(dst)-1] ^= 0x87
-		} else {
-			dst[len(dst)-1] ^= 0x1B
-		}
-	}
 }

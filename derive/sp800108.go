@@ -457,7 +457,7 @@ func parseSP800108(name string, m map[string]string) (Function, error) {
 	return f, nil
 }
 
-// SP800108's native derivation.
+// What the native strategy asks of SP800108 (native.go).
 
 func (f SP800108) mechanism() uint {
 	if f.Mode == SP800108Feedback {
@@ -500,18 +500,9 @@ func (f SP800108) dataParams(data []byte) []mechanisms.PRFDataParam {
 	return dps
 }
 
-func (f SP800108) deriveNative(s *session, base *Key, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
-	var params mechanisms.Params
+func (f SP800108) nativeParams(data []byte) mechanisms.Params {
 	if f.Mode == SP800108Feedback {
-		params = &mechanisms.SP800108FeedbackKDFParams{PRFType: f.PRF.mechanism(), DataParams: f.dataParams(data), IV: f.IV}
-	} else {
-		params = &mechanisms.SP800108KDFParams{PRFType: f.PRF.mechanism(), DataParams: f.dataParams(data)}
+		return &mechanisms.SP800108FeedbackKDFParams{PRFType: f.PRF.mechanism(), DataParams: f.dataParams(data), IV: f.IV}
 	}
-	var h pkcs11.ObjectHandle
-	err := mechanisms.Call(f.mechanism(), params, func(m []*pkcs11.Mechanism) error {
-		var err error
-		h, err = s.deriveKey("derive DK", m, base.Handle, tmpl)
-		return err
-	})
-	return h, err
+	return &mechanisms.SP800108KDFParams{PRFType: f.PRF.mechanism(), DataParams: f.dataParams(data)}
 }

@@ -10,18 +10,7 @@ import (
 	"github.com/p11derive/p11derive/mechanisms"
 )
 
-// StreamUnwrap computes E with C_UnwrapKey in a stream mode (docs/design.md
-// §3.4): decrypting the zero block in CTR mode from counter block x, or in
-// OFB or CFB-128 mode from IV x, gives E_K(x). One unwrap per block (ECB,
-// or CBC when the key needs one block); several blocks are joined in the
-// token with CKM_CONCATENATE_BASE_AND_KEY. AES only. The base key needs
-// CKA_UNWRAP.
-//
-// Few tokens let a key unwrap in a stream mode; none of p11derive's lab
-// tokens (SoftHSM2 2.6.1, NSS softoken 3.87) does, so this strategy is
-// tested only for its refusals and error paths there.
-const StreamUnwrap Strategy = "stream-unwrap"
-
+// streamUnwrap is the StreamUnwrap strategy (docs/design.md §3.4).
 type streamUnwrap struct{}
 
 func (streamUnwrap) name() Strategy { return StreamUnwrap }
@@ -83,50 +72,83 @@ func (streamUnwrap) applies(r *Request) error {
 	return nil
 }
 
-func (s streamUnwrap) run(ctx context.Context, sess *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (h pkcs11.ObjectHandle, err error) {
-	f := r.Function.(Encrypt)
+func (s streamUnwrap) run(ctx context.Context, sess *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	mode := streamModes[0]
 	if m := s.mode(sess.token); m != 0 {
 		mode = m
 	}
-	k := blocksFor(AES, r.KeyType)
-	zero := make([]byte, 16)
-	// unwrapBlock makes a key of value E_K(x) with template tt.
-	unwrapBlock := func(i int, x []byte, tt []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
-		var params mechanisms.Params
-		var raw []byte
-		if mode == pkcs11.CKM_AES_CTR {
-			p := &mechanisms.AESCTRParams{CounterBits: 128}
-			copy(p.CB[:], x)
-			params = p
-		} else {
-			raw = x
-		}
-		step := fmt.Sprintf("unwrap block %d with %s", i+1, ckm.Name(mode))
-		if params == nil {
-			return sess.unwrapKey(step, []*pkcs11.Mechanism{pkcs11.NewMechanism(mode, raw)}, base.Handle, zero, tt)
-		}
-		var h pkcs11.ObjectHandle
-		err := mechanisms.Call(mode, params, func(m []*pkcs11.Mechanism) error {
-			var err error
-			h, err = sess.unwrapKey(step, m, base.Handle, zero, tt)
-			return err
-		})
-		return h, err
+	u := &streamBlocks{sess: sess, base: base, mode: mode, f: r.Function.(Encrypt), data: r.Data, zero: make([]byte, 16)}
+	if k := blocksFor(AES, r.KeyType); k > 1 {
+		return u.join(ctx, k, tmpl)
 	}
-	input := func(i int) []byte {
-		x := append([]byte(nil), r.Data[i*16:(i+1)*16]...)
-		if f.Mode == CBC {
-			for j := range x {
-				x[j] ^= f.IV[j]
-			}
-		}
-		return x
-	}
-	if k == 1 {
-		return unwrapBlock(0, input(0), tmpl)
-	}
+	return u.unwrap(0, tmpl)
+}
 
+// streamBlocks makes the blocks of DK = E(data, K), E_K(x_i), by
+// decrypting the zero block in a stream mode.
+type streamBlocks struct {
+	sess *session
+	base *Key
+	mode uint // CKM_AES_CTR, CKM_AES_OFB or CKM_AES_CFB128
+	f    Encrypt
+	data []byte
+	zero []byte // the block unwrapped
+}
+
+// input is x_i: block i of the data, XORed with the IV for CBC.
+func (u *streamBlocks) input(i int) []byte {
+	x := append([]byte(nil), u.data[i*16:(i+1)*16]...)
+	if u.f.Mode == CBC {
+		for j := range x {
+			x[j] ^= u.f.IV[j]
+		}
+	}
+	return x
+}
+
+// unwrap makes a key of value E_K(x_i) with template tt.
+func (u *streamBlocks) unwrap(i int, tt []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	x := u.input(i)
+	var params mechanisms.Params
+	var raw []byte
+	if u.mode == pkcs11.CKM_AES_CTR {
+		p := &mechanisms.AESCTRParams{CounterBits: 128}
+		copy(p.CB[:], x)
+		params = p
+	} else {
+		raw = x
+	}
+	step := fmt.Sprintf("unwrap block %d with %s", i+1, ckm.Name(u.mode))
+	if params == nil {
+		return u.sess.unwrapKey(step, []*pkcs11.Mechanism{pkcs11.NewMechanism(u.mode, raw)}, u.base.Handle, u.zero, tt)
+	}
+	var h pkcs11.ObjectHandle
+	err := mechanisms.Call(u.mode, params, func(m []*pkcs11.Mechanism) error {
+		var err error
+		h, err = u.sess.unwrapKey(step, m, u.base.Handle, u.zero, tt)
+		return err
+	})
+	return h, err
+}
+
+// blockKeyTemplate is the template of an intermediate of n bytes: a
+// generic secret that may only derive.
+func blockKeyTemplate(n int) []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, n),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
+	}
+}
+
+// join makes DK of k blocks with template tmpl: each block unwrapped into
+// an intermediate, then joined with CKM_CONCATENATE_BASE_AND_KEY.
+func (u *streamBlocks) join(ctx context.Context, k int, tmpl []*pkcs11.Attribute) (h pkcs11.ObjectHandle, err error) {
+	sess := u.sess
 	// Intermediates: generic secrets that may only derive, destroyed on
 	// every path, panics included. Each holds blocks of DK: if one cannot
 	// be destroyed, the derivation fails (and DK is destroyed).
@@ -139,23 +161,12 @@ func (s streamUnwrap) run(ctx context.Context, sess *session, base *Key, r *Requ
 			}
 		}
 	}()
-	blockTmpl := func(n int) []*pkcs11.Attribute {
-		return []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
-			pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, n),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-		}
-	}
 	blocks := make([]pkcs11.ObjectHandle, k)
 	for i := 0; i < k; i++ {
 		if err := contextDone(ctx); err != nil {
 			return 0, err
 		}
-		h, err := unwrapBlock(i, input(i), blockTmpl(16))
+		h, err := u.unwrap(i, blockKeyTemplate(16))
 		if err != nil {
 			return 0, err
 		}
@@ -164,7 +175,7 @@ func (s streamUnwrap) run(ctx context.Context, sess *session, base *Key, r *Requ
 	}
 	acc := blocks[0]
 	for i := 1; i < k; i++ {
-		tt := blockTmpl(16 * (i + 1))
+		tt := blockKeyTemplate(16 * (i + 1))
 		if i == k-1 {
 			tt = tmpl
 		}

@@ -59,10 +59,28 @@ func ParseURI(s string) (*URI, error) {
 	// The attribute names, checked before the library parses the values
 	// (it keeps any name, and gives no way to list them).
 	path, query, hasQuery := strings.Cut(s[len("pkcs11:"):], "?")
+	rest, err := uriAttributes(path, query)
+	if err != nil {
+		return nil, err
+	}
+	rebuilt := "pkcs11:" + strings.Join(rest, ";")
+	if hasQuery {
+		rebuilt += "?" + query
+	}
+	p := pkcs11uri.New()
+	if err := p.Parse(rebuilt); err != nil {
+		return nil, inputErr("uri", "%v", err)
+	}
+	return uriFrom(p)
+}
+
+// uriAttributes checks the names of a URI's path and query attributes and
+// its type=, and returns the path attributes but type= (which the library
+// would refuse).
+func uriAttributes(path, query string) (rest []string, err error) {
 	// type= is read here: go-pkcs11uri v0.0.0-2023 refuses type=secret-key
 	// (a typo in its pattern).
 	var typ []string
-	var rest []string
 	for _, part := range []struct {
 		attrs, sep string
 		known      map[string]bool
@@ -100,14 +118,11 @@ func ParseURI(s string) (*URI, error) {
 			return nil, inputErr("uri", "type=%s: p11derive selects secret keys only (type=secret-key)", truncate(typ[0], 20))
 		}
 	}
-	rebuilt := "pkcs11:" + strings.Join(rest, ";")
-	if hasQuery {
-		rebuilt += "?" + query
-	}
-	p := pkcs11uri.New()
-	if err := p.Parse(rebuilt); err != nil {
-		return nil, inputErr("uri", "%v", err)
-	}
+	return rest, nil
+}
+
+// uriFrom is the URI the library parsed.
+func uriFrom(p *pkcs11uri.Pkcs11URI) (*URI, error) {
 	u := &URI{}
 	for _, f := range []struct {
 		dst  *string

@@ -43,16 +43,12 @@ func parseXORData(name string, m map[string]string) (Function, error) {
 	return XORData{}, nil
 }
 
+// What the native strategy asks of XORData (native.go).
+
 func (XORData) nativeMechanisms() []uint { return []uint{pkcs11.CKM_XOR_BASE_AND_DATA} }
 
 func (XORData) nativeCalls([]byte) int { return 1 }
 
-func (XORData) deriveNative(s *session, base *Key, data []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
-	var h pkcs11.ObjectHandle
-	err := mechanisms.Call(pkcs11.CKM_XOR_BASE_AND_DATA, &mechanisms.KeyDerivationStringData{Data: data}, func(m []*pkcs11.Mechanism) error {
-		var err error
-		h, err = s.deriveKey("derive DK", m, base.Handle, tmpl)
-		return err
-	})
-	return h, err
+func (XORData) nativeParams(data []byte) mechanisms.Params {
+	return &mechanisms.KeyDerivationStringData{Data: data}
 }

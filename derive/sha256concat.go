@@ -50,7 +50,8 @@ func parseSHA256Concat(name string, m map[string]string) (Function, error) {
 	return SHA256Concat{}, nil
 }
 
-// SHA256Concat's native derivation.
+// What the native strategy asks of SHA256Concat (native.go): K || data
+// first, then its hash.
 
 func (SHA256Concat) nativeMechanisms() []uint {
 	return []uint{pkcs11.CKM_CONCATENATE_BASE_AND_DATA, pkcs11.CKM_SHA256_KEY_DERIVATION}
@@ -59,8 +60,13 @@ func (SHA256Concat) nativeMechanisms() []uint {
 // nativeCalls: two C_DeriveKey and the C_DestroyObject of the intermediate.
 func (SHA256Concat) nativeCalls([]byte) int { return 3 }
 
-func (f SHA256Concat) deriveNative(s *session, base *Key, data []byte, tmpl []*pkcs11.Attribute) (dk pkcs11.ObjectHandle, err error) {
-	kd := []*pkcs11.Attribute{
+func (SHA256Concat) nativeParams(data []byte) mechanisms.Params {
+	return &mechanisms.KeyDerivationStringData{Data: data}
+}
+
+// nativeIntermediate: K || data, a generic secret that may only derive.
+func (SHA256Concat) nativeIntermediate(base *Key, data []byte) (step, name string, tmpl []*pkcs11.Attribute) {
+	tmpl = []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
@@ -70,28 +76,7 @@ func (f SHA256Concat) deriveNative(s *session, base *Key, data []byte, tmpl []*p
 	}
 	if base.Len > 0 {
 		// All of K || data: a token must not shorten the intermediate.
-		kd = append(kd, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, base.Len+len(data)))
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, base.Len+len(data)))
 	}
-	var kdh pkcs11.ObjectHandle
-	err = mechanisms.Call(pkcs11.CKM_CONCATENATE_BASE_AND_DATA, &mechanisms.KeyDerivationStringData{Data: data}, func(m []*pkcs11.Mechanism) error {
-		var err error
-		kdh, err = s.deriveKey("concatenate K || data", m, base.Handle, kd)
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	// The intermediate holds K || data: destroy it on every path, panics
-	// included. A failed destruction fails the derivation (and DK is
-	// destroyed): an intermediate left behind is a copy of K.
-	defer func() {
-		derr := s.cleanup("destroy K || data", kdh)
-		if derr != nil && err == nil {
-			if dk != 0 {
-				s.cleanup("destroy DK after failure", dk)
-			}
-			dk, err = 0, derr
-		}
-	}()
-	return s.deriveKey("derive DK", []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_KEY_DERIVATION, nil)}, kdh, tmpl)
+	return "concatenate K || data", "K || data", tmpl
 }
