@@ -23,9 +23,9 @@ import (
 // operation starts to wait for a session.
 func waitHook(tok *Token) <-chan struct{} {
 	ch := make(chan struct{}, 16)
-	tok.mu.Lock()
-	tok.onWait = func() { ch <- struct{}{} }
-	tok.mu.Unlock()
+	tok.pool.mu.Lock()
+	tok.pool.onWait = func() { ch <- struct{}{} }
+	tok.pool.mu.Unlock()
 	return ch
 }
 
