@@ -85,10 +85,14 @@ type Token struct {
 	readOnly bool
 	log      *slog.Logger // Config.Logger: nil logs nothing
 
+	// The Token's parts, one job each: the sessions lent (pool.go), the
+	// login kept across lost sessions (login.go), what the token says it
+	// can do (caps.go), what it refused (memo.go), and DK's templates
+	// (templateCache, in derive.go).
 	pool      pool         // the sessions lent to operations
 	rec       recovery     // the anchor session and the login, restored after a loss
 	caps      capabilities // the mechanisms listed and their flags
-	memo      memo         // what worked and what failed, per base key
+	memo      memo         // the strategies refused, per base key
 	templates templateCache
 	calls     atomic.Int64 // PKCS#11 calls made through pooled sessions
 	// noCheckValue: the token answered that it has no CKA_CHECK_VALUE
