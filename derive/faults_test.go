@@ -45,13 +45,13 @@ func softHSM2Wrapped(t *testing.T, cfg fwd.Config) (*labToken, *lab.Token) {
 
 // pool returns the handles of the Token's sessions and how many are idle.
 func (lt *labToken) pool() (map[pkcs11.SessionHandle]bool, int) {
-	lt.tok.mu.Lock()
-	defer lt.tok.mu.Unlock()
-	all := make(map[pkcs11.SessionHandle]bool, len(lt.tok.all))
-	for h := range lt.tok.all {
+	lt.tok.pool.mu.Lock()
+	defer lt.tok.pool.mu.Unlock()
+	all := make(map[pkcs11.SessionHandle]bool, len(lt.tok.pool.all))
+	for h := range lt.tok.pool.all {
 		all[h] = true
 	}
-	return all, len(lt.tok.idle)
+	return all, len(lt.tok.pool.idle)
 }
 
 // faultCase is one strategy computing one function, with the value DK
@@ -367,9 +367,9 @@ func TestSessionsLost(t *testing.T) {
 		// shared with the other tests: CloseAllSessions would end theirs).
 		closeAll := func() {
 			all, _ := lt.pool()
-			lt.tok.mu.Lock()
-			all[lt.tok.anchor] = true
-			lt.tok.mu.Unlock()
+			lt.tok.pool.mu.Lock()
+			all[lt.tok.rec.anchor] = true
+			lt.tok.pool.mu.Unlock()
 			for h := range all {
 				require.NoError(t, testCtx(lt.tok).CloseSession(h))
 			}

@@ -23,9 +23,9 @@ import (
 // operation starts to wait for a session.
 func waitHook(tok *Token) <-chan struct{} {
 	ch := make(chan struct{}, 16)
-	tok.mu.Lock()
-	tok.onWait = func() { ch <- struct{}{} }
-	tok.mu.Unlock()
+	tok.pool.mu.Lock()
+	tok.pool.onWait = func() { ch <- struct{}{} }
+	tok.pool.mu.Unlock()
 	return ch
 }
 
@@ -192,4 +192,86 @@ func TestPoolBoundSoftHSM2(t *testing.T) {
 	all, idle := lt.pool()
 	require.LessOrEqual(t, len(all), 2)
 	require.Equal(t, len(all), idle)
+}
+
+// The pool's books are pure logic, tested directly: the bound on places,
+// the waiters served first come first served, a waiter whose context ends
+// after it was woken passing the wake-up on, a lost session forgotten and
+// its loss counted, and Close waking every waiter.
+func TestPoolBooks(t *testing.T) {
+	p := &pool{all: map[pkcs11.SessionHandle]bool{}, limit: 2}
+	p.mu.Lock()
+	_, ok := p.takeLocked()
+	require.False(t, ok, "nothing idle")
+	require.True(t, p.reserveLocked())
+	require.True(t, p.reserveLocked())
+	require.False(t, p.reserveLocked(), "the bound counts the places reserved")
+	p.opening = 0
+	p.all[1], p.all[2] = true, true
+	require.False(t, p.reserveLocked(), "and the sessions open")
+	p.mu.Unlock()
+
+	// Two waiters, in order; the first gives up after it was woken: the
+	// second gets the wake-up.
+	started := make(chan struct{}, 2)
+	p.onWait = func() { started <- struct{}{} }
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	first, second := make(chan error), make(chan error)
+	p.mu.Lock()
+	go func() { first <- p.wait(ctx1) }()
+	<-started
+	p.mu.Lock()
+	go func() { second <- p.wait(context.Background()) }()
+	<-started
+	p.mu.Lock()
+	require.Len(t, p.waiters, 2)
+	p.wakeLocked() // the first is woken...
+	cancel1()      // ...and (maybe) gives up before it sees it
+	p.mu.Unlock()
+	if err := <-first; err != nil {
+		require.ErrorIs(t, err, context.Canceled)
+		require.NoError(t, <-second, "the wake-up passed on")
+	} else {
+		p.forget(2) // a place is free: the second is woken
+		require.NoError(t, <-second)
+	}
+
+	// put keeps a live session, forgets a lost one and counts the loss.
+	s := &session{h: 1, calls: 3, strategy: Native, lost: 0}
+	p.put(s)
+	require.Equal(t, []*session{s}, p.idle)
+	require.Zero(t, s.calls, "reset for the next operation")
+	p.mu.Lock()
+	got, ok := p.takeLocked()
+	p.mu.Unlock()
+	require.True(t, ok)
+	require.Same(t, s, got)
+	s.lost = lossSession
+	p.put(s)
+	require.Empty(t, p.idle)
+	require.False(t, p.all[1], "forgotten")
+	require.Equal(t, uint64(1), p.losses)
+	p.put(&session{h: 3, lost: lossLogin})
+	require.Equal(t, uint64(2), p.losses, "a lost login counts too")
+	require.Len(t, p.idle, 1, "its session is kept")
+
+	// Close wakes every waiter.
+	p.limit = len(p.all) + p.opening
+	p.mu.Lock()
+	go func() { first <- p.wait(context.Background()) }()
+	<-started
+	p.mu.Lock()
+	all := p.closeLocked()
+	p.mu.Unlock()
+	require.NoError(t, <-first)
+	require.NotNil(t, all)
+	require.True(t, p.closed)
+	require.Nil(t, p.idle)
+}
+
+func TestTokenLimit(t *testing.T) {
+	require.Equal(t, 0, tokenLimit(pkcs11.CK_EFFECTIVELY_INFINITE))
+	require.Equal(t, 0, tokenLimit(pkcs11.CK_UNAVAILABLE_INFORMATION))
+	require.Equal(t, 1, tokenLimit(1), "at least 1")
+	require.Equal(t, 2, tokenLimit(3), "the anchor aside")
 }

@@ -23,7 +23,7 @@ type session struct {
 	calls    int
 	strategy Strategy
 
-	seen uint64   // the Token's losses when the session was last known alive
+	seen uint64   // the pool's losses when the session was last known alive
 	lost lossKind // what the failed calls said was lost, if anything
 
 	// madeCall and madeMech are the last call that made a key and its

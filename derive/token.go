@@ -2,17 +2,13 @@ package derive
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
-
-	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // Config says which PKCS#11 module to load, which of its tokens to use, and
@@ -81,45 +77,22 @@ type Config struct {
 // it was given. A C_Login that fails then is never retried:
 // the Token answers its error from then on.
 type Token struct {
-	mod    *module
-	slot   uint
-	info   pkcs11.TokenInfo
-	pin    string
-	anchor pkcs11.SessionHandle // held open for the token's life: keeps the login
+	mod  *module
+	slot uint
+	info pkcs11.TokenInfo
+	pin  string
 	// readOnly: sessions without CKF_RW_SESSION (Config.ReadOnly).
 	readOnly bool
 	log      *slog.Logger // Config.Logger: nil logs nothing
 
-	mu     sync.Mutex
-	idle   []*session
-	all    map[pkcs11.SessionHandle]bool
-	closed bool
-	// limit bounds len(all)+opening when not 0 (Config.MaxSessions, or the
-	// token's bound, lowered by CKR_SESSION_COUNT); opening counts the
-	// C_OpenSession calls under way; waiters are the operations waiting for
-	// a session, first come first served.
-	limit   int
-	opening int
-	waiters []chan struct{}
-	onWait  func() // tests: called when an operation starts to wait
-	// losses counts the calls that said a session, or the login, was lost
-	// (see session.note); restored is its value when the anchor and the
-	// login were last checked, and loginErr a C_Login that failed then
-	// (never retried).
-	losses, restored uint64
-	loginErr         error
-	restoreMu        sync.Mutex // one restore at a time
-
-	mechOnce sync.Once
-	mechs    map[uint]bool
-	mechErr  error
-	// infos caches C_GetMechanismInfo's flags, read once per mechanism;
-	// every derivation reads it, under a read lock that does not serialise
-	// them.
-	infoMu sync.RWMutex
-	infos  map[uint]mechFlags
-
-	memo      memo // what worked and what failed, per base key
+	// The Token's parts, one job each: the sessions lent (pool.go), the
+	// login kept across lost sessions (login.go), what the token says it
+	// can do (caps.go), what it refused (memo.go), and DK's templates
+	// (templateCache, in derive.go).
+	pool      pool         // the sessions lent to operations
+	rec       recovery     // the anchor session and the login, restored after a loss
+	caps      capabilities // the mechanisms listed and their flags
+	memo      memo         // the strategies refused, per base key
 	templates templateCache
 	calls     atomic.Int64 // PKCS#11 calls made through pooled sessions
 	// noCheckValue: the token answered that it has no CKA_CHECK_VALUE
@@ -146,15 +119,16 @@ func Open(cfg Config) (*Token, error) {
 		logOpenFailed(cfg.Logger, modPath, sel, err)
 		return nil, err
 	}
-	t := &Token{mod: mod, pin: cfg.PIN, readOnly: cfg.ReadOnly, log: cfg.Logger, all: map[pkcs11.SessionHandle]bool{}}
+	t := &Token{mod: mod, pin: cfg.PIN, readOnly: cfg.ReadOnly, log: cfg.Logger}
+	t.pool.all = map[pkcs11.SessionHandle]bool{}
 	if err := t.open(sel); err != nil {
 		mod.release()
 		logOpenFailed(cfg.Logger, modPath, sel, err)
 		return nil, err
 	}
-	t.limit = cfg.MaxSessions
-	if t.limit == 0 {
-		t.limit = tokenLimit(t.info.MaxSessionCount)
+	t.pool.limit = cfg.MaxSessions
+	if t.pool.limit == 0 {
+		t.pool.limit = tokenLimit(t.info.MaxSessionCount)
 	}
 	t.logOpened()
 	return t, nil
@@ -264,13 +238,14 @@ func (t *Token) open(sel selector) error {
 			len(matches), sel, strings.Join(seen, "; "), ErrAmbiguous)
 	}
 	t.slot = matches[0]
+	t.caps.ck, t.caps.slot = c, t.slot
 	s, rv := c.OpenSession(t.slot, t.sessionFlags())
 	if rv != pkcs11.CKR_OK {
 		return &TokenError{Step: "open session", Call: "C_OpenSession", Err: pkcs11.Error(rv)}
 	}
-	t.anchor = pkcs11.SessionHandle(s)
+	t.rec.anchor = pkcs11.SessionHandle(s)
 	if t.pin != "" {
-		if err := t.login(t.anchor); err != nil {
+		if err := t.login(t.rec.anchor); err != nil {
 			c.CloseSession(s)
 			return err
 		}
@@ -278,48 +253,11 @@ func (t *Token) open(sel selector) error {
 	return nil
 }
 
-// tokenLimit is the pool bound a token's ulMaxSessionCount gives: none (0)
-// when it states none (CK_EFFECTIVELY_INFINITE, CK_UNAVAILABLE_INFORMATION),
-// else the count less the anchor session, and at least 1.
-func tokenLimit(count uint) int {
-	if count == pkcs11.CK_EFFECTIVELY_INFINITE || count == pkcs11.CK_UNAVAILABLE_INFORMATION || count > 1<<20 {
-		return 0
-	}
-	return max(int(count)-1, 1)
-}
-
-// MaxSessions is the bound on the sessions the Token lends at once (see
-// Config.MaxSessions), or 0 for none.
-func (t *Token) MaxSessions() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.limit
-}
-
 func orNone(s []string) string {
 	if len(s) == 0 {
 		return "none"
 	}
 	return strings.Join(s, "; ")
-}
-
-// login logs the application in: at Open, and again by restore if the
-// login was lost. A failed C_Login is never retried, since tokens lock PINs
-// after a few wrong tries.
-func (t *Token) login(s pkcs11.SessionHandle) error {
-	rv := t.mod.ck.Login(uint(s), pkcs11.CKU_USER, t.pin)
-	if rv == pkcs11.CKR_OK || rv == pkcs11.CKR_USER_ALREADY_LOGGED_IN {
-		return nil
-	}
-	// The error names the CKR code only: never the PIN.
-	te := &TokenError{Step: "log in", Call: "C_Login", Err: pkcs11.Error(rv)}
-	switch rv {
-	case pkcs11.CKR_USER_TYPE_INVALID, pkcs11.CKR_USER_PIN_NOT_INITIALIZED, pkcs11.CKR_FUNCTION_NOT_SUPPORTED:
-		if t.info.Flags&pkcs11.CKF_LOGIN_REQUIRED == 0 {
-			te.Hint = fmt.Sprintf("token %q takes no user login (its flags lack CKF_LOGIN_REQUIRED): a PIN was given where none is needed; open it without one", strings.TrimSpace(t.info.Label))
-		}
-	}
-	return te
 }
 
 // sessionFlags are the C_OpenSession flags of the Token's sessions.
@@ -343,19 +281,13 @@ func (t *Token) Close() error {
 	if t == nil {
 		return nil
 	}
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
+	t.pool.mu.Lock()
+	if t.pool.closed {
+		t.pool.mu.Unlock()
 		return nil
 	}
-	t.closed = true
-	all, anchor := t.all, t.anchor
-	t.all, t.idle = nil, nil
-	for _, w := range t.waiters {
-		close(w) // they find the Token closed
-	}
-	t.waiters = nil
-	t.mu.Unlock()
+	all, anchor := t.pool.closeLocked(), t.rec.anchor
+	t.pool.mu.Unlock()
 	for s := range all {
 		t.mod.ck.CloseSession(uint(s))
 	}
@@ -363,451 +295,6 @@ func (t *Token) Close() error {
 	t.mod.release()
 	t.logClosed()
 	return nil
-}
-
-// acquire takes a session for an operation of ctx, unless ctx is done: the
-// preamble of every Token method that makes PKCS#11 calls. With a bound
-// on the sessions, it waits for one while ctx allows.
-func (t *Token) acquire(ctx context.Context) (*session, error) {
-	if err := contextDone(ctx); err != nil {
-		return nil, err
-	}
-	return t.sessionCtx(ctx)
-}
-
-// session takes a session from the pool, without a context to end a wait.
-func (t *Token) session() (*session, error) { return t.sessionCtx(context.Background()) }
-
-// sessionCtx takes a session from the pool, opening one if none is idle
-// and the bound allows, else waiting for one to be released (or for ctx).
-//
-// After a call said a session or the login was lost (a session closed
-// behind p11derive's back, a token removed and put back), restore first
-// re-opens the anchor session and logs in again if needed, and sessions
-// pooled before the loss are checked with C_GetSessionInfo: those the token
-// no longer knows are forgotten.
-//
-// The lock is held for a few slice operations only: operations run in
-// parallel on as many sessions as the bound (or the token) allows.
-func (t *Token) sessionCtx(ctx context.Context) (*session, error) {
-	for {
-		t.mu.Lock()
-		if t.closed {
-			t.mu.Unlock()
-			return nil, ErrClosed
-		}
-		if t.losses != t.restored || t.loginErr != nil {
-			t.mu.Unlock()
-			if err := t.restore(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		losses := t.losses
-		n := len(t.idle)
-		if n == 0 {
-			if t.limit == 0 || len(t.all)+t.opening < t.limit {
-				t.opening++
-				t.mu.Unlock()
-				s, full, err := t.openSession(losses)
-				if !full {
-					return s, err
-				}
-				continue // the bound was lowered: wait for a session
-			}
-			if err := t.wait(ctx); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		s := t.idle[n-1]
-		t.idle[n-1] = nil
-		t.idle = t.idle[:n-1]
-		t.mu.Unlock()
-		if s.seen != losses {
-			if _, rv := t.mod.ck.GetSessionInfo(uint(s.h)); lostSession(ckErr(rv)) {
-				t.forget(s.h)
-				continue
-			}
-			s.seen = losses
-		}
-		return s, nil
-	}
-}
-
-// wait waits, t.mu held (and released on return), until a session may be
-// free: released, or forgotten so that another may be opened. A waiter
-// whose ctx ends after it was woken passes the wake-up on.
-func (t *Token) wait(ctx context.Context) error {
-	w := make(chan struct{}, 1)
-	t.waiters = append(t.waiters, w)
-	hook := t.onWait
-	t.mu.Unlock()
-	if hook != nil {
-		hook()
-	}
-	select {
-	case <-w:
-		return nil
-	case <-ctx.Done():
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		for i, x := range t.waiters {
-			if x == w {
-				t.waiters = append(t.waiters[:i], t.waiters[i+1:]...)
-				return ctx.Err()
-			}
-		}
-		t.wakeLocked() // woken meanwhile: the session goes to the next
-		return ctx.Err()
-	}
-}
-
-// wakeLocked wakes the first waiter, if any; t.mu is held.
-func (t *Token) wakeLocked() {
-	if len(t.waiters) == 0 {
-		return
-	}
-	w := t.waiters[0]
-	t.waiters[0] = nil
-	t.waiters = t.waiters[1:]
-	w <- struct{}{}
-}
-
-// openSession opens a session for the pool, a place for it reserved
-// (t.opening). full says the token answered CKR_SESSION_COUNT while the
-// Token had sessions open: the bound is lowered to them, and the caller
-// waits for one of them instead of failing.
-func (t *Token) openSession(losses uint64) (s *session, full bool, err error) {
-	sh, rv := t.mod.ck.OpenSession(t.slot, t.sessionFlags())
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.opening--
-	if rv != pkcs11.CKR_OK {
-		if rv == pkcs11.CKR_SESSION_COUNT && !t.closed && len(t.all) > 0 {
-			t.limit = len(t.all)
-			return nil, true, nil
-		}
-		t.wakeLocked() // the place reserved is free again
-		return nil, false, &TokenError{Step: "open session", Call: "C_OpenSession", Err: pkcs11.Error(rv)}
-	}
-	h := pkcs11.SessionHandle(sh)
-	if t.closed {
-		t.mod.ck.CloseSession(sh)
-		return nil, false, ErrClosed
-	}
-	t.all[h] = true
-	return &session{token: t, ck: t.mod.ck, h: h, seen: losses}, false, nil
-}
-
-// release returns s to the pool, unless a call said it is gone: then it is
-// forgotten, and the next session() restores what the loss may have taken.
-// Either way a waiter, if any, is woken.
-func (t *Token) release(s *session) {
-	t.calls.Add(int64(s.calls))
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if s.lost != 0 {
-		t.losses++
-	}
-	if t.closed {
-		return
-	}
-	if s.lost == lossSession {
-		delete(t.all, s.h)
-		t.wakeLocked()
-		return
-	}
-	// The session struct goes back to the pool with the session: the next
-	// operation reuses it, nothing allocated.
-	s.calls, s.strategy, s.lost, s.madeCall, s.madeMech = 0, "", 0, "", 0
-	s.ahead.n, s.ahead.done = 0, false
-	t.idle = append(t.idle, s)
-	t.wakeLocked()
-}
-
-// forget drops a session the token no longer knows. It is not closed: its
-// handle may already name a session opened since.
-func (t *Token) forget(h pkcs11.SessionHandle) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.all, h)
-	t.wakeLocked()
-}
-
-// restore re-opens the anchor session if the token lost it, and logs in
-// again with the Token's PIN if the login was lost with it. A C_Login that
-// fails is never retried (tokens lock PINs after a few wrong tries): the
-// Token answers its error from then on.
-func (t *Token) restore() error {
-	t.restoreMu.Lock()
-	defer t.restoreMu.Unlock()
-	t.mu.Lock()
-	losses, done, anchor, loginErr := t.losses, t.losses == t.restored, t.anchor, t.loginErr
-	t.mu.Unlock()
-	if loginErr != nil {
-		return loginErr
-	}
-	if done {
-		return nil
-	}
-	c := t.mod.ck
-	info, rv := c.GetSessionInfo(uint(anchor))
-	if lostSession(ckErr(rv)) {
-		a, orv := c.OpenSession(t.slot, t.sessionFlags())
-		if orv != pkcs11.CKR_OK {
-			return &TokenError{Step: "re-open session", Call: "C_OpenSession", Err: pkcs11.Error(orv)}
-		}
-		anchor = pkcs11.SessionHandle(a)
-		t.mu.Lock()
-		closed := t.closed
-		if !closed {
-			t.anchor = anchor
-		}
-		t.mu.Unlock()
-		if closed {
-			c.CloseSession(a)
-			return ErrClosed
-		}
-		info, rv = c.GetSessionInfo(a)
-	}
-	if rv != pkcs11.CKR_OK {
-		return &TokenError{Step: "check login", Call: "C_GetSessionInfo", Err: pkcs11.Error(rv)}
-	}
-	if t.pin != "" && !loggedIn(info.State) {
-		if err := t.login(anchor); err != nil {
-			t.mu.Lock()
-			t.loginErr = err
-			t.mu.Unlock()
-			return err
-		}
-	}
-	t.mu.Lock()
-	t.restored = losses
-	t.mu.Unlock()
-	return nil
-}
-
-func loggedIn(state uint) bool {
-	switch state {
-	case pkcs11.CKS_RO_USER_FUNCTIONS, pkcs11.CKS_RW_USER_FUNCTIONS, pkcs11.CKS_RW_SO_FUNCTIONS:
-		return true
-	}
-	return false
-}
-
-// mechanisms returns the set of mechanisms the token lists, read once.
-func (t *Token) mechanisms() (map[uint]bool, error) {
-	t.mechOnce.Do(func() {
-		list, rv := t.mod.ck.GetMechanismList(t.slot)
-		if rv != pkcs11.CKR_OK {
-			t.mechErr = &TokenError{Step: "list mechanisms", Call: "C_GetMechanismList", Err: pkcs11.Error(rv)}
-			return
-		}
-		t.mechs = make(map[uint]bool, len(list))
-		for _, m := range list {
-			t.mechs[m] = true
-		}
-	})
-	return t.mechs, t.mechErr
-}
-
-// mechFlags is what C_GetMechanismInfo said of a mechanism: its CKF_
-// flags, or that it would not say (ok false).
-type mechFlags struct {
-	flags uint
-	ok    bool
-}
-
-// flagsOf returns the CKF_ flags the token gives a listed mechanism,
-// reading C_GetMechanismInfo once per mechanism; ok is false if the token
-// would not say.
-func (t *Token) flagsOf(m uint) (flags uint, ok bool) {
-	t.infoMu.RLock()
-	f, seen := t.infos[m]
-	t.infoMu.RUnlock()
-	if seen {
-		return f.flags, f.ok
-	}
-	info, rv := t.mod.ck.GetMechanismInfo(t.slot, m)
-	f = mechFlags{info.Flags, rv == pkcs11.CKR_OK}
-	t.infoMu.Lock()
-	if t.infos == nil {
-		t.infos = map[uint]mechFlags{}
-	}
-	t.infos[m] = f
-	t.infoMu.Unlock()
-	return f.flags, f.ok
-}
-
-// mechUse is a mechanism a strategy calls and the CKF_ flag of that use
-// (CKF_DERIVE, CKF_SIGN, CKF_UNWRAP, CKF_ENCRYPT; several bits: all).
-type mechUse struct{ mech, flag uint }
-
-// uses pairs a strategy's mechanisms with the flags of their uses.
-func uses(mechs, flags []uint) []mechUse {
-	out := make([]mechUse, len(mechs))
-	for i, m := range mechs {
-		out[i] = mechUse{m, flags[i]}
-	}
-	return out
-}
-
-// listedFor reports whether the token lists m with every bit of flag
-// (C_GetMechanismList, then C_GetMechanismInfo's flags; a token that will
-// not give the info is taken at its list's word).
-func (t *Token) listedFor(list map[uint]bool, u mechUse) (listed, flagged bool) {
-	if !list[u.mech] {
-		return false, false
-	}
-	if u.flag == 0 {
-		return true, true
-	}
-	f, ok := t.flagsOf(u.mech)
-	return true, !ok || f&u.flag == u.flag
-}
-
-// listed returns nil if the token lists every mechanism with the flag of
-// its use, or a *notListedError naming those it does not list and those it
-// lists without the flag.
-func (t *Token) listed(us ...mechUse) error {
-	list, err := t.mechanisms()
-	if err != nil {
-		return err
-	}
-	var missing, flagless []string
-	for _, u := range us {
-		switch listed, flagged := t.listedFor(list, u); {
-		case !listed:
-			missing = append(missing, ckm.Name(u.mech))
-		case !flagged:
-			f, _ := t.flagsOf(u.mech)
-			flagless = append(flagless, ckm.Name(u.mech)+" without "+flagNames(u.flag&^f))
-		}
-	}
-	if len(missing) > 0 || len(flagless) > 0 {
-		return &notListedError{mechanism: strings.Join(missing, ", "), flagless: strings.Join(flagless, ", ")}
-	}
-	return nil
-}
-
-// flagNames names CKF_ mechanism flags: "CKF_UNWRAP", "CKF_SIGN and CKF_UNWRAP".
-func flagNames(f uint) string {
-	var names []string
-	for _, n := range []struct {
-		f    uint
-		name string
-	}{{pkcs11.CKF_ENCRYPT, "CKF_ENCRYPT"}, {pkcs11.CKF_DECRYPT, "CKF_DECRYPT"}, {pkcs11.CKF_SIGN, "CKF_SIGN"},
-		{pkcs11.CKF_VERIFY, "CKF_VERIFY"}, {pkcs11.CKF_WRAP, "CKF_WRAP"}, {pkcs11.CKF_UNWRAP, "CKF_UNWRAP"},
-		{pkcs11.CKF_DERIVE, "CKF_DERIVE"}, {pkcs11.CKF_GENERATE, "CKF_GENERATE"}} {
-		if f&n.f != 0 {
-			names = append(names, n.name)
-		}
-	}
-	if len(names) == 0 {
-		return fmt.Sprintf("CKF(%#x)", f)
-	}
-	return joinAnd(names)
-}
-
-// joinAnd joins "a", "a and b", "a, b and c".
-func joinAnd(s []string) string {
-	if len(s) <= 1 {
-		return strings.Join(s, "")
-	}
-	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
-}
-
-// notListedError: the token does not list a mechanism a strategy needs,
-// or lists it without the CKF_ flag of the strategy's use of it (flagless).
-// Tokens do not always list what they run (NSS softoken's key database slot
-// runs CKM_AES_ECB_ENCRYPT_DATA without listing it), so Auto still tries
-// such a strategy, after those whose mechanisms are listed — unless the
-// base key also lacks an attribute the strategy needs (missing): then it is
-// not tried, and the error says both, the mechanism first.
-type notListedError struct {
-	mechanism string
-	flagless  string
-	missing   *KeyError
-}
-
-func (e *notListedError) Error() string {
-	var parts []string
-	if e.mechanism != "" {
-		parts = append(parts, "the token does not list "+e.mechanism)
-	}
-	if e.flagless != "" {
-		parts = append(parts, "the token lists "+e.flagless)
-	}
-	msg := strings.Join(parts, "; ")
-	if e.missing != nil {
-		msg += "; and " + e.missing.Problem
-	}
-	return msg
-}
-
-func (e *notListedError) Is(target error) bool { return target == ErrUnsupported }
-
-// Unwrap is the base key's missing attribute, if any.
-func (e *notListedError) Unwrap() error {
-	if e.missing == nil {
-		return nil
-	}
-	return e.missing
-}
-
-// tryable reports whether err leaves a strategy worth trying anyway: nil,
-// or mechanisms not listed (with the base key's attributes all there).
-func tryable(err error) (*notListedError, bool) {
-	if err == nil {
-		return nil, true
-	}
-	var nl *notListedError // here, not above: errors.As puts it on the heap
-	if errors.As(err, &nl) && nl.missing == nil {
-		return nl, true
-	}
-	return nil, false
-}
-
-// needsAttrs is a strategy's check when the base key lacks attributes:
-// the listing problem first (lerr, from listed), then the attributes in one
-// phrase ("CKM_AES_MAC_GENERAL then CKM_AES_ECB unwrap needs CKA_SIGN and
-// CKA_UNWRAP on the base key"). With no attribute missing it returns lerr.
-func needsAttrs(base *Key, lerr error, what string, missing []string) error {
-	if len(missing) == 0 {
-		return lerr
-	}
-	ke := &KeyError{Key: base.name(), Reason: ErrMissingAttribute,
-		Problem: fmt.Sprintf("%s needs %s on the base key", what, joinAnd(missing))}
-	var nl *notListedError
-	switch {
-	case lerr == nil:
-		return ke
-	case errors.As(lerr, &nl):
-		c := *nl
-		c.missing = ke
-		return &c
-	}
-	return lerr // the mechanism list could not be read
-}
-
-// Lists reports whether the token lists the mechanism in C_GetMechanismList.
-func (t *Token) Lists(mechanism uint) bool {
-	m, err := t.mechanisms()
-	return err == nil && m[mechanism]
-}
-
-// ListsFor reports whether the token lists the mechanism with every bit of
-// the CKF_ flag (CKF_UNWRAP...) in its C_GetMechanismInfo, read once per
-// mechanism; a token that will not give the info is taken at its list's
-// word.
-func (t *Token) ListsFor(mechanism, flag uint) bool {
-	m, err := t.mechanisms()
-	if err != nil {
-		return false
-	}
-	_, ok := t.listedFor(m, mechUse{mechanism, flag})
-	return ok
 }
 
 // contextDone returns ctx's error, if it is done, before a call is made.
