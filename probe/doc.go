@@ -171,8 +171,9 @@
 //	    "base_key": "aes-128",              // the probe's base key
 //	    "needs": ["CKA_DERIVE"],            // base key attributes that must be true
 //	    "mechanisms": [{"name": "CKM_AES_CBC_ENCRYPT_DATA", "listed": true,
-//	                    "use": "derive" | "sign" | "unwrap" | "encrypt",
-//	                    "flag": true}],     // the CKF_ flag of that use; absent if unknown
+//	                    "use": "derive" | "sign" | "unwrap" | "encrypt" | "encrypt+unwrap",
+//	                    "flag": true,       // the token gives the CKF_ flags of that use; absent if unknown
+//	                    "lacks": "CKF_UNWRAP"}], // the flags it does not give, if any
 //	    "ckr": "CKR_MECHANISM_INVALID", "call": "C_DeriveKey",   // a failed call
 //	    "reason": string,                   // why it is not verified; "wrong result: ..." for wrong keys
 //	    "check_value": "6d60f8",            // DK's, computed in the token

@@ -66,7 +66,7 @@ func (res *Result) note() string {
 	if res.Status == Failed || res.Status == Unavailable || res.Status == Error {
 		for _, m := range res.Mechanisms {
 			if m.Flag != nil && !*m.Flag && !strings.Contains(res.Reason, m.Name+" without CKF_") {
-				parts = append(parts, fmt.Sprintf("%s lacks CKF_%s", m.Name, strings.ToUpper(m.Use)))
+				parts = append(parts, m.Name+" lacks "+m.Lacks)
 			}
 		}
 	}
@@ -75,7 +75,7 @@ func (res *Result) note() string {
 			parts = append(parts, "runs "+m.Name+" without listing it")
 		}
 		if m.Listed && m.Flag != nil && !*m.Flag && (res.Status == Verified || res.Status == Ran) {
-			parts = append(parts, fmt.Sprintf("runs %s without CKF_%s", m.Name, strings.ToUpper(m.Use)))
+			parts = append(parts, "runs "+m.Name+" without "+m.Lacks)
 		}
 	}
 	return strings.Join(parts, "; ")

@@ -136,22 +136,16 @@ func mechName(m uint) string {
 	return ckm.Name(m)
 }
 
-// use is what a strategy calls a mechanism for, and the CKF_ flag that
-// says the token does that.
-func use(strategy derive.Strategy, mech uint) (string, uint) {
-	switch mech {
-	case pkcs11.CKM_AES_MAC_GENERAL, pkcs11.CKM_DES3_MAC_GENERAL, pkcs11.CKM_DES_MAC_GENERAL,
-		pkcs11.CKM_AES_CMAC, pkcs11.CKM_DES3_CMAC, pkcs11.CKM_AES_MAC, pkcs11.CKM_DES3_MAC, pkcs11.CKM_DES_MAC:
-		return "sign", pkcs11.CKF_SIGN
+// ckfNames names CKF_ flags: "CKF_UNWRAP", "CKF_ENCRYPT and CKF_UNWRAP".
+func ckfNames(flags uint) string {
+	names := mechFlags(flags)
+	for i, n := range names {
+		names[i] = "CKF_" + strings.ToUpper(strings.ReplaceAll(n, "-", "_"))
 	}
-	name := ckm.Name(mech)
-	isCipher := strings.HasSuffix(name, "_ECB") || strings.HasSuffix(name, "_CBC") ||
-		strings.HasSuffix(name, "_CTR") || strings.HasSuffix(name, "_OFB") || strings.Contains(name, "_CFB")
-	if isCipher && strategy != derive.Native {
-		return "unwrap", pkcs11.CKF_UNWRAP
-	}
-	if isCipher {
-		return "encrypt", pkcs11.CKF_ENCRYPT
-	}
-	return "derive", pkcs11.CKF_DERIVE
+	return strings.Join(names, " and ")
 }
+
+// useOf names what CKF_ flags say a strategy uses a mechanism for:
+// derive, sign (MAC), unwrap or encrypt, joined by "+" when it needs
+// several (cmac-unwrap's ECB mechanism: encrypt+unwrap).
+func useOf(flags uint) string { return strings.Join(mechFlags(flags), "+") }

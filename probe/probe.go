@@ -288,12 +288,15 @@ func (p *prober) probe(s *spec) []Result {
 			PlannedCalls: pl.Calls, KeyType: s.out.String(), BaseKey: s.base.String(), Needs: attrNames(pl.Attributes)}
 		allListed := true
 		for i, m := range pl.Mechanisms {
-			mu := MechanismUse{Name: mechName(m), Listed: p.tok.Lists(m)}
-			var flag uint
-			mu.Use, flag = use(pl.Strategy, m)
+			// What the strategy uses the mechanism for, and the CKF_ flags
+			// that say the token does that, are derive's assessment
+			// (StrategyPlan.Flags): the probe judges by the same rule as
+			// Derive, its errors and Plan.
+			flag := pl.Flags[i]
+			mu := MechanismUse{Name: mechName(m), Listed: p.tok.Lists(m), Use: useOf(flag)}
 			if info, _ := p.infos.get(m); info != nil {
-				ok := info.Flags&flag != 0
-				mu.Flag = &ok
+				ok := info.Flags&flag == flag
+				mu.Flag, mu.Lacks = &ok, ckfNames(flag&^info.Flags)
 			}
 			allListed = allListed && pl.Listed[i]
 			res.Mechanisms = append(res.Mechanisms, mu)
@@ -491,7 +494,7 @@ func flagless(res *Result) string {
 	var parts []string
 	for _, m := range res.Mechanisms {
 		if m.Flag != nil && !*m.Flag {
-			parts = append(parts, fmt.Sprintf("%s without CKF_%s", m.Name, strings.ToUpper(m.Use)))
+			parts = append(parts, m.Name+" without "+m.Lacks)
 		}
 	}
 	if len(parts) == 0 {

@@ -206,11 +206,11 @@ func TestSoftHSM2(t *testing.T) {
 	c := result(t, rep, "aes-ecb", "cmac-unwrap")
 	assert.Equal(t, []string{"CKA_SIGN", "CKA_UNWRAP", "CKA_ENCRYPT"}, c.Needs)
 	assert.Equal(t, []MechanismUse{{Name: "CKM_AES_CMAC", Listed: true, Use: "sign", Flag: boolp(true)},
-		{Name: "CKM_AES_ECB", Listed: true, Use: "unwrap", Flag: boolp(false)}}, c.Mechanisms)
+		{Name: "CKM_AES_ECB", Listed: true, Use: "encrypt+unwrap", Flag: boolp(false), Lacks: "CKF_UNWRAP"}}, c.Mechanisms)
 	assert.Contains(t, c.Notes, "the token lists CKM_AES_ECB without CKF_UNWRAP (C_GetMechanismInfo)")
 	m := result(t, rep, "aes-ecb", "mac-unwrap")
 	assert.Equal(t, []MechanismUse{{Name: "CKM_AES_MAC_GENERAL", Listed: false, Use: "sign"},
-		{Name: "CKM_AES_ECB", Listed: true, Use: "unwrap", Flag: boolp(false)}}, m.Mechanisms)
+		{Name: "CKM_AES_ECB", Listed: true, Use: "unwrap", Flag: boolp(false), Lacks: "CKF_UNWRAP"}}, m.Mechanisms)
 	assert.Equal(t, map[string]string{"iv": "000102030405060708090a0b0c0d0e0f"}, result(t, rep, "aes-cbc", "native").Params)
 
 	ed := mechanism(t, rep, "CKM_AES_ECB_ENCRYPT_DATA")
@@ -268,7 +268,7 @@ func TestNSS(t *testing.T) {
 	check(t, rep, nssExpect())
 
 	s := result(t, rep, "aes-ecb", "stream-unwrap")
-	assert.Equal(t, []MechanismUse{{Name: "CKM_AES_CTR", Listed: true, Use: "unwrap", Flag: boolp(false)},
+	assert.Equal(t, []MechanismUse{{Name: "CKM_AES_CTR", Listed: true, Use: "unwrap", Flag: boolp(false), Lacks: "CKF_UNWRAP"},
 		{Name: "CKM_CONCATENATE_BASE_AND_KEY", Listed: true, Use: "derive", Flag: boolp(true)}}, s.Mechanisms)
 	for _, r := range rep.Results {
 		if r.Strategy == "mac-unwrap" || r.Strategy == "cmac-unwrap" || r.Strategy == "native" {

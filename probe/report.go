@@ -204,9 +204,11 @@ type MechanismUse struct {
 	// Use is the operation the strategy calls it for: derive, sign
 	// (MAC), unwrap or encrypt.
 	Use string `json:"use"`
-	// Flag says whether C_GetMechanismInfo gives the matching CKF_ flag;
-	// absent when the mechanism is not listed or its info unknown.
-	Flag *bool `json:"flag,omitempty"`
+	// Flag says whether C_GetMechanismInfo gives the matching CKF_ flags;
+	// absent when the mechanism is not listed or its info unknown. Lacks
+	// names those it does not give ("CKF_UNWRAP").
+	Flag  *bool  `json:"flag,omitempty"`
+	Lacks string `json:"lacks,omitempty"`
 }
 
 // KeyReport is what an existing base key can do (Options.KeyLabel). The

@@ -137,24 +137,15 @@ func TestHelpers(t *testing.T) {
 	assert.Equal(t, "aes-cbc", displayName("aes-cbc", map[string]string{"iv": "00"}))
 	assert.Equal(t, "CKM_AES_KEY_WRAP_KWP", mechName(ckmAESKeyWrapKWP))
 	assert.Equal(t, "CKM_SP800_108_COUNTER_KDF", mechName(ckmSP800108Counter))
-	for _, c := range []struct {
-		st   derive.Strategy
-		m    uint
-		use  string
-		flag uint
-	}{
-		{derive.Native, pkcs11.CKM_AES_ECB_ENCRYPT_DATA, "derive", pkcs11.CKF_DERIVE},
-		{derive.MACUnwrap, pkcs11.CKM_DES3_MAC_GENERAL, "sign", pkcs11.CKF_SIGN},
-		{derive.MACUnwrap, pkcs11.CKM_DES3_ECB, "unwrap", pkcs11.CKF_UNWRAP},
-		{derive.StreamUnwrap, pkcs11.CKM_AES_CTR, "unwrap", pkcs11.CKF_UNWRAP},
-		{derive.StreamUnwrap, pkcs11.CKM_CONCATENATE_BASE_AND_KEY, "derive", pkcs11.CKF_DERIVE},
-		{derive.Unwrap, pkcs11.CKM_AES_CBC, "unwrap", pkcs11.CKF_UNWRAP},
-		{derive.Native, pkcs11.CKM_SHA256_KEY_DERIVATION, "derive", pkcs11.CKF_DERIVE},
+	// The flags come from derive's assessment (StrategyPlan.Flags); the
+	// probe only names them.
+	for flag, use := range map[uint]string{
+		pkcs11.CKF_DERIVE: "derive", pkcs11.CKF_SIGN: "sign", pkcs11.CKF_UNWRAP: "unwrap", pkcs11.CKF_ENCRYPT: "encrypt",
+		pkcs11.CKF_UNWRAP | pkcs11.CKF_ENCRYPT: "encrypt+unwrap", 0: "",
 	} {
-		u, f := use(c.st, c.m)
-		assert.Equal(t, c.use, u, mechName(c.m))
-		assert.Equal(t, c.flag, f, mechName(c.m))
+		assert.Equal(t, use, useOf(flag), "%#x", flag)
 	}
+	assert.Equal(t, "CKF_ENCRYPT and CKF_UNWRAP", ckfNames(pkcs11.CKF_UNWRAP|pkcs11.CKF_ENCRYPT))
 	assert.Equal(t, []string{"encrypt", "unwrap", "derive"}, mechFlags(pkcs11.CKF_ENCRYPT|pkcs11.CKF_UNWRAP|pkcs11.CKF_DERIVE))
 	assert.Equal(t, []string{"rng", "login-required"}, tokenFlags(pkcs11.CKF_RNG|pkcs11.CKF_LOGIN_REQUIRED))
 	assert.Equal(t, "CKS(9)", sessionState(9))
