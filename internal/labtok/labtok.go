@@ -57,13 +57,21 @@ func Config(l *lab.Token) derive.Config {
 	return cfg
 }
 
-// Open opens l with derive.Open; the Token is closed when the test ends.
-func Open(t testing.TB, kind string, l *lab.Token) *Token {
+// New opens l with derive.Open, for a Token the caller keeps for the test
+// binary (a process can initialise each module once): it is never closed.
+func New(t testing.TB, kind string, l *lab.Token) *Token {
 	t.Helper()
 	tok, err := derive.Open(Config(l))
 	require.NoError(t, err, kind)
-	t.Cleanup(func() { tok.Close() })
 	return &Token{Kind: kind, Lab: l, Tok: tok}
+}
+
+// Open is New, the Token closed when the test ends.
+func Open(t testing.TB, kind string, l *lab.Token) *Token {
+	t.Helper()
+	lt := New(t, kind, l)
+	t.Cleanup(func() { lt.Tok.Close() })
+	return lt
 }
 
 // Fresh opens a fresh SoftHSM2 token (lab.SoftHSM2), its environment set
@@ -100,9 +108,7 @@ func Shared(t testing.TB, kind string) *Token {
 	default:
 		t.Fatalf("labtok: no shared lab token %q", kind)
 	}
-	tok, err := derive.Open(Config(l))
-	require.NoError(t, err, kind)
-	shared[kind] = &Token{Kind: kind, Lab: l, Tok: tok}
+	shared[kind] = New(t, kind, l)
 	return shared[kind]
 }
 
