@@ -213,7 +213,13 @@ func Usage(t testing.TB, uses ...uint) derive.Usage {
 // Objects counts the objects the token's sessions see.
 func (lt *Token) Objects(t testing.TB) int {
 	t.Helper()
-	ctx, s := lab.Open(t, lt.Lab)
+	return Objects(t, lt.Lab)
+}
+
+// Objects counts the objects l's sessions see, through a session of lab.
+func Objects(t testing.TB, l *lab.Token) int {
+	t.Helper()
+	ctx, s := lab.Open(t, l)
 	return lab.CountObjects(t, ctx, s)
 }
 
