@@ -1,9 +1,7 @@
 package derive
 
 import (
-	"bytes"
 	"context"
-	"crypto/aes"
 	"encoding/hex"
 	"testing"
 
@@ -68,50 +66,5 @@ func TestCheckValueBy(t *testing.T) {
 			_, err = lt.tok.CheckValueBy(ctx, g, KCVECB)
 			assert.ErrorIs(t, err, ErrKeyType)
 		})
-	})
-}
-
-// TestCheckValueAttribute: the attribute method reads CKA_CHECK_VALUE
-// where the token has it, in one call; ecb, the default, never does. For a
-// key of known value (imported) the attribute is the computed check value;
-// for derived keys SoftHSM2 2.6.1's is not (logged, not asserted: it is
-// the token's bug, the reason the attribute is opt-in), while what ecb
-// gives is the software reference.
-func TestCheckValueAttribute(t *testing.T) {
-	ctx := context.Background()
-	forEachToken(t, func(t *testing.T, lt *labToken) {
-		v := randomBytes(t, 32)
-		k := lt.importKey(t, pkcs11.CKK_AES, v)
-		kcv, err := lt.tok.CheckValueBy(ctx, k, KCVAttribute)
-		require.NoError(t, err)
-		computed, err := lt.tok.CheckValue(ctx, k)
-		require.NoError(t, err)
-		assert.Equal(t, computed, kcv.Value)
-		assert.Equal(t, KCVECB, kcv.Method)
-		if kcv.Source == KCVFromAttribute {
-			assert.Equal(t, 1, kcv.Calls)
-		}
-		t.Logf("%s: %s in %d calls", lt.kind, kcv.Source, kcv.Calls)
-
-		data := randomBytes(t, 32)
-		res, err := lt.tok.Derive(ctx, k, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES256, Usage: UseEncrypt})
-		require.NoError(t, err)
-		defer lt.tok.Destroy(ctx, res.Key)
-		b, err := aes.NewCipher(v)
-		require.NoError(t, err)
-		dk := make([]byte, 32)
-		b.Encrypt(dk, data)
-		b.Encrypt(dk[16:], data[16:])
-		db, err := aes.NewCipher(dk)
-		require.NoError(t, err)
-		want := make([]byte, 16)
-		db.Encrypt(want, want)
-		ecb, err := lt.tok.CheckValueBy(ctx, res.Key, KCVECB)
-		require.NoError(t, err)
-		assert.Equal(t, KCVComputed, ecb.Source)
-		assert.Equal(t, want[:3], ecb.Value)
-		if a, err := lt.tok.CheckValueBy(ctx, res.Key, KCVAttribute); err == nil && a.Source == KCVFromAttribute && !bytes.Equal(a.Value, want[:3]) {
-			t.Logf("%s: a derived key's CKA_CHECK_VALUE is %x, its check value %x", lt.kind, a.Value, want[:3])
-		}
 	})
 }

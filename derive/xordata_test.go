@@ -39,20 +39,3 @@ func TestXORData(t *testing.T) {
 		assert.ErrorIs(t, err, ErrInvalidInput, "too little data")
 	})
 }
-
-// TestSP800108DES3CMAC: SP 800-108 with the TDES-CMAC PRF; NSS softoken
-// 3.87 refuses the PRF (CKR_MECHANISM_PARAM_INVALID) and SoftHSM2 has no
-// SP 800-108: a clean refusal on both, nothing left behind.
-func TestSP800108DES3CMAC(t *testing.T) {
-	forEachToken(t, func(t *testing.T, lt *labToken) {
-		ctx := context.Background()
-		base := lt.importKey(t, pkcs11.CKK_DES2, unhex("0123456789abcdeffedcba9876543210"))
-		objects := lt.objects(t)
-		_, err := lt.tok.Derive(ctx, base, Request{Function: SP800108{Mode: SP800108Counter, PRF: DES3CMAC}, Data: []byte("x"), KeyType: KeyDES2})
-		assert.ErrorIs(t, err, ErrUnsupported)
-		assert.Equal(t, objects, lt.objects(t))
-		aes := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-		_, err = lt.tok.Derive(ctx, aes, Request{Function: SP800108{Mode: SP800108Counter, PRF: DES3CMAC}, Data: []byte("x"), KeyType: KeyDES2})
-		assert.ErrorIs(t, err, ErrKeyType)
-	})
-}

@@ -19,6 +19,7 @@ package labtok
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"sync"
 	"testing"
@@ -271,4 +272,13 @@ func (lt *Token) Known(t testing.TB, ckk uint, value []byte, extra ...*pkcs11.At
 		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
 	}, extra...)...)
+}
+
+// Random is n random bytes, a key value no other test uses.
+func Random(t testing.TB, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return b
 }
