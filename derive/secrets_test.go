@@ -172,7 +172,7 @@ func TestNoSecretsInErrorsOrOutput(t *testing.T) {
 	r := Request{Function: cbc, Data: data, KeyType: KeyAES256}
 
 	// Every Token logs everything it logs, in both of slog's formats.
-	var logJSON, logText lockedBuffer
+	var logJSON, logText lab.LockedBuffer
 	jsonLog := slog.New(slog.NewJSONHandler(&logJSON, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	textLog := slog.New(slog.NewTextHandler(&logText, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	nss.tok.log = textLog
