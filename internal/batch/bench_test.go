@@ -85,7 +85,7 @@ func (bc batchCase) String() string {
 // a base key of known value, wrapped under an AES transport key with
 // CKM_AES_KEY_WRAP, or kept under unique labels (destroyed at the end).
 func (bc batchCase) deriver(tb testing.TB, lt *labtok.Token) *Deriver {
-	base := lt.ImportUses(tb, pkcs11.CKK_AES, kValue, "K-"+uniq(tb), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
+	base := lt.ImportUses(tb, pkcs11.CKK_AES, kValue, "K-"+uniq(tb), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
 	d := &Deriver{Token: lt.Tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128, Strategy: bc.strategy}}
 	if bc.keep {
 		prefix := "bench-" + uniq(tb) + "-"
@@ -93,7 +93,7 @@ func (bc batchCase) deriver(tb testing.TB, lt *labtok.Token) *Deriver {
 		tb.Cleanup(func() { destroyLabelled(tb, lt, prefix) })
 	} else {
 		m, _ := ParseWrapMech("aes-key-wrap")
-		d.Wrap = &Wrap{Key: lt.ImportUses(tb, pkcs11.CKK_AES, tValue, "T-"+uniq(tb), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}
+		d.Wrap = &Wrap{Key: lt.ImportUses(tb, pkcs11.CKK_AES, tValue, "T-"+uniq(tb), derive.UseWrap|derive.UseUnwrap), Mech: m}
 	}
 	require.NoError(tb, d.Check())
 	if bc.keep {

@@ -114,9 +114,9 @@ func aesKey(t testing.TB, n int) derive.KeyType {
 func TestWrapOut(t *testing.T) {
 	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		ctx := context.Background()
-		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
-		aesT := lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP)
-		des2T := lt.ImportUses(t, pkcs11.CKK_DES2, t3Value, "T3-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP)
+		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
+		aesT := lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), derive.UseWrap|derive.UseUnwrap)
+		des2T := lt.ImportUses(t, pkcs11.CKK_DES2, t3Value, "T3-"+uniq(t), derive.UseWrap|derive.UseUnwrap)
 		for _, c := range []struct {
 			mech string
 			iv   []byte
@@ -196,9 +196,9 @@ func cancelAfter(job Job, n int64, cancel context.CancelFunc) Job {
 // output is valid and resumable.
 func TestWrapInterrupted(t *testing.T) {
 	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
-		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
+		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
 		m, _ := ParseWrapMech("aes-key-wrap")
-		w := &Wrap{Key: lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}
+		w := &Wrap{Key: lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), derive.UseWrap|derive.UseUnwrap), Mech: m}
 		before := secretKeys(t, lt)
 		src, rows := cbcInput(t, 400)
 		path := filepath.Join(t.TempDir(), "out.csv")
@@ -241,7 +241,7 @@ func TestKeep(t *testing.T) {
 
 func testKeep(t *testing.T, scan bool) {
 	labtok.ForKinds(t, []string{"softhsm2", "nssdb"}, func(t *testing.T, lt *labtok.Token) {
-		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
+		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
 		prefix := "dk-" + uniq(t) + "-"
 		t.Cleanup(func() { destroyLabelled(t, lt, prefix) })
 		src, rows := cbcInput(t, 40)
@@ -324,7 +324,7 @@ func testKeep(t *testing.T, scan bool) {
 func TestKeepRepeatedID(t *testing.T) {
 	lt := labtok.Shared(t, "softhsm2")
 	ctx := context.Background()
-	base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT)
+	base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt)
 	prefix := "rep-" + uniq(t) + "-"
 	t.Cleanup(func() { destroyLabelled(t, lt, prefix) })
 	d := &Deriver{Token: lt.Tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128}, LabelTemplate: prefix + "{id}"}
@@ -375,9 +375,9 @@ func destroyLabelled(t testing.TB, lt *labtok.Token, prefix string) {
 // line and do not stop the batch.
 func TestBadRowsOnToken(t *testing.T) {
 	labtok.ForKinds(t, []string{"softhsm2", "nss"}, func(t *testing.T, lt *labtok.Token) {
-		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
+		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
 		m, _ := ParseWrapMech("aes-key-wrap")
-		w := &Wrap{Key: lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}
+		w := &Wrap{Key: lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), derive.UseWrap|derive.UseUnwrap), Mech: m}
 		src := "id,data,iv\n" +
 			"a,6bc1bee22e409f96e93d7e117393172a,\n" + // line 2
 			"b,6bc1bee22e409f96e93d7e11739317,\n" + // line 3: 15 bytes
@@ -408,9 +408,9 @@ func TestSubstitutePinned(t *testing.T) {
 	lt := labtok.Shared(t, "nss")
 	// K may only unwrap: no exact strategy for aes-ecb runs (native needs
 	// CKA_DERIVE, mac-unwrap CKA_SIGN), the inverse function does.
-	base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_UNWRAP)
+	base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseUnwrap)
 	m, _ := ParseWrapMech("aes-key-wrap")
-	w := &Wrap{Key: lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}
+	w := &Wrap{Key: lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), derive.UseWrap|derive.UseUnwrap), Mech: m}
 	var src strings.Builder
 	src.WriteString("id,data\n")
 	var datas [][]byte

@@ -76,7 +76,7 @@ func BenchmarkLatency(b *testing.B) {
 				var run func(n int)
 				switch mode {
 				case "derive":
-					base := lt.ImportUses(b, pkcs11.CKK_AES, kValue, "K-"+uniq(b), pkcs11.CKA_DERIVE)
+					base := lt.ImportUses(b, pkcs11.CKK_AES, kValue, "K-"+uniq(b), derive.UseDerive)
 					req := derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, KeyType: derive.KeyAES128, Strategy: derive.Native}
 					run = func(n int) {
 						var next atomic.Int64

@@ -44,10 +44,10 @@ func BenchmarkBatchRatio(b *testing.B) {
 
 func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 	ctx := context.Background()
-	base := lt.ImportUses(b, pkcs11.CKK_AES, kValue, "K-"+uniq(b), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
+	base := lt.ImportUses(b, pkcs11.CKK_AES, kValue, "K-"+uniq(b), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
 	m, _ := ParseWrapMech("aes-key-wrap")
 	d := &Deriver{Token: lt.Tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128},
-		Wrap: &Wrap{Key: lt.ImportUses(b, pkcs11.CKK_AES, tValue, "T-"+uniq(b), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}}
+		Wrap: &Wrap{Key: lt.ImportUses(b, pkcs11.CKK_AES, tValue, "T-"+uniq(b), derive.UseWrap|derive.UseUnwrap), Mech: m}}
 	require.NoError(b, d.Check())
 
 	// The C loop: DK's template and read-back as p11derive's (derive's

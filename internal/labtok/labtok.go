@@ -176,39 +176,12 @@ func (lt *Token) Import(t testing.TB, spec derive.KeySpec, value []byte) *derive
 }
 
 // ImportUses is Import of a session key of type ckk, labelled label, with
-// the uses of the CKA_ attributes (CKA_DERIVE, CKA_WRAP…).
-func (lt *Token) ImportUses(t testing.TB, ckk uint, value []byte, label string, uses ...uint) *derive.Key {
+// usage u.
+func (lt *Token) ImportUses(t testing.TB, ckk uint, value []byte, label string, u derive.Usage) *derive.Key {
 	t.Helper()
 	kt, err := derive.ParseKeyType(derive.KeyTypeName(ckk), len(value))
 	require.NoError(t, err)
-	return lt.Import(t, derive.KeySpec{Label: label, Type: kt, Usage: Usage(t, uses...)}, value)
-}
-
-// Usage is the Usage of CKA_ attributes.
-func Usage(t testing.TB, uses ...uint) derive.Usage {
-	t.Helper()
-	var u derive.Usage
-	for _, cka := range uses {
-		switch cka {
-		case pkcs11.CKA_ENCRYPT:
-			u |= derive.UseEncrypt
-		case pkcs11.CKA_DECRYPT:
-			u |= derive.UseDecrypt
-		case pkcs11.CKA_SIGN:
-			u |= derive.UseSign
-		case pkcs11.CKA_VERIFY:
-			u |= derive.UseVerify
-		case pkcs11.CKA_WRAP:
-			u |= derive.UseWrap
-		case pkcs11.CKA_UNWRAP:
-			u |= derive.UseUnwrap
-		case pkcs11.CKA_DERIVE:
-			u |= derive.UseDerive
-		default:
-			t.Fatalf("no usage for attribute %#x", cka)
-		}
-	}
-	return u
+	return lt.Import(t, derive.KeySpec{Label: label, Type: kt, Usage: u}, value)
 }
 
 // Objects counts the objects the token's sessions see.
