@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/derive"
-	"github.com/p11derive/p11derive/derive/internal/schemetest"
 	"github.com/p11derive/p11derive/internal/lab"
 	"github.com/p11derive/p11derive/internal/labtok"
 )
@@ -359,7 +358,7 @@ func TestKeysByID(t *testing.T) {
 func TestSP800108DES3CMAC(t *testing.T) {
 	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		ctx := context.Background()
-		base := lt.Known(t, pkcs11.CKK_DES2, schemetest.Unhex("0123456789abcdeffedcba9876543210"))
+		base := lt.Known(t, pkcs11.CKK_DES2, lab.Unhex("0123456789abcdeffedcba9876543210"))
 		objects := lt.Objects(t)
 		_, err := lt.Tok.Derive(ctx, base, derive.Request{Function: derive.SP800108{Mode: derive.SP800108Counter, PRF: derive.DES3CMAC}, Data: []byte("x"), KeyType: derive.KeyDES2})
 		assert.ErrorIs(t, err, derive.ErrUnsupported)

@@ -8,6 +8,8 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // TestCheckValueBy: the ecb and cmac check values of an AES key and a
@@ -17,7 +19,7 @@ import (
 // token has it; each against the software value.
 func TestCheckValueBy(t *testing.T) {
 	ctx := context.Background()
-	aesKey := unhex("2b7e151628aed2a6abf7158809cf4f3c")
+	aesKey := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
 	// SP 800-38B D.1: L = AES(K)[0^128] = 7df76b0c… for this key.
 	wantECB := map[uint]string{pkcs11.CKK_AES: "7df76b", pkcs11.CKK_DES2: ""}
 	wantCMAC := map[uint]string{pkcs11.CKK_AES: hex.EncodeToString(cmac(t, aesKey, make([]byte, 16))[:3])}
@@ -51,7 +53,7 @@ func TestCheckValueBy(t *testing.T) {
 			})
 		}
 		t.Run("des2", func(t *testing.T) {
-			v := unhex("0123456789abcdeffedcba9876543210")
+			v := lab.Unhex("0123456789abcdeffedcba9876543210")
 			k := lt.importKey(t, pkcs11.CKK_DES2, v, pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false))
 			kcv, err := lt.tok.CheckValueBy(ctx, k, KCVECB)
 			require.NoError(t, err)

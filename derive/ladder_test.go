@@ -58,9 +58,9 @@ func TestLadderPicksMACUnwrap(t *testing.T) {
 func TestLadderNoExactStrategy(t *testing.T) {
 	lt, _ := wrapped(t, fwd.Config{Hide: append(append([]string{}, encryptData...), macs...)})
 	ctx := context.Background()
-	key := unhex("2b7e151628aed2a6abf7158809cf4f3c")
+	key := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
 	base := lt.importKey(t, pkcs11.CKK_AES, key)
-	data := unhex("6bc1bee22e409f96e93d7e117393172a")
+	data := lab.Unhex("6bc1bee22e409f96e93d7e117393172a")
 	objects := lt.objects(t)
 
 	_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128})

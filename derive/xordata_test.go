@@ -7,6 +7,8 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // TestXORData: DK = K XOR data with CKM_XOR_BASE_AND_DATA (NSS softoken runs
@@ -14,7 +16,7 @@ import (
 func TestXORData(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
 		ctx := context.Background()
-		v := unhex("0123456789abcdeffedcba9876543210")
+		v := lab.Unhex("0123456789abcdeffedcba9876543210")
 		base := lt.importKey(t, pkcs11.CKK_DES2, v)
 		objects := lt.objects(t)
 		mask := make([]byte, 16)

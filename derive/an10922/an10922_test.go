@@ -20,7 +20,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // AN10922's worked AES-128 example (reproduced in
 // hst125fan/nxp-key-diversification, AN10922.py, test(), target1):

@@ -24,7 +24,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // The ANSI X9.24-3-2017 supplement test vectors ("X9.24 Part 3 Test
 // Vectors", x9.org), as reproduced in openemv/dukpt

@@ -25,7 +25,7 @@ import (
 // from the environment.
 func TestMain(m *testing.M) { os.Exit(lab.MainExamples(m, lab.InitNow)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // The issuer master key of pyemv's examples and tests
 // (github.com/knovichikhin/pyemv; its check digits 08D7 are in

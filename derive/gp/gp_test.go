@@ -22,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // The GlobalPlatform default test key '40 41 ... 4F', the static ENC, MAC
 // and DEK key of openjavacard-tools' tests (GPKeySet.GLOBALPLATFORM).

@@ -21,7 +21,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // Published KBPK → KBEK, KBAK: the worked examples of ASC X9 TR-31-2018
 // Annex A, with the derived keys as reproduced in openemv/tr31

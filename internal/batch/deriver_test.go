@@ -16,16 +16,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/internal/lab"
 	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // Keys of known value: the base key K (SP 800-38A's AES-128 key) and the
 // transport keys.
 var (
-	kValue  = unhex("2b7e151628aed2a6abf7158809cf4f3c")
-	tValue  = unhex("000102030405060708090a0b0c0d0e0f")
-	t3Value = unhex("0123456789abcdeffedcba9876543210") // DES2
-	flagIV  = unhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+	kValue  = lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
+	tValue  = lab.Unhex("000102030405060708090a0b0c0d0e0f")
+	t3Value = lab.Unhex("0123456789abcdeffedcba9876543210") // DES2
+	flagIV  = lab.Unhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
 )
 
 func randomBytes(t testing.TB, n int) []byte {
@@ -131,7 +132,7 @@ func TestWrapOut(t *testing.T) {
 			}},
 			{"des3-ecb", nil, func(dk []byte) []byte { return refECB(t, "des3", t3Value, dk) }},
 			{"des3-cbc", nil, func(dk []byte) []byte { return refCBC(t, "des3", t3Value, make([]byte, 8), dk) }},
-			{"des3-cbc", unhex("0102030405060708"), func(dk []byte) []byte { return refCBC(t, "des3", t3Value, unhex("0102030405060708"), dk) }},
+			{"des3-cbc", lab.Unhex("0102030405060708"), func(dk []byte) []byte { return refCBC(t, "des3", t3Value, lab.Unhex("0102030405060708"), dk) }},
 		} {
 			t.Run(c.mech, func(t *testing.T) {
 				if lt.Kind == "softhsm2" && strings.HasPrefix(c.mech, "des3") {
@@ -155,7 +156,7 @@ func TestWrapOut(t *testing.T) {
 				for i, rec := range recs {
 					r := rows[i]
 					require.Equal(t, r.id, rec[0])
-					wrapped := unhex(rec[1])
+					wrapped := lab.Unhex(rec[1])
 					assert.Equal(t, hex.EncodeToString(c.ref(r.dk)), rec[1], "row %s: the wrap of the expected DK", r.id)
 					assert.Equal(t, hex.EncodeToString(refKCV(t, "aes", r.dk)), rec[2], "row %s: check value", r.id)
 					assert.Equal(t, "aes-cbc", rec[4])
@@ -390,8 +391,8 @@ func TestBadRowsOnToken(t *testing.T) {
 		require.NoError(t, err, "bad input does not count towards MaxFailuresInARow")
 		assert.Equal(t, 2, st.Failed)
 		require.Len(t, recs, 2)
-		assert.Equal(t, "3ad77bb40d7a3660a89ecaf32466ef97", hex.EncodeToString(refECB(t, "aes", kValue, unhex("6bc1bee22e409f96e93d7e117393172a"))))
-		assert.Equal(t, hex.EncodeToString(refKCV(t, "aes", unhex("3ad77bb40d7a3660a89ecaf32466ef97"))), recs[0][2])
+		assert.Equal(t, "3ad77bb40d7a3660a89ecaf32466ef97", hex.EncodeToString(refECB(t, "aes", kValue, lab.Unhex("6bc1bee22e409f96e93d7e117393172a"))))
+		assert.Equal(t, hex.EncodeToString(refKCV(t, "aes", lab.Unhex("3ad77bb40d7a3660a89ecaf32466ef97"))), recs[0][2])
 		require.Len(t, failures, 2)
 		assert.Equal(t, 3, failures[0].Line)
 		assert.Contains(t, failures[0].Error(), `line 3 (id "b"): data`)

@@ -9,7 +9,6 @@ import (
 	"crypto/cipher"
 	"crypto/des"
 	"encoding/hex"
-	"strings"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -110,13 +109,4 @@ func CMAC(b cipher.Block, msg []byte) []byte {
 	}
 	b.Encrypt(x, x)
 	return x
-}
-
-// Unhex decodes hex, ignoring spaces; it panics on bad input (test data).
-func Unhex(s string) []byte {
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		panic(err)
-	}
-	return b
 }
