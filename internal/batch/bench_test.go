@@ -36,16 +36,7 @@ func countedToken(tb testing.TB, kind string) *counted {
 	if c := countedToks[kind]; c != nil {
 		return c
 	}
-	var real *lab.Token
-	switch kind {
-	case "softhsm2":
-		real = lab.SharedSoftHSM2(tb)
-	case "nss":
-		real = lab.NSS(tb)
-	case "nssdb":
-		real = lab.NSSDB(tb)
-	}
-	ft := fwd.Wrap(tb, real, fwd.Config{})
+	ft := fwd.Wrap(tb, labtok.Lab(tb, kind), fwd.Config{})
 	c := &counted{Token: labtok.New(tb, kind, ft), fwd: ft}
 	countedToks[kind] = c
 	return c

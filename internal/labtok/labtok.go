@@ -98,19 +98,24 @@ func Shared(t testing.TB, kind string) *Token {
 	if lt := shared[kind]; lt != nil {
 		return lt
 	}
-	var l *lab.Token
+	shared[kind] = New(t, kind, Lab(t, kind))
+	return shared[kind]
+}
+
+// Lab is the shared lab token of the kind (lab.SharedSoftHSM2, lab.NSS or
+// lab.NSSDB), not opened.
+func Lab(t testing.TB, kind string) *lab.Token {
+	t.Helper()
 	switch kind {
 	case SoftHSM2:
-		l = lab.SharedSoftHSM2(t)
+		return lab.SharedSoftHSM2(t)
 	case NSS:
-		l = lab.NSS(t)
+		return lab.NSS(t)
 	case NSSDB:
-		l = lab.NSSDB(t)
-	default:
-		t.Fatalf("labtok: no shared lab token %q", kind)
+		return lab.NSSDB(t)
 	}
-	shared[kind] = New(t, kind, l)
-	return shared[kind]
+	t.Fatalf("labtok: no shared lab token %q", kind)
+	return nil
 }
 
 // All returns the shared lab tokens of every kind.
