@@ -3,7 +3,6 @@ package derive
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"testing"
 
@@ -72,118 +71,6 @@ func TestBadInput(t *testing.T) {
 				assert.Equal(t, objects, lt.objects(t), "an object was left behind")
 			})
 		}
-	})
-}
-
-// TestTokenRefusalLeavesNothing makes the token itself refuse a derivation
-// and checks the error wraps the CKR code and
-// no object is left.
-func TestTokenRefusalLeavesNothing(t *testing.T) {
-	forEachToken(t, func(t *testing.T, lt *labToken) {
-		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-		objects := lt.objects(t)
-		// A base key handle the token does not know: the token refuses.
-		stale := *base
-		stale.Handle = 0xFFFFFF
-		_, err := lt.tok.Derive(context.Background(), &stale, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: make([]byte, 16), KeyType: KeyAES128, Strategy: Native})
-		require.Error(t, err)
-		assert.ErrorIs(t, err, ErrToken)
-		var te *TokenError
-		require.ErrorAs(t, err, &te)
-		assert.Equal(t, "C_DeriveKey", te.Call)
-		assert.NotZero(t, te.CKR())
-		var ck pkcs11.Error
-		assert.True(t, errors.As(err, &ck), "the CKR code is reachable with errors.As")
-		assert.Equal(t, objects, lt.objects(t))
-	})
-}
-
-func TestZeroBlockWarning(t *testing.T) {
-	forEachToken(t, func(t *testing.T, lt *labToken) {
-		ctx := context.Background()
-		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-		iv := randomBytes(t, 16)
-		for _, c := range []struct {
-			name string
-			f    Encrypt
-			data []byte
-			warn bool
-		}{
-			{"ecb zero block", Encrypt{Cipher: AES, Mode: ECB}, make([]byte, 32), true},
-			{"ecb second block zero", Encrypt{Cipher: AES, Mode: ECB}, append(randomBytes(t, 16), make([]byte, 16)...), true},
-			{"ecb no zero block", Encrypt{Cipher: AES, Mode: ECB}, randomBytes(t, 16), false},
-			{"cbc data equal to iv", Encrypt{Cipher: AES, Mode: CBC, IV: iv}, iv, true},
-			{"cbc zero data, random iv", Encrypt{Cipher: AES, Mode: CBC, IV: iv}, make([]byte, 16), false},
-		} {
-			t.Run(c.name, func(t *testing.T) {
-				res, err := lt.tok.Derive(ctx, base, Request{Function: c.f, Data: c.data, KeyType: KeyAES128})
-				require.NoError(t, err)
-				defer lt.tok.Destroy(ctx, res.Key)
-				zero := 0
-				for _, w := range res.Warnings {
-					if strings.Contains(w, "zero block") {
-						zero++
-					}
-				}
-				if c.warn {
-					assert.Equal(t, 1, zero, res.Warnings)
-				} else {
-					assert.Zero(t, zero, res.Warnings)
-				}
-			})
-		}
-	})
-}
-
-func TestDerivedKeyAttributes(t *testing.T) {
-	forEachToken(t, func(t *testing.T, lt *labToken) {
-		ctx := context.Background()
-		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 32))
-		res, err := lt.tok.Derive(ctx, base, Request{
-			Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 32), KeyType: KeyAES256,
-			Label: "dk-attrs", Extractable: true, Usage: UseEncrypt | UseWrap | UseDerive,
-		})
-		require.NoError(t, err)
-		defer lt.tok.Destroy(ctx, res.Key)
-		k := res.Key
-		assert.Equal(t, "dk-attrs", k.Label)
-		assert.Equal(t, uint(pkcs11.CKK_AES), k.Type)
-		assert.Equal(t, 32, k.Len)
-		assert.True(t, k.Sensitive, "DK is sensitive even when extractable")
-		assert.True(t, k.Extractable)
-		assert.True(t, k.Encrypt)
-		assert.True(t, k.Wrap)
-		assert.True(t, k.Derive)
-		assert.False(t, k.Decrypt)
-		assert.False(t, k.Sign)
-		assert.False(t, k.Unwrap)
-
-		// The base key is never modified.
-		again, err := lt.tok.Key(ctx, base.Handle)
-		require.NoError(t, err)
-		assert.Equal(t, *base, *again)
-	})
-}
-
-func TestPersistentDerivedKey(t *testing.T) {
-	forEachToken(t, func(t *testing.T, lt *labToken) {
-		if lt.kind == "nss" {
-			t.Skip("NSS softoken's crypto slot takes session objects only")
-		}
-		ctx := context.Background()
-		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-		res, err := lt.tok.Derive(ctx, base, Request{
-			Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128,
-			Label: "dk-persistent", Persistent: true,
-		})
-		require.NoError(t, err)
-		assert.True(t, res.Key.Token)
-		found, err := lt.tok.FindKey(ctx, "dk-persistent")
-		require.NoError(t, err)
-		assert.Equal(t, res.Key.Handle, found.Handle)
-		require.NoError(t, lt.tok.Destroy(ctx, res.Key))
-		_, err = lt.tok.FindKey(ctx, "dk-persistent")
-		assert.ErrorIs(t, err, ErrNotFound)
 	})
 }
 

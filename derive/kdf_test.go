@@ -15,6 +15,8 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // cmac is AES-CMAC (NIST SP 800-38B), the test's own reference.
@@ -60,10 +62,10 @@ func cmac(t testing.TB, key, msg []byte) []byte {
 
 // TestCMACReference anchors the test's CMAC to RFC 4493 §4 (= SP 800-38B D.1).
 func TestCMACReference(t *testing.T) {
-	k := unhex("2b7e151628aed2a6abf7158809cf4f3c")
+	k := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
 	assert.Equal(t, "bb1d6929e95937287fa37d129b756746", hex.EncodeToString(cmac(t, k, nil)))
-	assert.Equal(t, "070a16b46b4d4144f79bdd9dd04a287c", hex.EncodeToString(cmac(t, k, unhex("6bc1bee22e409f96e93d7e117393172a"))))
-	assert.Equal(t, "dfa66747de9ae63030ca32611497c827", hex.EncodeToString(cmac(t, k, unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411"))))
+	assert.Equal(t, "070a16b46b4d4144f79bdd9dd04a287c", hex.EncodeToString(cmac(t, k, lab.Unhex("6bc1bee22e409f96e93d7e117393172a"))))
+	assert.Equal(t, "dfa66747de9ae63030ca32611497c827", hex.EncodeToString(cmac(t, k, lab.Unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411"))))
 }
 
 // refSP800108 is SP 800-108 in software, for the default layouts:
@@ -176,20 +178,20 @@ func TestHKDFKnownAnswers(t *testing.T) {
 		t.Run(lt.kind, func(t *testing.T) {
 			ctx := context.Background()
 			// RFC 5869 A.1 (test case 1): IKM 22 × 0x0b, salt 00..0c, info f0..f9, L = 42.
-			ikm := unhex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b")
+			ikm := lab.Unhex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b")
 			base := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, ikm)
 			okm := "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
-			ref, err := hkdf.Key(sha256.New, ikm, unhex("000102030405060708090a0b0c"), string(unhex("f0f1f2f3f4f5f6f7f8f9")), 42)
+			ref, err := hkdf.Key(sha256.New, ikm, lab.Unhex("000102030405060708090a0b0c"), string(lab.Unhex("f0f1f2f3f4f5f6f7f8f9")), 42)
 			require.NoError(t, err)
 			require.Equal(t, okm, hex.EncodeToString(ref), "the reference reproduces RFC 5869 A.1")
-			res, err := lt.tok.Derive(ctx, base, Request{Function: HKDF{Hash: SHA256, Salt: unhex("000102030405060708090a0b0c")},
-				Data: unhex("f0f1f2f3f4f5f6f7f8f9"), KeyType: KeyGeneric(42)})
+			res, err := lt.tok.Derive(ctx, base, Request{Function: HKDF{Hash: SHA256, Salt: lab.Unhex("000102030405060708090a0b0c")},
+				Data: lab.Unhex("f0f1f2f3f4f5f6f7f8f9"), KeyType: KeyGeneric(42)})
 			require.NoError(t, err)
 			defer lt.tok.Destroy(ctx, res.Key)
-			assertKeyValue(t, lt, res.Key, KeyGeneric(42), unhex(okm))
+			assertKeyValue(t, lt, res.Key, KeyGeneric(42), lab.Unhex(okm))
 
 			// RFC 5869 A.3 (test case 3): no salt, no info.
-			okm3 := unhex("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8")
+			okm3 := lab.Unhex("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8")
 			res3, err := lt.tok.Derive(ctx, base, Request{Function: HKDF{Hash: SHA256}, KeyType: KeyGeneric(42)})
 			require.NoError(t, err)
 			defer lt.tok.Destroy(ctx, res3.Key)
@@ -297,17 +299,17 @@ func TestSP800108CAVP(t *testing.T) {
 	for _, lt := range kdfTokens(t) {
 		t.Run(lt.kind, func(t *testing.T) {
 			ctx := context.Background()
-			base := lt.importKey(t, pkcs11.CKK_AES, unhex("dff1e50ac0b69dc40f1051d46c2b069c"))
+			base := lt.importKey(t, pkcs11.CKK_AES, lab.Unhex("dff1e50ac0b69dc40f1051d46c2b069c"))
 			layout, err := ParseLayout("counter:8,data")
 			require.NoError(t, err)
 			res, err := lt.tok.Derive(ctx, base, Request{
 				Function: SP800108{Mode: SP800108Counter, PRF: AESCMAC, Layout: layout},
-				Data:     unhex("c16e6e02c5a3dcc8d78b9ac1306877761310455b4e41469951d9e6c2245a064b33fd8c3b01203a7824485bf0a64060c4648b707d2607935699316ea5"),
+				Data:     lab.Unhex("c16e6e02c5a3dcc8d78b9ac1306877761310455b4e41469951d9e6c2245a064b33fd8c3b01203a7824485bf0a64060c4648b707d2607935699316ea5"),
 				KeyType:  KeyAES128,
 			})
 			require.NoError(t, err)
 			defer lt.tok.Destroy(ctx, res.Key)
-			assertKeyValue(t, lt, res.Key, KeyAES128, unhex("8be8f0869b3c0ba97b71863d1b9f7813"))
+			assertKeyValue(t, lt, res.Key, KeyAES128, lab.Unhex("8be8f0869b3c0ba97b71863d1b9f7813"))
 		})
 	}
 }

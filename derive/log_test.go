@@ -1,12 +1,10 @@
 package derive
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -15,25 +13,6 @@ import (
 
 	"github.com/p11derive/p11derive/internal/lab"
 )
-
-// lockedBuffer is an io.Writer for a slog handler used by several
-// goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // records parses the JSON lines of a slog.JSONHandler.
 func records(t *testing.T, s string) []map[string]any {
@@ -56,7 +35,7 @@ func records(t *testing.T, s string) []map[string]any {
 func TestLogger(t *testing.T) {
 	l := lab.SoftHSM2(t)
 	l.Setenv(t)
-	var buf lockedBuffer
+	var buf lab.LockedBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	tok, err := Open(Config{Module: l.Module, Slot: &l.SlotID, PIN: l.PIN, Logger: log})
 	require.NoError(t, err)
@@ -105,7 +84,7 @@ func TestLogger(t *testing.T) {
 	assert.Contains(t, recs[5]["error"], "no token with label")
 
 	// At Warn, only failures.
-	buf = lockedBuffer{}
+	buf = lab.LockedBuffer{}
 	l2 := lab.SoftHSM2(t)
 	l2.Setenv(t)
 	tok, err = Open(Config{Module: l2.Module, Slot: &l2.SlotID, PIN: l2.PIN,

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/internal/fwd"
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // misbehaving is each lab token (SoftHSM2, NSS softoken) seen through a
@@ -48,8 +49,8 @@ var weakCases = []struct {
 // With StrictAttributes it is refused, naming strategy and mechanism, and
 // nothing is left behind.
 func TestTightenIgnoredAttributes(t *testing.T) {
-	key := unhex("2b7e151628aed2a6abf7158809cf4f3c")
-	data := unhex("6bc1bee22e409f96e93d7e117393172a")
+	key := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
+	data := lab.Unhex("6bc1bee22e409f96e93d7e117393172a")
 	b, err := aes.NewCipher(key)
 	require.NoError(t, err)
 	misbehaving(t, fwd.Config{WeakTemplates: true, EmulateStreamUnwrap: true}, func(t *testing.T, lt *labToken) {
@@ -166,9 +167,9 @@ func TestListedNeedsTheFlag(t *testing.T) {
 	lt, w := wrapped(t, fwd.Config{Hide: append(append([]string{}, encryptData...), macs...),
 		NoFlag: []string{"CKM_AES_ECB:CKF_UNWRAP", "CKM_AES_CTR:CKF_UNWRAP", "0x2104:CKF_UNWRAP", "0x2107:CKF_UNWRAP"}})
 	ctx := context.Background()
-	key := unhex("2b7e151628aed2a6abf7158809cf4f3c")
+	key := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
 	base := lt.importKey(t, pkcs11.CKK_AES, key)
-	data := unhex("6bc1bee22e409f96e93d7e117393172a")
+	data := lab.Unhex("6bc1bee22e409f96e93d7e117393172a")
 
 	plans, err := lt.tok.Plan(base, Request{Function: Decrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128})
 	require.NoError(t, err)
@@ -258,9 +259,9 @@ func TestGenerateLeavesNothing(t *testing.T) {
 // length from their type, AES base keys are not refused for the length
 // p11derive cannot see (the token decides), and DK is read back without it.
 func TestNoValueLen(t *testing.T) {
-	key := unhex("2b7e151628aed2a6abf7158809cf4f3c")
-	des3 := unhex("0123456789abcdef23456789abcdef01456789abcdef0123")
-	data := unhex("6bc1bee22e409f96e93d7e117393172a")
+	key := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
+	des3 := lab.Unhex("0123456789abcdef23456789abcdef01456789abcdef0123")
+	data := lab.Unhex("6bc1bee22e409f96e93d7e117393172a")
 	misbehaving(t, fwd.Config{NoValueLen: true}, func(t *testing.T, lt *labToken) {
 		ctx := context.Background()
 		base := lt.importKey(t, pkcs11.CKK_AES, key)

@@ -15,15 +15,9 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-func unhex(s string) []byte {
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
+	"github.com/p11derive/p11derive/internal/lab"
+)
 
 // refBlock returns the software reference cipher for a key of type ckk.
 func refBlock(t testing.TB, ckk uint, key []byte) cipher.Block {
@@ -71,17 +65,17 @@ func refKCV(t testing.TB, kt KeyType, v []byte) []byte {
 // The references are themselves anchored to the standards' published answers.
 func TestReferenceAnchors(t *testing.T) {
 	// FIPS 197 Appendix C.1, AES-128.
-	got := refEncrypt(t, pkcs11.CKK_AES, unhex("000102030405060708090a0b0c0d0e0f"),
-		Encrypt{Cipher: AES, Mode: ECB}, unhex("00112233445566778899aabbccddeeff"))
+	got := refEncrypt(t, pkcs11.CKK_AES, lab.Unhex("000102030405060708090a0b0c0d0e0f"),
+		Encrypt{Cipher: AES, Mode: ECB}, lab.Unhex("00112233445566778899aabbccddeeff"))
 	assert.Equal(t, "69c4e0d86a7b0430d8cdb78070b4c55a", hex.EncodeToString(got))
 	// SP 800-38A F.2.5, CBC-AES256.Encrypt, blocks 1 and 2.
-	got = refEncrypt(t, pkcs11.CKK_AES, unhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4"),
-		Encrypt{Cipher: AES, Mode: CBC, IV: unhex("000102030405060708090a0b0c0d0e0f")},
-		unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"))
+	got = refEncrypt(t, pkcs11.CKK_AES, lab.Unhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4"),
+		Encrypt{Cipher: AES, Mode: CBC, IV: lab.Unhex("000102030405060708090a0b0c0d0e0f")},
+		lab.Unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"))
 	assert.Equal(t, "f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d", hex.EncodeToString(got))
 	// SP 800-67 Rev. 2, appendix B (TDEA ECB, three keys), first block.
-	got = refEncrypt(t, pkcs11.CKK_DES3, unhex("0123456789ABCDEF23456789ABCDEF01456789ABCDEF0123"),
-		Encrypt{Cipher: DES3, Mode: ECB}, unhex("5468652071756663"))
+	got = refEncrypt(t, pkcs11.CKK_DES3, lab.Unhex("0123456789ABCDEF23456789ABCDEF01456789ABCDEF0123"),
+		Encrypt{Cipher: DES3, Mode: ECB}, lab.Unhex("5468652071756663"))
 	assert.Equal(t, "a826fd8ce53b855f", hex.EncodeToString(got))
 }
 
@@ -95,13 +89,13 @@ type katCase struct {
 }
 
 func katCases() []katCase {
-	aes128 := unhex("2b7e151628aed2a6abf7158809cf4f3c") // SP 800-38A
-	aes256 := unhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")
-	des2 := unhex("0123456789abcdeffedcba9876543210")
-	des3 := unhex("0123456789abcdef23456789abcdef01456789abcdef0123")
-	iv16 := unhex("000102030405060708090a0b0c0d0e0f")
-	iv8 := unhex("1234567890abcdef")
-	block4 := unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710")
+	aes128 := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c") // SP 800-38A
+	aes256 := lab.Unhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")
+	des2 := lab.Unhex("0123456789abcdeffedcba9876543210")
+	des3 := lab.Unhex("0123456789abcdef23456789abcdef01456789abcdef0123")
+	iv16 := lab.Unhex("000102030405060708090a0b0c0d0e0f")
+	iv8 := lab.Unhex("1234567890abcdef")
+	block4 := lab.Unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710")
 	return []katCase{
 		{"aes128/ecb/1block", pkcs11.CKK_AES, aes128, Encrypt{Cipher: AES, Mode: ECB}, block4[:16], KeyAES128},
 		{"aes128/ecb/2blocks", pkcs11.CKK_AES, aes128, Encrypt{Cipher: AES, Mode: ECB}, block4[:32], KeyAES256},
@@ -151,13 +145,7 @@ func TestNativeKnownAnswers(t *testing.T) {
 				assert.False(t, res.Key.Token)
 
 				want := refEncrypt(t, c.baseCKK, c.base, c.f, c.data)[:c.out.n]
-				if c.out.ckk == pkcs11.CKK_GENERIC_SECRET {
-					assertHMAC(t, lt, res.Key, want)
-					return
-				}
-				kcv, err := lt.tok.CheckValue(ctx, res.Key)
-				require.NoError(t, err)
-				assert.Equal(t, hex.EncodeToString(refKCV(t, c.out, want)), hex.EncodeToString(kcv))
+				assertKeyValue(t, lt, res.Key, c.out, want)
 			})
 		}
 	})
@@ -188,16 +176,16 @@ func assertHMAC(t *testing.T, lt *labToken, k *Key, want []byte) {
 func TestFIPS197InToken(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
 		ctx := context.Background()
-		base := lt.importKey(t, pkcs11.CKK_AES, unhex("000102030405060708090a0b0c0d0e0f"))
+		base := lt.importKey(t, pkcs11.CKK_AES, lab.Unhex("000102030405060708090a0b0c0d0e0f"))
 		res, err := lt.tok.Derive(ctx, base, Request{
 			Function: Encrypt{Cipher: AES, Mode: ECB},
-			Data:     unhex("00112233445566778899aabbccddeeff"),
+			Data:     lab.Unhex("00112233445566778899aabbccddeeff"),
 			KeyType:  KeyAES128,
 		})
 		require.NoError(t, err)
 		defer lt.tok.Destroy(ctx, res.Key)
 		kcv, err := lt.tok.CheckValue(ctx, res.Key)
 		require.NoError(t, err)
-		assert.Equal(t, fmt.Sprintf("%x", refKCV(t, KeyAES128, unhex("69c4e0d86a7b0430d8cdb78070b4c55a"))), fmt.Sprintf("%x", kcv))
+		assert.Equal(t, fmt.Sprintf("%x", refKCV(t, KeyAES128, lab.Unhex("69c4e0d86a7b0430d8cdb78070b4c55a"))), fmt.Sprintf("%x", kcv))
 	})
 }

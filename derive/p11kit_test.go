@@ -144,8 +144,8 @@ func rigCases(t *testing.T) []rigCase {
 		out = append(out, rigCase{c.name + "/decrypt", c.baseCKK, c.base,
 			Request{Function: d, Data: c.data, KeyType: c.out}, refDecrypt(t, c.baseCKK, c.base, d, c.data)[:c.out.n]})
 	}
-	hmacKey := unhex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
-	aesKey := unhex("2b7e151628aed2a6abf7158809cf4f3c")
+	hmacKey := lab.Unhex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+	aesKey := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
 	data := []byte("p11derive through p11-kit\x00device-0042")
 	for _, c := range []struct {
 		name string
@@ -156,19 +156,19 @@ func rigCases(t *testing.T) []rigCase {
 	}{
 		{"sp800-108/counter/hmac-sha256", SP800108{Mode: SP800108Counter, PRF: HMACSHA256}, pkcs11.CKK_GENERIC_SECRET, hmacKey, KeyAES128},
 		{"sp800-108/counter/aes-cmac", SP800108{Mode: SP800108Counter, PRF: AESCMAC}, pkcs11.CKK_AES, aesKey, KeyAES256},
-		{"sp800-108/feedback/hmac-sha256", SP800108{Mode: SP800108Feedback, PRF: HMACSHA256, IV: unhex("00112233445566778899aabbccddeeff")}, pkcs11.CKK_GENERIC_SECRET, hmacKey, KeyAES256},
+		{"sp800-108/feedback/hmac-sha256", SP800108{Mode: SP800108Feedback, PRF: HMACSHA256, IV: lab.Unhex("00112233445566778899aabbccddeeff")}, pkcs11.CKK_GENERIC_SECRET, hmacKey, KeyAES256},
 	} {
 		out = append(out, rigCase{c.name, c.ckk, c.key, Request{Function: c.f, Data: data, KeyType: c.out}, refSP800108(t, c.f, c.key, data, c.out.n)})
 	}
 	// RFC 5869 A.1, cut to an AES-256 key.
-	ikm := unhex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b")
-	okm := unhex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
+	ikm := lab.Unhex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b")
+	okm := lab.Unhex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
 	out = append(out, rigCase{"hkdf/rfc5869-a1", pkcs11.CKK_GENERIC_SECRET, ikm,
-		Request{Function: HKDF{Hash: SHA256, Salt: unhex("000102030405060708090a0b0c")}, Data: unhex("f0f1f2f3f4f5f6f7f8f9"), KeyType: KeyAES256}, okm[:32]})
+		Request{Function: HKDF{Hash: SHA256, Salt: lab.Unhex("000102030405060708090a0b0c")}, Data: lab.Unhex("f0f1f2f3f4f5f6f7f8f9"), KeyType: KeyAES256}, okm[:32]})
 	sum := sha256.Sum256(append(append([]byte{}, hmacKey...), data...))
 	out = append(out, rigCase{"sha256-concat", pkcs11.CKK_GENERIC_SECRET, hmacKey, Request{Function: SHA256Concat{}, Data: data, KeyType: KeyAES128}, sum[:16]})
-	des2 := unhex("0123456789abcdeffedcba9876543210")
-	mask := unhex("45454545454545454545454545454545")
+	des2 := lab.Unhex("0123456789abcdeffedcba9876543210")
+	mask := lab.Unhex("45454545454545454545454545454545")
 	xored := make([]byte, 16)
 	for i := range xored {
 		xored[i] = des2[i] ^ mask[i]
@@ -236,7 +236,7 @@ func TestProxyKnownAnswers(t *testing.T) {
 			ctx := context.Background()
 			start := keyCount(t, proxy)
 			startDirect := keyCount(t, direct)
-			kekValue := unhex("000102030405060708090a0b0c0d0e0f")
+			kekValue := lab.Unhex("000102030405060708090a0b0c0d0e0f")
 			kek := importBase(t, proxy, pkcs11.CKK_AES, kekValue, "kek")
 			ran := map[Strategy]int{}
 			for i, c := range rigCases(t) {
@@ -340,7 +340,7 @@ func TestProxyObjects(t *testing.T) {
 			}
 
 			// Check value of a key of known value (SP 800-38A's AES key).
-			value := unhex("2b7e151628aed2a6abf7158809cf4f3c")
+			value := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
 			base := importBase(t, proxy, pkcs11.CKK_AES, value, "proxy-base")
 			kcv, err := proxy.CheckValue(ctx, base)
 			require.NoError(t, err)
@@ -375,7 +375,7 @@ func TestProxyObjects(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, genKCV, seenKCV)
 			// And keys derived from it agree too.
-			r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"), KeyType: KeyAES256}
+			r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"), KeyType: KeyAES256}
 			a := derivation(t, proxy, gen, r, nil, nil, nil)
 			b := derivation(t, direct, seen, r, nil, nil, nil)
 			require.NoError(t, a.err)
@@ -384,14 +384,14 @@ func TestProxyObjects(t *testing.T) {
 			require.NoError(t, proxy.Destroy(ctx, gen))
 
 			// Wrap: an extractable DK under a key of known value.
-			kekValue := unhex("000102030405060708090a0b0c0d0e0f")
+			kekValue := lab.Unhex("000102030405060708090a0b0c0d0e0f")
 			kek := importBase(t, proxy, pkcs11.CKK_AES, kekValue, "proxy-kek")
-			data := unhex("6bc1bee22e409f96e93d7e117393172a")
+			data := lab.Unhex("6bc1bee22e409f96e93d7e117393172a")
 			res, err := proxy.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128, Extractable: true})
 			require.NoError(t, err)
 			wrapped, err := proxy.Wrap(ctx, kek, res.Key, pkcs11.CKM_AES_KEY_WRAP, nil)
 			require.NoError(t, err)
-			want, err := kwref.Wrap(kekValue, kwref.IV, unhex("3ad77bb40d7a3660a89ecaf32466ef97")) // SP 800-38A F.1.1
+			want, err := kwref.Wrap(kekValue, kwref.IV, lab.Unhex("3ad77bb40d7a3660a89ecaf32466ef97")) // SP 800-38A F.1.1
 			require.NoError(t, err)
 			assert.Equal(t, hex.EncodeToString(want), hex.EncodeToString(wrapped))
 			// A key that is not extractable is refused before any call.
@@ -437,7 +437,7 @@ func TestRPC(t *testing.T) {
 			assert.False(t, tok.Lists(pkcs11.CKM_AES_ECB_ENCRYPT_DATA), "the RPC leaves CKM_AES_ECB_ENCRYPT_DATA out")
 			assert.True(t, tok.Lists(pkcs11.CKM_AES_ECB))
 
-			value := unhex("2b7e151628aed2a6abf7158809cf4f3c")
+			value := lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
 			base := importBase(t, tok, pkcs11.CKK_AES, value, "rpc-base")
 			kcv, err := tok.CheckValue(ctx, base)
 			require.NoError(t, err)
@@ -456,7 +456,7 @@ func TestRPC(t *testing.T) {
 			require.NoError(t, tok.Destroy(ctx, gen))
 
 			// An exact request: refused, saying why and what could run.
-			data := unhex("6bc1bee22e409f96e93d7e117393172a")
+			data := lab.Unhex("6bc1bee22e409f96e93d7e117393172a")
 			objects := keyCount(t, tok)
 			_, err = tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128})
 			require.Error(t, err)

@@ -23,7 +23,7 @@ import (
 // would write by chance.
 const secretPIN = "S3cr3t-PIN-5ec2e7"
 
-var secretKey = unhex("5ec2e7c0ffee4b1dd00dfeedfacecafe0badc0de5ec2e7c0ffee4b1d1234abcd")
+var secretKey = lab.Unhex("5ec2e7c0ffee4b1dd00dfeedfacecafe0badc0de5ec2e7c0ffee4b1d1234abcd")
 
 // secretForms are the ways a secret could appear in text: raw, hex in
 // either case, base64.
@@ -155,8 +155,8 @@ func TestNoSecretsInErrorsOrOutput(t *testing.T) {
 	w := fwd.Wrap(t, l, fwd.Config{})
 	wrong := lab.SoftHSM2(t)
 
-	iv := unhex("0f0e0d0c0b0a09080706050403020100")
-	data := unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51")
+	iv := lab.Unhex("0f0e0d0c0b0a09080706050403020100")
+	data := lab.Unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51")
 	cbc := Encrypt{Cipher: AES, Mode: CBC, IV: iv}
 	dk := refEncrypt(t, pkcs11.CKK_AES, secretKey, cbc, data)
 	g := &secretGrep{secrets: map[string][]byte{"the PIN": []byte(secretPIN), "the base key": secretKey, "DK": dk}}
@@ -172,7 +172,7 @@ func TestNoSecretsInErrorsOrOutput(t *testing.T) {
 	r := Request{Function: cbc, Data: data, KeyType: KeyAES256}
 
 	// Every Token logs everything it logs, in both of slog's formats.
-	var logJSON, logText lockedBuffer
+	var logJSON, logText lab.LockedBuffer
 	jsonLog := slog.New(slog.NewJSONHandler(&logJSON, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	textLog := slog.New(slog.NewTextHandler(&logText, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	nss.tok.log = textLog

@@ -255,10 +255,10 @@ type traceKey struct {
 }
 
 var traceKeys = map[string]traceKey{
-	"aes":     {pkcs11.CKK_AES, unhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")},
-	"des3":    {pkcs11.CKK_DES3, unhex("0123456789abcdef23456789abcdef01456789abcdef0123")},
-	"des":     {pkcs11.CKK_DES, unhex("133457799bbcdff1")},
-	"generic": {pkcs11.CKK_GENERIC_SECRET, unhex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b5ec2e7c0ffee0042")},
+	"aes":     {pkcs11.CKK_AES, lab.Unhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")},
+	"des3":    {pkcs11.CKK_DES3, lab.Unhex("0123456789abcdef23456789abcdef01456789abcdef0123")},
+	"des":     {pkcs11.CKK_DES, lab.Unhex("133457799bbcdff1")},
+	"generic": {pkcs11.CKK_GENERIC_SECRET, lab.Unhex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b5ec2e7c0ffee0042")},
 }
 
 // refDK is DK by the software reference: the whole output of the
@@ -302,9 +302,9 @@ func refDK(t *testing.T, c traceCase) []byte {
 // encryptCases are every exact strategy of every block-cipher function:
 // keys of several blocks, so that every strategy runs its loop.
 func encryptCases(t *testing.T) []traceCase {
-	data := unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52ef")
-	iv16 := unhex("000102030405060708090a0b0c0d0e0f")
-	iv8 := unhex("1234567890abcdef")
+	data := lab.Unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52ef")
+	iv16 := lab.Unhex("000102030405060708090a0b0c0d0e0f")
+	iv8 := lab.Unhex("1234567890abcdef")
 	var cs []traceCase
 	for _, c := range []struct {
 		cipher Cipher
@@ -340,7 +340,7 @@ func kdfCases() []traceCase {
 	return []traceCase{
 		{Native, SP800108{Mode: SP800108Counter, PRF: HMACSHA256}, "generic", label, KeyAES256},
 		{Native, SP800108{Mode: SP800108Counter, PRF: AESCMAC}, "aes", label, KeyAES256},
-		{Native, SP800108{Mode: SP800108Feedback, PRF: AESCMAC, IV: unhex("00112233445566778899aabbccddeeff")}, "aes", label, KeyAES256},
+		{Native, SP800108{Mode: SP800108Feedback, PRF: AESCMAC, IV: lab.Unhex("00112233445566778899aabbccddeeff")}, "aes", label, KeyAES256},
 		{Native, HKDF{Hash: SHA256, Salt: []byte("salt")}, "generic", label, KeyAES256},
 		{Native, SHA256Concat{}, "generic", label, KeyAES128},
 	}
@@ -392,10 +392,10 @@ func TestCallTraces(t *testing.T) {
 	t.Run("nss+fwd/stream-unwrap", func(t *testing.T) {
 		w := fwd.Wrap(t, lab.NSS(t), fwd.Config{EmulateStreamUnwrap: true})
 		lt, log := spied(t, w, "")
-		data := unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52ef")
+		data := lab.Unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52ef")
 		ran += traceAll(t, lt, log, []traceCase{
 			{StreamUnwrap, Encrypt{Cipher: AES, Mode: ECB}, "aes", data, KeyGeneric(48)},
-			{StreamUnwrap, Encrypt{Cipher: AES, Mode: CBC, IV: unhex("000102030405060708090a0b0c0d0e0f")}, "aes", data[:16], KeyAES128},
+			{StreamUnwrap, Encrypt{Cipher: AES, Mode: CBC, IV: lab.Unhex("000102030405060708090a0b0c0d0e0f")}, "aes", data[:16], KeyAES128},
 		})
 	})
 	t.Logf("%d derivations traced", ran)
@@ -584,15 +584,15 @@ Returned:  0 CKR_OK
 	assert.Equal(t, 14, calls[0].n)
 	assert.Equal(t, "C_Encrypt", calls[0].fn)
 	assert.Equal(t, "CKR_OK", calls[0].rv)
-	assert.Equal(t, [][]byte{unhex("00112233445566778899aabbccddeeff41422020")}, calls[0].buffers(false, "pData"))
-	assert.Equal(t, [][]byte{unhex("09ee3d19e4ca1faf988779a6b12f0fa3")}, calls[0].buffers(true, "pEncryptedData"))
+	assert.Equal(t, [][]byte{lab.Unhex("00112233445566778899aabbccddeeff41422020")}, calls[0].buffers(false, "pData"))
+	assert.Equal(t, [][]byte{lab.Unhex("09ee3d19e4ca1faf988779a6b12f0fa3")}, calls[0].buffers(true, "pEncryptedData"))
 	assert.Equal(t, []string{"CKA_VALUE", "CKA_VALUE_LEN"}, calls[1].attrsIn)
-	assert.Equal(t, [][]byte{unhex("7ae616dac098fc3cf632f35d94935199")}, calls[1].buffers(true, "CKA_VALUE"))
+	assert.Equal(t, [][]byte{lab.Unhex("7ae616dac098fc3cf632f35d94935199")}, calls[1].buffers(true, "CKA_VALUE"))
 
 	// And the leak check catches what it looks for.
-	assert.Empty(t, dkLeaks(calls[:1], unhex("0102030405060708")))
-	assert.Len(t, dkLeaks(calls[:1], unhex("09ee3d19e4ca1faf")), 1, "a piece of DK in a result")
-	assert.Len(t, dkLeaks(calls[:1], unhex("0011223344556677")), 1, "a piece of DK in an argument")
-	assert.Len(t, dkLeaks(calls[:1], unhex("08ef3c18e5cb1eae")), 1, "modulo parity")
-	assert.Len(t, dkLeaks(calls[1:], unhex("0102030405060708")), 1, "a read of CKA_VALUE")
+	assert.Empty(t, dkLeaks(calls[:1], lab.Unhex("0102030405060708")))
+	assert.Len(t, dkLeaks(calls[:1], lab.Unhex("09ee3d19e4ca1faf")), 1, "a piece of DK in a result")
+	assert.Len(t, dkLeaks(calls[:1], lab.Unhex("0011223344556677")), 1, "a piece of DK in an argument")
+	assert.Len(t, dkLeaks(calls[:1], lab.Unhex("08ef3c18e5cb1eae")), 1, "modulo parity")
+	assert.Len(t, dkLeaks(calls[1:], lab.Unhex("0102030405060708")), 1, "a read of CKA_VALUE")
 }

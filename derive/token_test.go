@@ -2,14 +2,11 @@ package derive
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/p11derive/p11derive/internal/lab"
 )
 
 func TestSelection(t *testing.T) {
@@ -51,67 +48,7 @@ func TestSelection(t *testing.T) {
 	}
 }
 
-func TestOpenSelectsTokens(t *testing.T) {
-	for _, lt := range tokens(t) {
-		t.Run(lt.kind, func(t *testing.T) {
-			info := lt.tok.Info()
-			// By label alone, by URI, by serial: the same slot.
-			for _, cfg := range []Config{
-				{Module: lt.lab.Module, Label: info.Label},
-				{Module: lt.lab.Module, URI: "pkcs11:slot-id=" + itoa(lt.tok.SlotID())},
-				{Module: lt.lab.Module, Serial: info.SerialNumber, Slot: ptr(lt.tok.SlotID())},
-			} {
-				if lt.lab.Login {
-					cfg.PIN = lt.lab.PIN
-				}
-				tok, err := Open(cfg)
-				require.NoError(t, err)
-				assert.Equal(t, lt.tok.SlotID(), tok.SlotID())
-				require.NoError(t, tok.Close())
-			}
-			_, err := Open(Config{Module: lt.lab.Module, Label: "no such token"})
-			assert.ErrorIs(t, err, ErrNotFound)
-		})
-	}
-	// NSS softoken has two tokens: no selection is ambiguous.
-	nss := tokens(t)[1]
-	_, err := Open(Config{Module: nss.lab.Module})
-	assert.ErrorIs(t, err, ErrAmbiguous)
-	_, err = Open(Config{Module: "/nonexistent/libnothing.so"})
-	assert.ErrorIs(t, err, ErrNotFound)
-	// A closed Token refuses work.
-	tok, err := Open(Config{Module: nss.lab.Module, Slot: ptr(nss.tok.SlotID())})
-	require.NoError(t, err)
-	require.NoError(t, tok.Close())
-	_, err = tok.FindKey(context.Background(), "x")
-	assert.ErrorIs(t, err, ErrClosed)
-}
-
-// TestWrongPIN uses a module nobody in this process logged in to yet: a
-// module that is logged in answers CKR_USER_ALREADY_LOGGED_IN to any PIN,
-// since PKCS#11 login state belongs to the application, not to a session.
-func TestWrongPIN(t *testing.T) {
-	lt := lab.SoftHSM2(t)
-	lt.Setenv(t)
-	_, err := Open(Config{Module: lt.Module, Slot: ptr(lt.SlotID), PIN: "0000-wrong"})
-	require.Error(t, err)
-	assert.ErrorIs(t, err, ErrToken)
-	assert.Contains(t, err.Error(), "CKR_PIN_INCORRECT")
-	assert.NotContains(t, err.Error(), "0000-wrong")
-}
-
 func ptr(u uint) *uint { return &u }
-
-func itoa(u uint) string {
-	if u == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; u > 0; u /= 10 {
-		b = append([]byte{byte('0' + u%10)}, b...)
-	}
-	return string(b)
-}
 
 // TestReadOnly opens read-only sessions: session keys derive, persistent
 // ones are refused before any call.
@@ -138,39 +75,6 @@ func TestReadOnly(t *testing.T) {
 				return err
 			}))
 			_, err = tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128, Label: "x", Persistent: true})
-			assert.ErrorIs(t, err, ErrInvalidInput)
-		})
-	}
-}
-
-// TestSetLabelAndHandles: SetLabel relabels a key in one call, and Handles
-// finds it under its new label only, on each token; bad input is refused
-// before any call.
-func TestSetLabelAndHandles(t *testing.T) {
-	for _, lt := range tokens(t) {
-		t.Run(lt.kind, func(t *testing.T) {
-			ctx := context.Background()
-			k := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-			old := fmt.Sprintf("setlabel-old-%s-%d", lt.kind, k.Handle)
-			require.NoError(t, lt.tok.SetLabel(ctx, k, old))
-			hs, err := lt.tok.Handles(ctx, Selector{Label: old}, 0)
-			require.NoError(t, err)
-			assert.Equal(t, []pkcs11.ObjectHandle{k.Handle}, hs)
-			require.NoError(t, lt.tok.SetLabel(ctx, k, old+"-new"))
-			assert.Equal(t, old+"-new", k.Label)
-			hs, err = lt.tok.Handles(ctx, Selector{Label: old}, 0)
-			require.NoError(t, err)
-			assert.Empty(t, hs)
-			hs, err = lt.tok.Handles(ctx, Selector{Label: old + "-new"}, 2)
-			require.NoError(t, err)
-			assert.Equal(t, []pkcs11.ObjectHandle{k.Handle}, hs)
-			got, err := lt.tok.Key(ctx, k.Handle)
-			require.NoError(t, err)
-			assert.Equal(t, old+"-new", got.Label)
-
-			assert.ErrorIs(t, lt.tok.SetLabel(ctx, k, ""), ErrInvalidInput)
-			assert.ErrorIs(t, lt.tok.SetLabel(ctx, nil, "x"), ErrInvalidInput)
-			_, err = lt.tok.Handles(ctx, Selector{}, 0)
 			assert.ErrorIs(t, err, ErrInvalidInput)
 		})
 	}

@@ -7,6 +7,8 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // TestXORData: DK = K XOR data with CKM_XOR_BASE_AND_DATA (NSS softoken runs
@@ -14,7 +16,7 @@ import (
 func TestXORData(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
 		ctx := context.Background()
-		v := unhex("0123456789abcdeffedcba9876543210")
+		v := lab.Unhex("0123456789abcdeffedcba9876543210")
 		base := lt.importKey(t, pkcs11.CKK_DES2, v)
 		objects := lt.objects(t)
 		mask := make([]byte, 16)
@@ -37,22 +39,5 @@ func TestXORData(t *testing.T) {
 		assertKeyValue(t, lt, res.Key, KeyDES2, want)
 		_, err = lt.tok.Derive(ctx, base, Request{Function: XORData{}, Data: mask[:8], KeyType: KeyDES2})
 		assert.ErrorIs(t, err, ErrInvalidInput, "too little data")
-	})
-}
-
-// TestSP800108DES3CMAC: SP 800-108 with the TDES-CMAC PRF; NSS softoken
-// 3.87 refuses the PRF (CKR_MECHANISM_PARAM_INVALID) and SoftHSM2 has no
-// SP 800-108: a clean refusal on both, nothing left behind.
-func TestSP800108DES3CMAC(t *testing.T) {
-	forEachToken(t, func(t *testing.T, lt *labToken) {
-		ctx := context.Background()
-		base := lt.importKey(t, pkcs11.CKK_DES2, unhex("0123456789abcdeffedcba9876543210"))
-		objects := lt.objects(t)
-		_, err := lt.tok.Derive(ctx, base, Request{Function: SP800108{Mode: SP800108Counter, PRF: DES3CMAC}, Data: []byte("x"), KeyType: KeyDES2})
-		assert.ErrorIs(t, err, ErrUnsupported)
-		assert.Equal(t, objects, lt.objects(t))
-		aes := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-		_, err = lt.tok.Derive(ctx, aes, Request{Function: SP800108{Mode: SP800108Counter, PRF: DES3CMAC}, Data: []byte("x"), KeyType: KeyDES2})
-		assert.ErrorIs(t, err, ErrKeyType)
 	})
 }

@@ -29,7 +29,7 @@ func uses(t *testing.T, kr *KeyReport) map[string]KeyUse {
 // changed none.
 func readKey(t *testing.T, lt *labToken, label string) *derive.Key {
 	t.Helper()
-	k, err := lt.tok.FindKey(context.Background(), label)
+	k, err := lt.Tok.FindKey(context.Background(), label)
 	require.NoError(t, err)
 	return k
 }
@@ -129,7 +129,7 @@ func TestKeyWithoutDerive(t *testing.T) {
 		assert.False(t, rep.Key.MACUnwrapSafe)
 	})
 	t.Run("list only", func(t *testing.T) {
-		rep, err := Run(context.Background(), lt.tok, Options{KeyLabel: "probe-noderive", ListOnly: true})
+		rep, err := Run(context.Background(), lt.Tok, Options{KeyLabel: "probe-noderive", ListOnly: true})
 		require.NoError(t, err)
 		assert.Equal(t, "absent", rep.Key.UnwrapTemplate.State)
 		// List-only: judged from the mechanism list.
@@ -154,7 +154,7 @@ func TestKeyNotModifiable(t *testing.T) {
 
 func TestKeyErrors(t *testing.T) {
 	lt := nss(t)
-	_, err := Run(context.Background(), lt.tok, Options{KeyLabel: "probe-no-such-key", Functions: []string{"aes-ecb"}})
+	_, err := Run(context.Background(), lt.Tok, Options{KeyLabel: "probe-no-such-key", Functions: []string{"aes-ecb"}})
 	assert.ErrorIs(t, err, derive.ErrNotFound)
 
 	// A generic secret: only the HMAC-based functions.

@@ -20,7 +20,7 @@ func analyseKey(ctx context.Context, tok *derive.Token, opts Options, all []*spe
 		return nil, err
 	}
 	kr := &KeyReport{Label: k.Label, ID: hex.EncodeToString(k.ID), Type: derive.KeyTypeName(k.Type), Len: k.Len, TokenObject: k.Token,
-		Usages: usages(k),
+		Usages: Usages(k),
 		Attributes: map[string]bool{
 			"CKA_SENSITIVE": k.Sensitive, "CKA_EXTRACTABLE": k.Extractable,
 			"CKA_ALWAYS_SENSITIVE": k.AlwaysSensitive, "CKA_NEVER_EXTRACTABLE": k.NeverExtractable,
@@ -176,8 +176,9 @@ func readUnwrapTemplate(ctx context.Context, tok *derive.Token, k *derive.Key) U
 	return ut
 }
 
-// usages are the key's uses that are true, by p11derive's names.
-func usages(k *derive.Key) []string {
+// Usages are the key's uses that are true (CKA_DERIVE, CKA_ENCRYPT…), by
+// p11derive's names (those of the command's --usage).
+func Usages(k *derive.Key) []string {
 	u := []string{}
 	for _, x := range []struct {
 		on   bool

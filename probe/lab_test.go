@@ -8,35 +8,29 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/require"
 
-	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/fwd"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // The examples (example_test.go) read their token, made by MainExamples,
 // from the environment.
 func TestMain(m *testing.M) { os.Exit(lab.MainExamples(m, lab.InitNow)) }
 
-// labToken is a lab token opened with derive.Open, and a session of its own
-// (lab.Open) for counting objects.
+// labToken is a lab token opened with derive.Open (labtok), and a session
+// of its own (lab.Open) for counting objects.
 type labToken struct {
-	lab  *lab.Token
-	tok  *derive.Token
+	*labtok.Token
 	ctx  *pkcs11.Ctx
 	sess pkcs11.SessionHandle
 }
 
+// openLab opens l's session, then l through derive (closed when the test
+// ends).
 func openLab(t *testing.T, l *lab.Token) *labToken {
 	t.Helper()
 	ctx, sess := lab.Open(t, l)
-	cfg := derive.Config{Module: l.Module, InitArgs: l.InitArgs, Slot: &l.SlotID}
-	if l.Login {
-		cfg.PIN = l.PIN
-	}
-	tok, err := derive.Open(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { tok.Close() })
-	return &labToken{lab: l, tok: tok, ctx: ctx, sess: sess}
+	return &labToken{Token: labtok.Open(t, l.Kind, l), ctx: ctx, sess: sess}
 }
 
 // softhsm2 is a fresh SoftHSM2 token.
@@ -68,7 +62,7 @@ func (lt *labToken) objects(t *testing.T) int {
 func (lt *labToken) run(t *testing.T, opts Options) *Report {
 	t.Helper()
 	before := lt.objects(t)
-	rep, err := Run(context.Background(), lt.tok, opts)
+	rep, err := Run(context.Background(), lt.Tok, opts)
 	require.NoError(t, err)
 	require.Equal(t, before, lt.objects(t), "objects left behind")
 	return rep

@@ -14,6 +14,7 @@ import (
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/fwd"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // A module whose calls answer CKR_CRYPTOKI_NOT_INITIALIZED behind working
@@ -22,7 +23,7 @@ import (
 func TestModuleNotInitialised(t *testing.T) {
 	for _, ckr := range []uint{pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11.CKR_GENERAL_ERROR} {
 		lt := nssFwd(t, fwd.Config{Faults: fwd.Uninitialised(ckr)})
-		rep, err := Run(context.Background(), lt.tok, Options{Functions: []string{"aes-ecb", "aes-ecb-decrypt", "hkdf"}})
+		rep, err := Run(context.Background(), lt.Tok, Options{Functions: []string{"aes-ecb", "aes-ecb-decrypt", "hkdf"}})
 		require.NoError(t, err)
 		assert.True(t, rep.Incomplete)
 		for _, r := range rep.Results {
@@ -98,7 +99,7 @@ func TestReadOnlyRefusal(t *testing.T) {
 	opened := 0
 	rep = lt.run(t, Options{Functions: []string{"aes-ecb-decrypt"}, ReadWrite: func() (*derive.Token, error) {
 		opened++
-		return derive.Open(derive.Config{Module: lt.lab.Module, InitArgs: lt.lab.InitArgs, Slot: &lt.lab.SlotID})
+		return derive.Open(labtok.Config(lt.Lab))
 	}})
 	assert.Equal(t, 1, opened)
 	require.Len(t, rep.Verification.BaseKeys, 1)

@@ -178,7 +178,7 @@ func TestSoftHSM2(t *testing.T) {
 	assert.Equal(t, "SoftHSM project", rep.Token.Manufacturer)
 	assert.Equal(t, "SoftHSM v2", rep.Token.Model)
 	assert.Equal(t, "2.6", rep.Token.Firmware)
-	assert.Equal(t, lt.lab.SlotID, rep.Token.Slot)
+	assert.Equal(t, lt.Lab.SlotID, rep.Token.Slot)
 	assert.NotEmpty(t, rep.Token.Serial)
 	assert.Contains(t, rep.Token.Flags, "login-required")
 	assert.Equal(t, "CKS_RW_USER_FUNCTIONS", rep.Token.Session)
@@ -522,7 +522,7 @@ func TestFunctionsCovered(t *testing.T) {
 }
 
 func TestUnknownFunction(t *testing.T) {
-	_, err := Run(context.Background(), nss(t).tok, Options{Functions: []string{"aes-ecb", "aes-xts"}})
+	_, err := Run(context.Background(), nss(t).Tok, Options{Functions: []string{"aes-ecb", "aes-xts"}})
 	assert.ErrorIs(t, err, derive.ErrInvalidInput)
 	assert.ErrorContains(t, err, `unknown function "aes-xts"`)
 }
@@ -532,7 +532,7 @@ func TestCancelled(t *testing.T) {
 	before := lt.objects(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := Run(ctx, lt.tok, Options{})
+	_, err := Run(ctx, lt.Tok, Options{})
 	assert.ErrorIs(t, err, context.Canceled)
 	assert.Equal(t, before, lt.objects(t))
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/kwref"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // batchEnv is the environment of a p11derive subprocess on lab token lt.
@@ -272,9 +273,7 @@ func TestBatchWrapOutUnwraps(t *testing.T) {
 	recs := readOutput(t, filepath.Join(dir, "out.csv"))
 	require.Len(t, recs, 50)
 
-	tok, err := derive.Open(derive.Config{Module: lt.Module, Slot: &lt.SlotID, PIN: lt.PIN})
-	require.NoError(t, err)
-	t.Cleanup(func() { tok.Close() })
+	tok := labtok.Open(t, lt.Kind, lt).Tok
 	bg := context.Background()
 	base, err := tok.FindKey(bg, "K")
 	require.NoError(t, err)
@@ -488,9 +487,7 @@ func TestBatchKillKeep(t *testing.T) {
 				assert.False(t, strings.HasPrefix(l, "p11derive-pending "), "a provisional key left: %q", l)
 			}
 			kBlock, _ := aes.NewCipher(kValue)
-			tok, err := derive.Open(derive.Config{Module: lt.Module, InitArgs: lt.InitArgs, Slot: &lt.SlotID, PIN: lt.PIN})
-			require.NoError(t, err)
-			t.Cleanup(func() { tok.Close() })
+			tok := labtok.Open(t, lt.Kind, lt).Tok
 			for _, r := range recs {
 				assert.Equal(t, 1, keys[r[1]], "one key labelled %s", r[1])
 				dk, zero, want := make([]byte, 16), make([]byte, 16), make([]byte, 16)

@@ -84,13 +84,19 @@ func (b *batchFlags) wrap() (*batch.Wrap, error) {
 	if b.set["label-template"] {
 		return nil, usageError{errors.New("--label-template is for keep mode: wrapped keys are not kept")}
 	}
-	m, err := batch.ParseWrapMech(*b.wrapMech)
+	return wrapFlags(*b.wrapMech, *b.wrapIV)
+}
+
+// wrapFlags is the Wrap of --wrap-mech and --wrap-iv (its key is found
+// once the token is open), for the batch commands and the schemes.
+func wrapFlags(mech, iv string) (*batch.Wrap, error) {
+	m, err := batch.ParseWrapMech(mech)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--wrap-mech: %v", err)}
 	}
 	wrap := &batch.Wrap{Mech: m}
-	if *b.wrapIV != "" {
-		if wrap.IV, err = hexFlag("wrap-iv", *b.wrapIV); err != nil {
+	if iv != "" {
+		if wrap.IV, err = hexFlag("wrap-iv", iv); err != nil {
 			return nil, err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/p11derive/p11derive/derive/dukpt"
 	"github.com/p11derive/p11derive/internal/kwref"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // TestBatchSchemeDUKPT is issue 17's done-when: a batch of 10,000 DUKPT
@@ -56,7 +57,7 @@ func TestBatchSchemeDUKPT(t *testing.T) {
 	}
 	in.WriteString("bad-row,12345678\n") // a KSN of 4 bytes: reported by line, skipped
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "in.csv"), in.Bytes(), 0o600))
-	before := countObjects(t, lt)
+	before := labtok.Objects(t, lt)
 
 	cmd := p11derive(t, lt, dir, "batch", "--scheme", "dukpt-ik", "--slot", fmt.Sprint(lt.SlotID), "--base", bdkLabel,
 		"--input", "in.csv", "--output", "out.csv", "--wrap-key", tLabel, "--workers", "2")
@@ -65,11 +66,9 @@ func TestBatchSchemeDUKPT(t *testing.T) {
 	assert.Contains(t, string(out), fmt.Sprintf("line %d", n+2))
 	recs := readOutput(t, filepath.Join(dir, "out.csv"))
 	require.Len(t, recs, n)
-	assert.Equal(t, before, countObjects(t, lt), "nothing left in the token")
+	assert.Equal(t, before, labtok.Objects(t, lt), "nothing left in the token")
 
-	tok, err := derive.Open(derive.Config{Module: lt.Module, InitArgs: lt.InitArgs, Slot: &lt.SlotID, PIN: lt.PIN})
-	require.NoError(t, err)
-	t.Cleanup(func() { tok.Close() })
+	tok := labtok.Open(t, lt.Kind, lt).Tok
 	bg := context.Background()
 	transport, err := tok.FindKey(bg, tLabel)
 	require.NoError(t, err)
@@ -109,9 +108,4 @@ func unhexT(t *testing.T, s string) []byte {
 	b, err := hex.DecodeString(s)
 	require.NoError(t, err)
 	return b
-}
-
-func countObjects(t *testing.T, lt *lab.Token) int {
-	ctx, s := lab.Open(t, lt)
-	return lab.CountObjects(t, ctx, s)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/probe"
 )
 
 // schemaVersion is the version of the command's JSON documents (see
@@ -71,7 +72,7 @@ type keysDoc struct {
 func keyOf(k *derive.Key) keyJSON {
 	return keyJSON{Label: k.Label, ID: hex.EncodeToString(k.ID), KeyType: derive.KeyTypeName(k.Type), Len: k.Len,
 		Sensitive: k.Sensitive, Extractable: k.Extractable, AlwaysSensitive: k.AlwaysSensitive,
-		NeverExtractable: k.NeverExtractable, Token: k.Token, Usages: usages(k), Warnings: k.Warnings,
+		NeverExtractable: k.NeverExtractable, Token: k.Token, Usages: probe.Usages(k), Warnings: k.Warnings,
 		KCVMethod: string(derive.KCVNone)}
 }
 
@@ -102,21 +103,6 @@ func describeKCV(ctx context.Context, tok *derive.Token, k *derive.Key, m derive
 	}
 	j.setKCV(kcv)
 	return j
-}
-
-// usages are the key's CKA_DERIVE, CKA_ENCRYPT… that are true, as --usage
-// names them.
-func usages(k *derive.Key) []string {
-	u := []string{}
-	for _, x := range []struct {
-		on   bool
-		name string
-	}{{k.Derive, "derive"}, {k.Encrypt, "encrypt"}, {k.Decrypt, "decrypt"}, {k.Sign, "sign"}, {k.Verify, "verify"}, {k.Wrap, "wrap"}, {k.Unwrap, "unwrap"}} {
-		if x.on {
-			u = append(u, x.name)
-		}
-	}
-	return u
 }
 
 func printJSON(w io.Writer, v any) error {

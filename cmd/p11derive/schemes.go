@@ -255,15 +255,8 @@ func parseSchemeCmd(def *schemeDef, args []string) (*schemeCmd, error) {
 		if *tokenObject {
 			return nil, usageError{errors.New("--wrap-key prints the key wrapped and destroys it: no --token-object")}
 		}
-		m, err := batch.ParseWrapMech(*wrapMech)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("--wrap-mech: %v", err)}
-		}
-		c.wrap = &batch.Wrap{Mech: m}
-		if *wrapIV != "" {
-			if c.wrap.IV, err = hexFlag("wrap-iv", *wrapIV); err != nil {
-				return nil, err
-			}
+		if c.wrap, err = wrapFlags(*wrapMech, *wrapIV); err != nil {
+			return nil, err
 		}
 	} else if set := setFlags(fs); set["wrap-mech"] || set["wrap-iv"] {
 		return nil, usageError{errors.New("--wrap-mech and --wrap-iv need --wrap-key")}

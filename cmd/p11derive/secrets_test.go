@@ -25,15 +25,7 @@ import (
 // would write by chance.
 const cliPIN = "S3cr3t-CLI-PIN-9d41"
 
-var cliKey = mustHex("5ec2e7c0ffee4b1dd00dfeedfacecafe0badc0de5ec2e7c0ffee4b1d1234abcd")
-
-func mustHex(s string) []byte {
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
+var cliKey = lab.Unhex("5ec2e7c0ffee4b1dd00dfeedfacecafe0badc0de5ec2e7c0ffee4b1d1234abcd")
 
 // forms are the ways a secret could be printed: raw, hex in either case,
 // base64; for keys, every 8-byte piece as well.
@@ -91,8 +83,8 @@ func TestCommandPrintsNoSecrets(t *testing.T) {
 	block, err := aes.NewCipher(cliKey)
 	require.NoError(t, err)
 	secrets := map[string][]byte{"the PIN": []byte(cliPIN), "the wrong PIN": []byte("wrong-" + cliPIN), "the base key": cliKey}
-	iv := mustHex("0f0e0d0c0b0a09080706050403020100")
-	data := mustHex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51")
+	iv := lab.Unhex("0f0e0d0c0b0a09080706050403020100")
+	data := lab.Unhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51")
 	dk := make([]byte, 32)
 	cipher.NewCBCEncrypter(block, iv).CryptBlocks(dk, data)
 	secrets["DK (aes-cbc)"] = dk
@@ -100,7 +92,7 @@ func TestCommandPrintsNoSecrets(t *testing.T) {
 	cipher.NewCBCEncrypter(mustBlock(t, dk), make([]byte, 16)).CryptBlocks(kcv, make([]byte, 16))
 
 	// Batch rows: DK = E_K(data) of each.
-	rows := [][]byte{mustHex("00112233445566778899aabbccddeeff"), mustHex("ffeeddccbbaa99887766554433221100")}
+	rows := [][]byte{lab.Unhex("00112233445566778899aabbccddeeff"), lab.Unhex("ffeeddccbbaa99887766554433221100")}
 	csv := "id,data\n"
 	for i, d := range rows {
 		out := make([]byte, 16)

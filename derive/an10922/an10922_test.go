@@ -15,11 +15,12 @@ import (
 	"github.com/p11derive/p11derive/derive/internal/schemetest"
 	"github.com/p11derive/p11derive/derive/scheme"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // AN10922's worked AES-128 example (reproduced in
 // hst125fan/nxp-key-diversification, AN10922.py, test(), target1):
@@ -96,8 +97,8 @@ func TestReferenceReproducesPublishedVector(t *testing.T) {
 
 func TestPublishedVector(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		master := lt.Import(t, pkcs11.CKK_AES, anMaster)
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		master := lt.Base(t, pkcs11.CKK_AES, anMaster)
 		objects := lt.Objects(t)
 		res, err := an10922.DiversifyAES128(ctx, lt.Tok, master, an10922.Input(anUID, anAID, anSysID), scheme.Options{})
 		if lt.Kind == "softhsm2" {
@@ -118,12 +119,12 @@ func TestPublishedVector(t *testing.T) {
 // edges (the unpadded, K1 case included), against the reference.
 func TestExactLengths(t *testing.T) {
 	ctx := context.Background()
-	for _, lt := range schemetest.Tokens(t) {
+	for _, lt := range labtok.All(t) {
 		if lt.Kind == "softhsm2" {
 			continue
 		}
 		t.Run(lt.Kind, func(t *testing.T) {
-			master := lt.Import(t, pkcs11.CKK_AES, anMaster)
+			master := lt.Base(t, pkcs11.CKK_AES, anMaster)
 			for _, n := range []int{16, 17, 30, 31} {
 				m := make([]byte, n)
 				for i := range m {
@@ -140,9 +141,9 @@ func TestExactLengths(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		master := lt.Import(t, pkcs11.CKK_AES, anMaster)
-		aes256 := lt.Import(t, pkcs11.CKK_AES, make([]byte, 32))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		master := lt.Base(t, pkcs11.CKK_AES, anMaster)
+		aes256 := lt.Base(t, pkcs11.CKK_AES, make([]byte, 32))
 		objects := lt.Objects(t)
 		_, err := an10922.DiversifyAES128(ctx, lt.Tok, master, make([]byte, 15), scheme.Options{})
 		assert.ErrorIs(t, err, scheme.ErrNotComputable)

@@ -53,14 +53,6 @@ func importKey(t *testing.T, c *crypto11.Context, tok *derive.Token, ckk uint, v
 	return k
 }
 
-func unhex(s string) []byte {
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // TestDeriveEncrypts derives an AES key from a crypto11 key of known value
 // (SP 800-38A's), and encrypts with the crypto11 key it gets back — as a
 // cipher.Block, in CBC mode and with AES-GCM — checking every result
@@ -68,13 +60,13 @@ func unhex(s string) []byte {
 func TestDeriveEncrypts(t *testing.T) {
 	c, tok, d := setup(t)
 	ctx := context.Background()
-	base := importKey(t, c, tok, pkcs11.CKK_AES, unhex("2b7e151628aed2a6abf7158809cf4f3c"), "master")
+	base := importKey(t, c, tok, pkcs11.CKK_AES, lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c"), "master")
 	// DK = AES-ECB(K, F.1.1's first block) = 3ad77bb4...
-	dkValue := unhex("3ad77bb40d7a3660a89ecaf32466ef97")
+	dkValue := lab.Unhex("3ad77bb40d7a3660a89ecaf32466ef97")
 	ref, _ := aes.NewCipher(dkValue)
 
 	dk, res, err := d.Derive(ctx, base, derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB},
-		Data: unhex("6bc1bee22e409f96e93d7e117393172a"), KeyType: derive.KeyAES128})
+		Data: lab.Unhex("6bc1bee22e409f96e93d7e117393172a"), KeyType: derive.KeyAES128})
 	require.NoError(t, err)
 	assert.Equal(t, derive.Native, res.Strategy)
 	assert.True(t, res.Key.Sensitive && !res.Key.Extractable, "DK stays in the token")
@@ -176,7 +168,7 @@ func TestDeriveDES3(t *testing.T) {
 
 func TestDeriveRefusesWhatCrypto11CannotUse(t *testing.T) {
 	c, tok, d := setup(t)
-	base := importKey(t, c, tok, pkcs11.CKK_DES3, unhex("0123456789abcdef23456789abcdef01456789abcdef0123"), "des3")
+	base := importKey(t, c, tok, pkcs11.CKK_DES3, lab.Unhex("0123456789abcdef23456789abcdef01456789abcdef0123"), "des3")
 	before := countKeys(t, tok)
 	_, _, err := d.Derive(context.Background(), base, derive.Request{Function: derive.Encrypt{Cipher: derive.DES3, Mode: derive.ECB},
 		Data: make([]byte, 16), KeyType: derive.KeyDES2})

@@ -40,27 +40,27 @@ func TestUnderProxy(t *testing.T) {
 	d := New(c, tok)
 	ctx := context.Background()
 
-	base := importKey(t, c, tok, pkcs11.CKK_AES, unhex("2b7e151628aed2a6abf7158809cf4f3c"), "proxy-master")
+	base := importKey(t, c, tok, pkcs11.CKK_AES, lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c"), "proxy-master")
 	k, err := d.Key(ctx, base)
 	require.NoError(t, err)
 	assert.Equal(t, "proxy-master", k.Label)
 	assert.Equal(t, []byte("proxy-master"), k.ID)
 
 	dk, res, err := d.Derive(ctx, base, derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB},
-		Data: unhex("6bc1bee22e409f96e93d7e117393172a"), KeyType: derive.KeyAES128, Label: "proxy-dk"})
+		Data: lab.Unhex("6bc1bee22e409f96e93d7e117393172a"), KeyType: derive.KeyAES128, Label: "proxy-dk"})
 	require.NoError(t, err)
 	assert.Equal(t, derive.Native, res.Strategy)
 	kcv, err := tok.CheckValue(ctx, res.Key)
 	require.NoError(t, err)
 	assert.Equal(t, "6d60f8", hex.EncodeToString(kcv))
 	// crypto11 encrypts with DK, through its own list, as E_DK does.
-	ref, err := aes.NewCipher(unhex("3ad77bb40d7a3660a89ecaf32466ef97"))
+	ref, err := aes.NewCipher(lab.Unhex("3ad77bb40d7a3660a89ecaf32466ef97"))
 	require.NoError(t, err)
 	blk, err := Block(dk)
 	require.NoError(t, err)
 	got, want := make([]byte, 16), make([]byte, 16)
-	blk.Encrypt(got, unhex("00112233445566778899aabbccddeeff"))
-	ref.Encrypt(want, unhex("00112233445566778899aabbccddeeff"))
+	blk.Encrypt(got, lab.Unhex("00112233445566778899aabbccddeeff"))
+	ref.Encrypt(want, lab.Unhex("00112233445566778899aabbccddeeff"))
 	assert.Equal(t, want, got)
 	require.NoError(t, tok.Destroy(ctx, res.Key))
 

@@ -255,11 +255,7 @@ func InitialKey(ctx context.Context, tok *derive.Token, bdk *derive.Key, ikid []
 // way is destroyed as soon as the next one exists. The transaction key has
 // ik's type and, by default, CKA_DERIVE only.
 func TransactionKey(ctx context.Context, tok *derive.Token, ik *derive.Key, ksn []byte, o scheme.Options) (*scheme.Result, error) {
-	k, err := ParseKSN(ksn)
-	if err != nil {
-		return nil, err
-	}
-	dt, err := derivationType(ik)
+	k, dt, err := inputs(ksn, ik)
 	if err != nil {
 		return nil, err
 	}
@@ -311,15 +307,8 @@ func path(c *chain.Chain, ik *derive.Key, dt KeyType, k KSN, o *scheme.Options) 
 // are at most as long as it. The key's usage defaults to
 // derive.DefaultUsage.
 func WorkingKey(ctx context.Context, tok *derive.Token, txn *derive.Key, ksn []byte, u KeyUsage, kt KeyType, o scheme.Options) (*scheme.Result, error) {
-	k, err := ParseKSN(ksn)
+	k, _, err := workingInputs(ksn, txn, u, kt)
 	if err != nil {
-		return nil, err
-	}
-	dt, err := derivationType(txn)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkWorking(u, kt, dt); err != nil {
 		return nil, err
 	}
 	return chain.Run(ctx, tok, func(c *chain.Chain) error {
@@ -334,15 +323,8 @@ func WorkingKey(ctx context.Context, tok *derive.Token, txn *derive.Key, ksn []b
 // working key is left in the token; the others are destroyed on every
 // path.
 func DeriveWorkingKey(ctx context.Context, tok *derive.Token, bdk *derive.Key, ksn []byte, u KeyUsage, kt KeyType, o scheme.Options) (*scheme.Result, error) {
-	k, err := ParseKSN(ksn)
+	k, dt, err := workingInputs(ksn, bdk, u, kt)
 	if err != nil {
-		return nil, err
-	}
-	dt, err := derivationType(bdk)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkWorking(u, kt, dt); err != nil {
 		return nil, err
 	}
 	return chain.Run(ctx, tok, func(c *chain.Chain) error {
@@ -369,15 +351,8 @@ func DeriveWorkingKey(ctx context.Context, tok *derive.Token, bdk *derive.Key, k
 // every key on the way are session objects with CKA_DERIVE only, destroyed
 // on every path (success, error, cancellation, panic).
 func WorkingKeyFromIK(ctx context.Context, tok *derive.Token, ik *derive.Key, ksn []byte, u KeyUsage, kt KeyType, o scheme.Options) (*scheme.Result, error) {
-	k, err := ParseKSN(ksn)
+	k, dt, err := workingInputs(ksn, ik, u, kt)
 	if err != nil {
-		return nil, err
-	}
-	dt, err := derivationType(ik)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkWorking(u, kt, dt); err != nil {
 		return nil, err
 	}
 	return chain.Run(ctx, tok, func(c *chain.Chain) error {
@@ -393,11 +368,7 @@ func WorkingKeyFromIK(ctx context.Context, tok *derive.Token, ik *derive.Key, ks
 // DeriveTransactionKey is BDK → initial key → transaction key in one
 // call, leaving only the transaction key in the token.
 func DeriveTransactionKey(ctx context.Context, tok *derive.Token, bdk *derive.Key, ksn []byte, o scheme.Options) (*scheme.Result, error) {
-	k, err := ParseKSN(ksn)
-	if err != nil {
-		return nil, err
-	}
-	dt, err := derivationType(bdk)
+	k, dt, err := inputs(ksn, bdk)
 	if err != nil {
 		return nil, err
 	}
@@ -409,6 +380,33 @@ func DeriveTransactionKey(ctx context.Context, tok *derive.Token, bdk *derive.Ke
 		_, err = path(c, ik, dt, k, &o)
 		return err
 	})
+}
+
+// inputs parses a transaction's KSN and reads the derivation type of the
+// key k it starts from.
+func inputs(ksn []byte, k *derive.Key) (KSN, KeyType, error) {
+	parsed, err := ParseKSN(ksn)
+	if err != nil {
+		return KSN{}, 0, err
+	}
+	dt, err := derivationType(k)
+	if err != nil {
+		return KSN{}, 0, err
+	}
+	return parsed, dt, nil
+}
+
+// workingInputs is inputs, and checks a working key of usage u and type
+// kt may be derived from a key of that derivation type.
+func workingInputs(ksn []byte, k *derive.Key, u KeyUsage, kt KeyType) (KSN, KeyType, error) {
+	parsed, dt, err := inputs(ksn, k)
+	if err != nil {
+		return KSN{}, 0, err
+	}
+	if err := checkWorking(u, kt, dt); err != nil {
+		return KSN{}, 0, err
+	}
+	return parsed, dt, nil
 }
 
 func checkWorking(u KeyUsage, kt KeyType, dt KeyType) error {

@@ -19,11 +19,12 @@ import (
 	"github.com/p11derive/p11derive/derive/internal/schemetest"
 	"github.com/p11derive/p11derive/derive/scheme"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // The ANSI X9.24-3-2017 supplement test vectors ("X9.24 Part 3 Test
 // Vectors", x9.org), as reproduced in openemv/dukpt
@@ -170,14 +171,14 @@ var encrypt = scheme.Options{Usage: derive.UseDerive | derive.UseEncrypt}
 // published keys.
 func TestPublishedVectors(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		for _, set := range []struct {
 			name    string
 			bdk, ik string
 			txns    []txnVector
 		}{{"aes128", aes128Vectors.bdk, aes128Vectors.ik, aes128Vectors.txns}, {"aes256", aes256Vectors.bdk, aes256Vectors.ik, aes256Vectors.txns}} {
 			t.Run(set.name, func(t *testing.T) {
-				bdk := lt.Import(t, pkcs11.CKK_AES, unhex(set.bdk))
+				bdk := lt.Base(t, pkcs11.CKK_AES, unhex(set.bdk))
 
 				// Initial key: one derivation.
 				objects := lt.Objects(t)
@@ -241,9 +242,9 @@ func TestPublishedVectors(t *testing.T) {
 // reference (the supplement publishes AES ones only).
 func TestOtherWorkingKeyTypes(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		bdkv := unhex(aes256Vectors.bdk)
-		bdk := lt.Import(t, pkcs11.CKK_AES, bdkv)
+		bdk := lt.Base(t, pkcs11.CKK_AES, bdkv)
 		ik := refDerive(t, bdkv, dukpt.InitialKeyUsage, dukpt.AES256, unhex(ikid))
 		txn := refTxn(t, ik, 5)
 		id := binary.BigEndian.AppendUint32(unhex(ikid)[4:8:8], 5)
@@ -268,8 +269,8 @@ func TestOtherWorkingKeyTypes(t *testing.T) {
 // refusing the first step, or the context cancelled after any number of
 // checks, with intermediates in the token — leaves nothing behind.
 func TestNothingLeftBehind(t *testing.T) {
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		bdk := lt.Import(t, pkcs11.CKK_AES, unhex(aes128Vectors.bdk))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		bdk := lt.Base(t, pkcs11.CKK_AES, unhex(aes128Vectors.bdk))
 		objects := lt.Objects(t)
 		// mac-unwrap cannot run with a base key that only derives.
 		_, err := dukpt.DeriveWorkingKey(context.Background(), lt.Tok, bdk, ksn(0x0001FFFE), dukpt.PINEncryption, dukpt.AES128,
@@ -319,9 +320,9 @@ func (c *cancelAfter) Err() error {
 
 func TestRefusals(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		bdk := lt.Import(t, pkcs11.CKK_AES, unhex(aes128Vectors.bdk))
-		des2 := lt.Import(t, pkcs11.CKK_DES2, unhex(aes128Vectors.bdk))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		bdk := lt.Base(t, pkcs11.CKK_AES, unhex(aes128Vectors.bdk))
+		des2 := lt.Base(t, pkcs11.CKK_DES2, unhex(aes128Vectors.bdk))
 		objects := lt.Objects(t)
 		for _, c := range []struct {
 			name string
@@ -350,8 +351,8 @@ func second(_ *scheme.Result, err error) error { return err }
 // only the working key left in the token; cancelled after any number of
 // context checks, nothing at all.
 func TestWorkingKeyFromIK(t *testing.T) {
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		ik := lt.Import(t, pkcs11.CKK_AES, unhex(aes128Vectors.ik))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		ik := lt.Base(t, pkcs11.CKK_AES, unhex(aes128Vectors.ik))
 		objects := lt.Objects(t)
 		for _, c := range []struct {
 			tc   uint32

@@ -18,13 +18,14 @@ import (
 	"github.com/p11derive/p11derive/derive/internal/schemetest"
 	"github.com/p11derive/p11derive/derive/scheme"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // The examples (example_test.go) read their token, made by MainExamples,
 // from the environment.
 func TestMain(m *testing.M) { os.Exit(lab.MainExamples(m, lab.InitNow)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // The issuer master key of pyemv's examples and tests
 // (github.com/knovichikhin/pyemv; its check digits 08D7 are in
@@ -138,8 +139,8 @@ func TestReferenceReproducesPublishedVectors(t *testing.T) {
 // keys' (or their published check digits).
 func TestPublishedVectors(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		imk := lt.Import(t, pkcs11.CKK_DES2, unhex(pyemvIMK))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		imk := lt.Base(t, pkcs11.CKK_DES2, unhex(pyemvIMK))
 		for _, v := range masterKeyVectors {
 			t.Run(v.source, func(t *testing.T) {
 				objects := lt.Objects(t)
@@ -171,7 +172,7 @@ func TestPublishedVectors(t *testing.T) {
 			})
 		}
 		t.Run("pyemv/kd.py derive_common_sk docstring", func(t *testing.T) {
-			mk := lt.Import(t, pkcs11.CKK_DES2, unhex("0123456789ABCDEFFEDCBA9876543210"))
+			mk := lt.Base(t, pkcs11.CKK_DES2, unhex("0123456789ABCDEFFEDCBA9876543210"))
 			sk, err := emv.SessionKey(ctx, lt.Tok, mk, emv.ATC(0x001C, 8), scheme.Options{})
 			require.NoError(t, err)
 			defer lt.Tok.Destroy(ctx, sk.Key)
@@ -236,10 +237,10 @@ func TestAESSessionKey(t *testing.T) {
 	mk256 := unhex(aesKeys[32])
 	r := emv.ATC(0x0123, 16)
 	require.NotEqual(t, schemetest.ECB(schemetest.Block(t, pkcs11.CKK_AES, mk256), append(r, r...)), refAESSessionKey(t, mk256, r))
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		for _, n := range []int{16, 24, 32} {
 			mkv := unhex(aesKeys[n])
-			mk := lt.Import(t, pkcs11.CKK_AES, mkv)
+			mk := lt.Base(t, pkcs11.CKK_AES, mkv)
 			for _, r := range [][]byte{emv.ATC(0x0123, 16), unhex("00112233445566778899aabbccddeeff")} {
 				objects := lt.Objects(t)
 				sk, err := emv.SessionKey(ctx, lt.Tok, mk, r, scheme.Options{Usage: derive.UseEncrypt})
@@ -263,10 +264,10 @@ func TestOptionC(t *testing.T) {
 	y, err := emv.MasterKeyBlock(emv.OptionC, "5413339000001513", "01")
 	require.NoError(t, err)
 	assert.Equal(t, "00000000000000541333900000151301", hex.EncodeToString(y), "Y: PAN || PSN left-padded to 16 bytes")
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		for _, n := range []int{16, 24, 32} {
 			imkv := unhex(aesKeys[n])
-			imk := lt.Import(t, pkcs11.CKK_AES, imkv)
+			imk := lt.Base(t, pkcs11.CKK_AES, imkv)
 			for _, c := range []struct{ pan, psn string }{{"5413339000001513", "01"}, {"1234567890123456789", "45"}, {"123456789012", ""}} {
 				objects := lt.Objects(t)
 				mk, err := emv.ICCMasterKey(ctx, lt.Tok, imk, emv.OptionC, c.pan, c.psn, scheme.Options{Usage: derive.UseDerive | derive.UseEncrypt})
@@ -289,10 +290,10 @@ func TestOptionC(t *testing.T) {
 // PKCS#11 call, leaving nothing behind.
 func TestRefusals(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		imk := lt.Import(t, pkcs11.CKK_DES2, unhex(pyemvIMK))
-		aes256 := lt.Import(t, pkcs11.CKK_AES, make([]byte, 32))
-		des3 := lt.Import(t, pkcs11.CKK_DES3, unhex("0123456789abcdef23456789abcdef01456789abcdef0123"))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		imk := lt.Base(t, pkcs11.CKK_DES2, unhex(pyemvIMK))
+		aes256 := lt.Base(t, pkcs11.CKK_AES, make([]byte, 32))
+		des3 := lt.Base(t, pkcs11.CKK_DES3, unhex("0123456789abcdef23456789abcdef01456789abcdef0123"))
 		objects := lt.Objects(t)
 		for _, c := range []struct {
 			name string

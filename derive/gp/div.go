@@ -156,13 +156,7 @@ func DiversifyKey(ctx context.Context, tok *derive.Token, master *derive.Key, m 
 		case master.Type != pkcs11.CKK_AES:
 			return nil, &derive.KeyError{Key: name(master), Reason: derive.ErrKeyType,
 				Problem: fmt.Sprintf("the kdf3 method takes an AES master key, not key type %#x", master.Type)}
-		case master.Len == 16:
-			kt = derive.KeyAES128
-		case master.Len == 24:
-			kt = derive.KeyAES192
-		case master.Len == 32:
-			kt = derive.KeyAES256
-		default:
+		case !aesKeyType(master.Len, &kt):
 			return nil, &derive.KeyError{Key: name(master), Reason: derive.ErrKeyType,
 				Problem: fmt.Sprintf("the master key's length (%d bytes) is not an AES key length", master.Len)}
 		}

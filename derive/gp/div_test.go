@@ -14,6 +14,7 @@ import (
 	"github.com/p11derive/p11derive/derive/gp"
 	"github.com/p11derive/p11derive/derive/internal/schemetest"
 	"github.com/p11derive/p11derive/derive/scheme"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // Card key diversification vectors published by GlobalPlatformPro
@@ -98,14 +99,14 @@ func TestDiversifyReference(t *testing.T) {
 // kdf3 is refused cleanly where the token has no SP 800-108 KDF.
 func TestDiversifyPublishedVectors(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		for _, v := range divVectors {
 			t.Run(v.test, func(t *testing.T) {
 				ckk := uint(pkcs11.CKK_DES2)
 				if v.method == gp.MethodKDF3 {
 					ckk = pkcs11.CKK_AES
 				}
-				master := lt.Import(t, ckk, unhex(v.master))
+				master := lt.Base(t, ckk, unhex(v.master))
 				objects := lt.Objects(t)
 				o := scheme.Options{Usage: derive.UseDerive | derive.UseEncrypt}
 				keys, err := gp.DiversifyKeys(ctx, lt.Tok, master, v.method, unhex(v.kdd), [3]scheme.Options{o, o, o})
@@ -147,9 +148,9 @@ func TestDiversifyPublishedVectors(t *testing.T) {
 // PKCS#11 call, leaving nothing behind.
 func TestDiversifyRefusals(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		des2 := lt.Import(t, pkcs11.CKK_DES2, unhex(gpDefaultKey))
-		aes := lt.Import(t, pkcs11.CKK_AES, unhex(gpDefaultKey))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		des2 := lt.Base(t, pkcs11.CKK_DES2, unhex(gpDefaultKey))
+		aes := lt.Base(t, pkcs11.CKK_AES, unhex(gpDefaultKey))
 		objects := lt.Objects(t)
 		for _, c := range []struct {
 			name   string

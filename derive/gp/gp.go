@@ -193,13 +193,7 @@ func SCP03SessionKey(ctx context.Context, tok *derive.Token, static *derive.Key,
 	case static.Len == 0:
 		return nil, &derive.KeyError{Key: name(static), Reason: derive.ErrKeyType,
 			Problem: "the token does not give this CKK_AES static key's length (CKA_VALUE_LEN), which SCP03 needs for the session keys' length"}
-	case static.Len == 16:
-		kt = derive.KeyAES128
-	case static.Len == 24:
-		kt = derive.KeyAES192
-	case static.Len == 32:
-		kt = derive.KeyAES256
-	default:
+	case !aesKeyType(static.Len, &kt):
 		return nil, &derive.KeyError{Key: name(static), Reason: derive.ErrKeyType,
 			Problem: fmt.Sprintf("the static key's length (%d bytes) is not an AES key length", static.Len)}
 	}
@@ -213,3 +207,19 @@ func SCP03SessionKey(ctx context.Context, tok *derive.Token, static *derive.Key,
 
 // name names k in errors: by its label (derive.Key.Name).
 func name(k *derive.Key) string { return k.Name() }
+
+// aesKeyType sets *kt to the type of an AES key of n bytes, and says
+// whether n is an AES key length.
+func aesKeyType(n int, kt *derive.KeyType) bool {
+	switch n {
+	case 16:
+		*kt = derive.KeyAES128
+	case 24:
+		*kt = derive.KeyAES192
+	case 32:
+		*kt = derive.KeyAES256
+	default:
+		return false
+	}
+	return true
+}

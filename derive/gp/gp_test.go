@@ -17,11 +17,12 @@ import (
 	"github.com/p11derive/p11derive/derive/internal/schemetest"
 	"github.com/p11derive/p11derive/derive/scheme"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // The GlobalPlatform default test key '40 41 ... 4F', the static ENC, MAC
 // and DEK key of openjavacard-tools' tests (GPKeySet.GLOBALPLATFORM).
@@ -94,8 +95,8 @@ func TestReferenceReproducesPublishedVectors(t *testing.T) {
 
 func TestSCP02PublishedVectors(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		static := lt.Import(t, pkcs11.CKK_DES2, unhex(gpDefaultKey))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		static := lt.Base(t, pkcs11.CKK_DES2, unhex(gpDefaultKey))
 		for _, v := range scp02Vectors {
 			seq := unhex(v.seq)
 			for _, c := range []struct {
@@ -124,8 +125,8 @@ func TestSCP02PublishedVectors(t *testing.T) {
 
 func TestSCP03PublishedVector(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		static := lt.Import(t, pkcs11.CKK_AES, unhex(gpDefaultKey))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		static := lt.Base(t, pkcs11.CKK_AES, unhex(gpDefaultKey))
 		host, card := unhex(scp03Vector.host), unhex(scp03Vector.card)
 		for _, c := range []struct {
 			k    gp.SCP03Key
@@ -158,7 +159,7 @@ func TestSCP03PublishedVector(t *testing.T) {
 // one anchored above).
 func TestSCP03LongKeys(t *testing.T) {
 	ctx := context.Background()
-	for _, lt := range schemetest.Tokens(t) {
+	for _, lt := range labtok.All(t) {
 		if lt.Kind == "softhsm2" {
 			continue
 		}
@@ -168,7 +169,7 @@ func TestSCP03LongKeys(t *testing.T) {
 				for i := range key {
 					key[i] = byte(0x40 + i)
 				}
-				static := lt.Import(t, pkcs11.CKK_AES, key)
+				static := lt.Base(t, pkcs11.CKK_AES, key)
 				host, card := unhex("0001020304050607101112131415161718191a1b1c1d1e1f"[:32]), unhex("f0f1f2f3f4f5f6f7e0e1e2e3e4e5e6e7")
 				res, err := gp.SCP03SessionKey(ctx, lt.Tok, static, gp.SCP03SMAC, host, card, scheme.Options{})
 				require.NoError(t, err)
@@ -183,9 +184,9 @@ func TestSCP03LongKeys(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		des2 := lt.Import(t, pkcs11.CKK_DES2, unhex(gpDefaultKey))
-		aes := lt.Import(t, pkcs11.CKK_AES, unhex(gpDefaultKey))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		des2 := lt.Base(t, pkcs11.CKK_DES2, unhex(gpDefaultKey))
+		aes := lt.Base(t, pkcs11.CKK_AES, unhex(gpDefaultKey))
 		objects := lt.Objects(t)
 		eight := make([]byte, 8)
 		for _, c := range []struct {

@@ -16,11 +16,12 @@ import (
 	"github.com/p11derive/p11derive/derive/scheme"
 	"github.com/p11derive/p11derive/derive/tr31"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
 
-var unhex = schemetest.Unhex
+var unhex = lab.Unhex
 
 // Published KBPK → KBEK, KBAK: the worked examples of ASC X9 TR-31-2018
 // Annex A, with the derived keys as reproduced in openemv/tr31
@@ -110,10 +111,10 @@ func runs(kind string, v tr31.Version) bool {
 // and nothing left behind.
 func TestPublishedVectors(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		for _, v := range vectors {
 			t.Run(v.source, func(t *testing.T) {
-				kbpk := lt.Import(t, v.ckk, unhex(v.kbpk))
+				kbpk := lt.Base(t, v.ckk, unhex(v.kbpk))
 				objects := lt.Objects(t)
 				use := scheme.Options{Usage: derive.UseEncrypt | derive.UseSign}
 				kbek, kbak, err := tr31.Keys(ctx, lt.Tok, kbpk, v.v, use, use)
@@ -144,7 +145,7 @@ func TestPublishedVectors(t *testing.T) {
 // leading 8 bytes of the second CMAC block), against the reference.
 func TestVersionDKeyLengths(t *testing.T) {
 	ctx := context.Background()
-	for _, lt := range schemetest.Tokens(t) {
+	for _, lt := range labtok.All(t) {
 		if !runs(lt.Kind, tr31.VersionD) {
 			continue
 		}
@@ -154,7 +155,7 @@ func TestVersionDKeyLengths(t *testing.T) {
 				for i := range v {
 					v[i] = byte(0x11 * (i + 1))
 				}
-				kbpk := lt.Import(t, pkcs11.CKK_AES, v)
+				kbpk := lt.Base(t, pkcs11.CKK_AES, v)
 				for _, k := range []tr31.Key{tr31.KBEK, tr31.KBAK} {
 					res, err := tr31.Derive(ctx, lt.Tok, kbpk, tr31.VersionD, k, scheme.Options{Usage: derive.UseEncrypt})
 					require.NoError(t, err)
@@ -171,11 +172,11 @@ func TestVersionDKeyLengths(t *testing.T) {
 // neither does anything else.
 func TestDefaultUsage(t *testing.T) {
 	ctx := context.Background()
-	for _, lt := range schemetest.Tokens(t) {
+	for _, lt := range labtok.All(t) {
 		if lt.Kind != "nss" {
 			continue
 		}
-		kbpk := lt.Import(t, pkcs11.CKK_AES, unhex(vectors[4].kbpk))
+		kbpk := lt.Base(t, pkcs11.CKK_AES, unhex(vectors[4].kbpk))
 		kbek, kbak, err := tr31.Keys(ctx, lt.Tok, kbpk, tr31.VersionD, scheme.Options{}, scheme.Options{})
 		require.NoError(t, err)
 		defer lt.Tok.Destroy(ctx, kbek.Key)
@@ -192,10 +193,10 @@ func TestDefaultUsage(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		aes := lt.Import(t, pkcs11.CKK_AES, make([]byte, 16))
-		des2 := lt.Import(t, pkcs11.CKK_DES2, unhex(vectors[0].kbpk))
-		noDerive := lt.Import(t, pkcs11.CKK_DES2, unhex(vectors[0].kbpk), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		aes := lt.Base(t, pkcs11.CKK_AES, make([]byte, 16))
+		des2 := lt.Base(t, pkcs11.CKK_DES2, unhex(vectors[0].kbpk))
+		noDerive := lt.Base(t, pkcs11.CKK_DES2, unhex(vectors[0].kbpk), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
 		objects := lt.Objects(t)
 		for _, c := range []struct {
 			name string

@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
@@ -70,9 +70,7 @@ func TestKeep(t *testing.T) {
 		"--data", "0102030405060708090a0b0c0d0e0f10", "--label", dkLabel, "--keep"}, &out))
 	assert.Contains(t, out.String(), "token-object=true")
 
-	tok, err := derive.Open(derive.Config{Module: lt.Module, Slot: &lt.SlotID, PIN: lt.PIN})
-	require.NoError(t, err)
-	defer tok.Close()
+	tok := labtok.Open(t, lt.Kind, lt).Tok
 	dk, err := tok.FindKey(context.Background(), dkLabel)
 	require.NoError(t, err)
 	assert.True(t, dk.Token && dk.Sensitive && !dk.Extractable)

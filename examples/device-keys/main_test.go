@@ -17,6 +17,7 @@ import (
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/kwref"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
@@ -51,9 +52,7 @@ func TestDeviceKeys(t *testing.T) {
 			require.Len(t, lines, 1+len(uids))
 			assert.Equal(t, "uid,wrapped,kcv", lines[0])
 			mb, _ := aes.NewCipher(master)
-			tok, err := derive.Open(derive.Config{Module: lt.Module, InitArgs: lt.InitArgs, Slot: &lt.SlotID, PIN: os.Getenv("P11DERIVE_PIN")})
-			require.NoError(t, err)
-			defer tok.Close()
+			tok := labtok.Open(t, lt.Kind, lt).Tok
 			transport, err := tok.FindKey(context.Background(), tl)
 			require.NoError(t, err)
 			for i, line := range lines[1:] {

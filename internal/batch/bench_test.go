@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -13,41 +14,30 @@ import (
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/fwd"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // counted is a lab token reached through the forwarding module, which
 // counts every PKCS#11 call that crosses the API.
 type counted struct {
-	labToken
+	*labtok.Token
 	fwd *lab.Token
 }
 
-var countedToks = map[string]*counted{}
+var (
+	countedMu   sync.Mutex
+	countedToks = map[string]*counted{}
+)
 
 func countedToken(tb testing.TB, kind string) *counted {
 	tb.Helper()
-	labMu.Lock()
-	defer labMu.Unlock()
+	countedMu.Lock()
+	defer countedMu.Unlock()
 	if c := countedToks[kind]; c != nil {
 		return c
 	}
-	var real *lab.Token
-	switch kind {
-	case "softhsm2":
-		real = lab.SharedSoftHSM2(tb)
-	case "nss":
-		real = lab.NSS(tb)
-	case "nssdb":
-		real = lab.NSSDB(tb)
-	}
-	ft := fwd.Wrap(tb, real, fwd.Config{})
-	cfg := derive.Config{Module: ft.Module, InitArgs: ft.InitArgs, Slot: &ft.SlotID}
-	if ft.Login {
-		cfg.PIN = ft.PIN
-	}
-	tok, err := derive.Open(cfg)
-	require.NoError(tb, err)
-	c := &counted{labToken: labToken{kind: kind, lab: ft, tok: tok}, fwd: ft}
+	ft := fwd.Wrap(tb, labtok.Lab(tb, kind), fwd.Config{})
+	c := &counted{Token: labtok.New(tb, kind, ft), fwd: ft}
 	countedToks[kind] = c
 	return c
 }
@@ -85,16 +75,16 @@ func (bc batchCase) String() string {
 // deriver makes the Deriver of a case on lt: AES-ECB into AES-128 keys from
 // a base key of known value, wrapped under an AES transport key with
 // CKM_AES_KEY_WRAP, or kept under unique labels (destroyed at the end).
-func (bc batchCase) deriver(tb testing.TB, lt *labToken) *Deriver {
-	base := lt.importKey(tb, pkcs11.CKK_AES, kValue, "K-"+uniq(tb), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
-	d := &Deriver{Token: lt.tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128, Strategy: bc.strategy}}
+func (bc batchCase) deriver(tb testing.TB, lt *labtok.Token) *Deriver {
+	base := lt.ImportUses(tb, pkcs11.CKK_AES, kValue, "K-"+uniq(tb), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
+	d := &Deriver{Token: lt.Tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128, Strategy: bc.strategy}}
 	if bc.keep {
 		prefix := "bench-" + uniq(tb) + "-"
 		d.LabelTemplate = prefix + "{id}"
-		tb.Cleanup(func() { lt.destroyLabelled(tb, prefix) })
+		tb.Cleanup(func() { destroyLabelled(tb, lt, prefix) })
 	} else {
 		m, _ := ParseWrapMech("aes-key-wrap")
-		d.Wrap = &Wrap{Key: lt.importKey(tb, pkcs11.CKK_AES, tValue, "T-"+uniq(tb), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}
+		d.Wrap = &Wrap{Key: lt.ImportUses(tb, pkcs11.CKK_AES, tValue, "T-"+uniq(tb), derive.UseWrap|derive.UseUnwrap), Mech: m}
 	}
 	require.NoError(tb, d.Check())
 	if bc.keep {
@@ -121,7 +111,7 @@ func runRows(tb testing.TB, d *Deriver, prefix string, n, workers int) Stats {
 // perRow counts the PKCS#11 calls of n rows of a case and returns them per row.
 func (bc batchCase) perRow(tb testing.TB, n int) (float64, map[string]int) {
 	c := countedToken(tb, bc.kind)
-	d := bc.deriver(tb, &c.labToken)
+	d := bc.deriver(tb, c.Token)
 	runRows(tb, d, "warm", 2, 1) // sessions opened, mechanisms listed
 	fwd.Configure(tb, c.fwd, fwd.Config{})
 	runRows(tb, d, "r", n, 1)
@@ -177,7 +167,7 @@ func BenchmarkBatch(b *testing.B) {
 		for _, workers := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/workers=%d", bc, workers), func(b *testing.B) {
 				calls, _ := bc.perRow(b, 50)
-				d := bc.deriver(b, token(b, bc.kind))
+				d := bc.deriver(b, labtok.Shared(b, bc.kind))
 				runRows(b, d, "warm", 2, workers)
 				b.ResetTimer()
 				st := runRows(b, d, "r", b.N, workers)

@@ -16,15 +16,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // Keys of known value: the base key K (SP 800-38A's AES-128 key) and the
 // transport keys.
 var (
-	kValue  = unhex("2b7e151628aed2a6abf7158809cf4f3c")
-	tValue  = unhex("000102030405060708090a0b0c0d0e0f")
-	t3Value = unhex("0123456789abcdeffedcba9876543210") // DES2
-	flagIV  = unhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+	kValue  = lab.Unhex("2b7e151628aed2a6abf7158809cf4f3c")
+	tValue  = lab.Unhex("000102030405060708090a0b0c0d0e0f")
+	t3Value = lab.Unhex("0123456789abcdeffedcba9876543210") // DES2
+	flagIV  = lab.Unhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
 )
 
 func randomBytes(t testing.TB, n int) []byte {
@@ -85,16 +87,16 @@ func runDeriver(t *testing.T, ctx context.Context, d *Deriver, job Job, src, pat
 
 // unwrap brings a wrapped key back into the token with the transport key
 // (C_UnwrapKey) as a session AES key, to compare it by check value.
-func (lt *labToken) unwrap(t *testing.T, w *Wrap, wrapped []byte, n int) *derive.Key {
+func unwrap(t *testing.T, lt *labtok.Token, w *Wrap, wrapped []byte, n int) *derive.Key {
 	t.Helper()
 	var param []byte
 	if w.Mech.iv {
 		param = w.IV
 	}
-	k, err := lt.tok.Unwrap(context.Background(), w.Key, w.Mech.CKM, param, wrapped,
+	k, err := lt.Tok.Unwrap(context.Background(), w.Key, w.Mech.CKM, param, wrapped,
 		derive.KeySpec{Type: aesKey(t, n), Usage: derive.UseEncrypt})
 	require.NoError(t, err, "unwrap with %s", w.Mech.Name)
-	t.Cleanup(func() { lt.tok.Destroy(context.Background(), k) })
+	t.Cleanup(func() { lt.Tok.Destroy(context.Background(), k) })
 	return k
 }
 
@@ -111,11 +113,11 @@ func aesKey(t testing.TB, n int) derive.KeyType {
 // with that of a derivation done directly, and by the check value in the
 // output. No DK is left in the token.
 func TestWrapOut(t *testing.T) {
-	forEach(t, allKinds, func(t *testing.T, lt *labToken) {
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		ctx := context.Background()
-		base := lt.importKey(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
-		aesT := lt.importKey(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP)
-		des2T := lt.importKey(t, pkcs11.CKK_DES2, t3Value, "T3-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP)
+		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
+		aesT := lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), derive.UseWrap|derive.UseUnwrap)
+		des2T := lt.ImportUses(t, pkcs11.CKK_DES2, t3Value, "T3-"+uniq(t), derive.UseWrap|derive.UseUnwrap)
 		for _, c := range []struct {
 			mech string
 			iv   []byte
@@ -123,17 +125,17 @@ func TestWrapOut(t *testing.T) {
 		}{
 			{"aes-key-wrap", nil, func(dk []byte) []byte { return kw(t, tValue, kwIV, dk) }},
 			{"aes-key-wrap-pad", nil, func(dk []byte) []byte {
-				if lt.kind == "softhsm2" {
+				if lt.Kind == "softhsm2" {
 					return kwp(t, tValue, dk) // RFC 5649
 				}
 				return kwPKCS7(t, tValue, dk) // PKCS#11 3.0
 			}},
 			{"des3-ecb", nil, func(dk []byte) []byte { return refECB(t, "des3", t3Value, dk) }},
 			{"des3-cbc", nil, func(dk []byte) []byte { return refCBC(t, "des3", t3Value, make([]byte, 8), dk) }},
-			{"des3-cbc", unhex("0102030405060708"), func(dk []byte) []byte { return refCBC(t, "des3", t3Value, unhex("0102030405060708"), dk) }},
+			{"des3-cbc", lab.Unhex("0102030405060708"), func(dk []byte) []byte { return refCBC(t, "des3", t3Value, lab.Unhex("0102030405060708"), dk) }},
 		} {
 			t.Run(c.mech, func(t *testing.T) {
-				if lt.kind == "softhsm2" && strings.HasPrefix(c.mech, "des3") {
+				if lt.Kind == "softhsm2" && strings.HasPrefix(c.mech, "des3") {
 					t.Skip("SoftHSM2 2.6.1 wraps with AES key wrap only")
 				}
 				m, err := ParseWrapMech(c.mech)
@@ -142,35 +144,35 @@ func TestWrapOut(t *testing.T) {
 				if strings.HasPrefix(c.mech, "des3") {
 					w.Key = des2T
 				}
-				before := lt.secretKeys(t)
+				before := secretKeys(t, lt)
 				src, rows := cbcInput(t, 12)
-				d := &Deriver{Token: lt.tok, Base: base, Spec: cbcSpec, Wrap: w, RowIVs: true}
+				d := &Deriver{Token: lt.Tok, Base: base, Spec: cbcSpec, Wrap: w, RowIVs: true}
 				st, err, recs := runDeriver(t, ctx, d, nil, src, filepath.Join(t.TempDir(), "out.csv"), Config{Workers: 2})
 				require.NoError(t, err)
 				assert.Equal(t, 12, st.Written)
 				require.Len(t, recs, 12)
-				assert.Equal(t, before, lt.secretKeys(t), "every DK was destroyed")
+				assert.Equal(t, before, secretKeys(t, lt), "every DK was destroyed")
 
 				for i, rec := range recs {
 					r := rows[i]
 					require.Equal(t, r.id, rec[0])
-					wrapped := unhex(rec[1])
+					wrapped := lab.Unhex(rec[1])
 					assert.Equal(t, hex.EncodeToString(c.ref(r.dk)), rec[1], "row %s: the wrap of the expected DK", r.id)
 					assert.Equal(t, hex.EncodeToString(refKCV(t, "aes", r.dk)), rec[2], "row %s: check value", r.id)
 					assert.Equal(t, "aes-cbc", rec[4])
 
 					// Back into the token, and compared with a direct derivation.
-					got, err := lt.tok.CheckValue(ctx, lt.unwrap(t, w, wrapped, len(r.dk)))
+					got, err := lt.Tok.CheckValue(ctx, unwrap(t, lt, w, wrapped, len(r.dk)))
 					require.NoError(t, err)
 					iv := flagIV
 					if r.iv != nil {
 						iv = r.iv
 					}
-					res, err := lt.tok.Derive(ctx, base, derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.CBC, IV: iv}, Data: r.data, KeyType: derive.KeyAES256})
+					res, err := lt.Tok.Derive(ctx, base, derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.CBC, IV: iv}, Data: r.data, KeyType: derive.KeyAES256})
 					require.NoError(t, err)
-					direct, err := lt.tok.CheckValue(ctx, res.Key)
+					direct, err := lt.Tok.CheckValue(ctx, res.Key)
 					require.NoError(t, err)
-					require.NoError(t, lt.tok.Destroy(ctx, res.Key))
+					require.NoError(t, lt.Tok.Destroy(ctx, res.Key))
 					assert.Equal(t, hex.EncodeToString(direct), hex.EncodeToString(got), "row %s: unwrapped key vs direct derivation", r.id)
 					assert.Equal(t, rec[2], hex.EncodeToString(got))
 				}
@@ -194,20 +196,20 @@ func cancelAfter(job Job, n int64, cancel context.CancelFunc) Job {
 // TestWrapInterrupted cancels a wrap-mode run: no DK is left behind, and the
 // output is valid and resumable.
 func TestWrapInterrupted(t *testing.T) {
-	forEach(t, allKinds, func(t *testing.T, lt *labToken) {
-		base := lt.importKey(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
 		m, _ := ParseWrapMech("aes-key-wrap")
-		w := &Wrap{Key: lt.importKey(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}
-		before := lt.secretKeys(t)
+		w := &Wrap{Key: lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), derive.UseWrap|derive.UseUnwrap), Mech: m}
+		before := secretKeys(t, lt)
 		src, rows := cbcInput(t, 400)
 		path := filepath.Join(t.TempDir(), "out.csv")
-		d := &Deriver{Token: lt.tok, Base: base, Spec: cbcSpec, Wrap: w, RowIVs: true}
+		d := &Deriver{Token: lt.Tok, Base: base, Spec: cbcSpec, Wrap: w, RowIVs: true}
 		ctx, cancel := context.WithCancel(context.Background())
 		st, err, recs := runDeriver(t, ctx, d, cancelAfter(d, 40, cancel), src, path, Config{Workers: 3})
 		require.ErrorIs(t, err, context.Canceled)
 		assert.Equal(t, "interrupted", st.Stopped)
 		assert.Less(t, len(recs), 400)
-		assert.Equal(t, before, lt.secretKeys(t), "no DK left behind")
+		assert.Equal(t, before, secretKeys(t, lt), "no DK left behind")
 
 		st, err, recs = runDeriver(t, context.Background(), d, nil, src, path, Config{Workers: 3})
 		require.NoError(t, err)
@@ -221,7 +223,7 @@ func TestWrapInterrupted(t *testing.T) {
 		for _, r := range rows {
 			assert.True(t, seen[r.id], r.id)
 		}
-		assert.Equal(t, before, lt.secretKeys(t))
+		assert.Equal(t, before, secretKeys(t, lt))
 	})
 }
 
@@ -239,21 +241,21 @@ func TestKeep(t *testing.T) {
 }
 
 func testKeep(t *testing.T, scan bool) {
-	forEach(t, []string{"softhsm2", "nssdb"}, func(t *testing.T, lt *labToken) {
-		base := lt.importKey(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
+	labtok.ForKinds(t, []string{"softhsm2", "nssdb"}, func(t *testing.T, lt *labtok.Token) {
+		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
 		prefix := "dk-" + uniq(t) + "-"
-		t.Cleanup(func() { lt.destroyLabelled(t, prefix) })
+		t.Cleanup(func() { destroyLabelled(t, lt, prefix) })
 		src, rows := cbcInput(t, 40)
 		path := filepath.Join(t.TempDir(), "out.csv")
-		d := &Deriver{Token: lt.tok, Base: base, Spec: cbcSpec, LabelTemplate: prefix + "{id}", RowIVs: true}
+		d := &Deriver{Token: lt.Tok, Base: base, Spec: cbcSpec, LabelTemplate: prefix + "{id}", RowIVs: true}
 		ctx := context.Background()
 
 		// A killed run made the key of dev-005 and did not record it; somebody
 		// else made a key labelled like dev-006's.
-		adoptee, err := lt.tok.Derive(ctx, base, derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.CBC, IV: flagIV},
+		adoptee, err := lt.Tok.Derive(ctx, base, derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.CBC, IV: flagIV},
 			Data: rows[5].data, KeyType: derive.KeyAES256, Label: prefix + "dev-005", Persistent: true})
 		require.NoError(t, err)
-		_, err = lt.tok.Derive(ctx, base, derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB},
+		_, err = lt.Tok.Derive(ctx, base, derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB},
 			Data: rows[6].data, KeyType: derive.KeyAES256, Label: prefix + "dev-006", Persistent: true})
 		require.NoError(t, err)
 
@@ -269,7 +271,7 @@ func testKeep(t *testing.T, scan bool) {
 		require.ErrorIs(t, err, context.Canceled)
 		assert.Less(t, len(recs), 40)
 		assert.Equal(t, len(recs), st.Written)
-		keys := lt.labelled(t, prefix)
+		keys := labelled(t, lt, prefix)
 		for _, rec := range recs {
 			assert.Equal(t, 1, keys[rec[1]], "the key of %s is in the token", rec[0])
 			delete(keys, rec[1])
@@ -304,12 +306,12 @@ func testKeep(t *testing.T, scan bool) {
 			require.NotNil(t, rec, r.id)
 			assert.Equal(t, prefix+r.id, rec[1])
 			assert.Equal(t, hex.EncodeToString(refKCV(t, "aes", r.dk)), rec[2], r.id)
-			k, err := lt.tok.FindKey(ctx, prefix+r.id)
+			k, err := lt.Tok.FindKey(ctx, prefix+r.id)
 			require.NoError(t, err)
 			assert.True(t, k.Token && k.Sensitive && !k.Extractable, r.id)
 		}
 		assert.Equal(t, adoptee.Key.Label, byID["dev-005"][1])
-		keys = lt.labelled(t, prefix)
+		keys = labelled(t, lt, prefix)
 		assert.Len(t, keys, 40)
 		for l, n := range keys {
 			assert.Equal(t, 1, n, l)
@@ -321,12 +323,12 @@ func testKeep(t *testing.T, scan bool) {
 // same data or not: one key per id, none adopted, never two keys under one
 // label.
 func TestKeepRepeatedID(t *testing.T) {
-	lt := token(t, "softhsm2")
+	lt := labtok.Shared(t, "softhsm2")
 	ctx := context.Background()
-	base := lt.importKey(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT)
+	base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt)
 	prefix := "rep-" + uniq(t) + "-"
-	t.Cleanup(func() { lt.destroyLabelled(t, prefix) })
-	d := &Deriver{Token: lt.tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128}, LabelTemplate: prefix + "{id}"}
+	t.Cleanup(func() { destroyLabelled(t, lt, prefix) })
+	d := &Deriver{Token: lt.Tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128}, LabelTemplate: prefix + "{id}"}
 	require.NoError(t, d.Check())
 	_, err := d.Scan(ctx)
 	require.NoError(t, err)
@@ -342,15 +344,15 @@ func TestKeepRepeatedID(t *testing.T) {
 	assert.Equal(t, 4, failures[0].Line)
 	assert.Contains(t, failures[0].Error(), `id "a"): bad row: id repeats line 2`)
 	assert.Contains(t, failures[1].Error(), `id "b"): bad row: id repeats line 3`)
-	for l, n := range lt.labelled(t, prefix) {
+	for l, n := range labelled(t, lt, prefix) {
 		assert.Equal(t, 1, n, l)
 	}
 }
 
 // labelled returns the secret keys whose label starts with prefix.
-func (lt *labToken) labelled(t testing.TB, prefix string) map[string]int {
+func labelled(t testing.TB, lt *labtok.Token, prefix string) map[string]int {
 	out := map[string]int{}
-	for l, n := range lt.secretKeys(t) {
+	for l, n := range secretKeys(t, lt) {
 		if strings.HasPrefix(l, prefix) {
 			out[l] = n
 		}
@@ -358,14 +360,14 @@ func (lt *labToken) labelled(t testing.TB, prefix string) map[string]int {
 	return out
 }
 
-func (lt *labToken) destroyLabelled(t testing.TB, prefix string) {
-	for l := range lt.labelled(t, prefix) {
+func destroyLabelled(t testing.TB, lt *labtok.Token, prefix string) {
+	for l := range labelled(t, lt, prefix) {
 		for {
-			k, err := lt.tok.FindKey(context.Background(), l)
+			k, err := lt.Tok.FindKey(context.Background(), l)
 			if err != nil {
 				break
 			}
-			lt.tok.Destroy(context.Background(), k)
+			lt.Tok.Destroy(context.Background(), k)
 		}
 	}
 }
@@ -373,24 +375,24 @@ func (lt *labToken) destroyLabelled(t testing.TB, prefix string) {
 // TestBadRowsOnToken: rows the function refuses are reported with their
 // line and do not stop the batch.
 func TestBadRowsOnToken(t *testing.T) {
-	forEach(t, []string{"softhsm2", "nss"}, func(t *testing.T, lt *labToken) {
-		base := lt.importKey(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
+	labtok.ForKinds(t, []string{"softhsm2", "nss"}, func(t *testing.T, lt *labtok.Token) {
+		base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
 		m, _ := ParseWrapMech("aes-key-wrap")
-		w := &Wrap{Key: lt.importKey(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}
+		w := &Wrap{Key: lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), derive.UseWrap|derive.UseUnwrap), Mech: m}
 		src := "id,data,iv\n" +
 			"a,6bc1bee22e409f96e93d7e117393172a,\n" + // line 2
 			"b,6bc1bee22e409f96e93d7e11739317,\n" + // line 3: 15 bytes
 			"c,6bc1bee22e409f96e93d7e117393172a,000102030405060708090a0b0c0d0e0f\n" + // line 4: ECB takes no iv
 			"d,6bc1bee22e409f96e93d7e117393172a6bc1bee22e409f96e93d7e117393172a,\n" // line 5: fine (leading bytes)
-		d := &Deriver{Token: lt.tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128}, Wrap: w, RowIVs: true}
+		d := &Deriver{Token: lt.Tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128}, Wrap: w, RowIVs: true}
 		var failures []*RowError
 		st, err, recs := runDeriver(t, context.Background(), d, nil, src, filepath.Join(t.TempDir(), "out.csv"),
 			Config{Workers: 2, MaxFailuresInARow: 1, OnFailure: func(e *RowError) { failures = append(failures, e) }})
 		require.NoError(t, err, "bad input does not count towards MaxFailuresInARow")
 		assert.Equal(t, 2, st.Failed)
 		require.Len(t, recs, 2)
-		assert.Equal(t, "3ad77bb40d7a3660a89ecaf32466ef97", hex.EncodeToString(refECB(t, "aes", kValue, unhex("6bc1bee22e409f96e93d7e117393172a"))))
-		assert.Equal(t, hex.EncodeToString(refKCV(t, "aes", unhex("3ad77bb40d7a3660a89ecaf32466ef97"))), recs[0][2])
+		assert.Equal(t, "3ad77bb40d7a3660a89ecaf32466ef97", hex.EncodeToString(refECB(t, "aes", kValue, lab.Unhex("6bc1bee22e409f96e93d7e117393172a"))))
+		assert.Equal(t, hex.EncodeToString(refKCV(t, "aes", lab.Unhex("3ad77bb40d7a3660a89ecaf32466ef97"))), recs[0][2])
 		require.Len(t, failures, 2)
 		assert.Equal(t, 3, failures[0].Line)
 		assert.Contains(t, failures[0].Error(), `line 3 (id "b"): data`)
@@ -404,12 +406,12 @@ func TestBadRowsOnToken(t *testing.T) {
 // TestSubstitutePinned: when the first row runs an allowed substitute, every
 // row computes it, and the profile says so.
 func TestSubstitutePinned(t *testing.T) {
-	lt := token(t, "nss")
+	lt := labtok.Shared(t, "nss")
 	// K may only unwrap: no exact strategy for aes-ecb runs (native needs
 	// CKA_DERIVE, mac-unwrap CKA_SIGN), the inverse function does.
-	base := lt.importKey(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), pkcs11.CKA_UNWRAP)
+	base := lt.ImportUses(t, pkcs11.CKK_AES, kValue, "K-"+uniq(t), derive.UseUnwrap)
 	m, _ := ParseWrapMech("aes-key-wrap")
-	w := &Wrap{Key: lt.importKey(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}
+	w := &Wrap{Key: lt.ImportUses(t, pkcs11.CKK_AES, tValue, "T-"+uniq(t), derive.UseWrap|derive.UseUnwrap), Mech: m}
 	var src strings.Builder
 	src.WriteString("id,data\n")
 	var datas [][]byte
@@ -417,7 +419,7 @@ func TestSubstitutePinned(t *testing.T) {
 		datas = append(datas, randomBytes(t, 16))
 		fmt.Fprintf(&src, "r%d,%x\n", i, datas[i])
 	}
-	d := &Deriver{Token: lt.tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128, Allow: "aes-ecb-decrypt"}, Wrap: w}
+	d := &Deriver{Token: lt.Tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128, Allow: "aes-ecb-decrypt"}, Wrap: w}
 	_, err, recs := runDeriver(t, context.Background(), d, nil, src.String(), filepath.Join(t.TempDir(), "out.csv"), Config{Workers: 2})
 	require.NoError(t, err)
 	require.Len(t, recs, 10)

@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/miekg/pkcs11"
-	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/fwd"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // latencyDelay is the round trip the latency benchmark plays on every
@@ -38,9 +38,7 @@ func delayedToken(tb testing.TB) *counted {
 	}
 	real := lab.NSS(tb)
 	ft := fwd.Wrap(tb, real, fwd.Config{Delays: []fwd.Delay{{Func: "*", D: latencyDelay}}})
-	tok, err := derive.Open(derive.Config{Module: ft.Module, InitArgs: ft.InitArgs, Slot: &ft.SlotID})
-	require.NoError(tb, err)
-	latencyTok = &counted{labToken: labToken{kind: "nss+200us", lab: ft, tok: tok}, fwd: ft}
+	latencyTok = &counted{Token: labtok.New(tb, "nss+200us", ft), fwd: ft}
 	return latencyTok
 }
 
@@ -70,7 +68,7 @@ func (c *counted) total(tb testing.TB) int {
 // bound.
 func BenchmarkLatency(b *testing.B) {
 	c := delayedToken(b)
-	lt := &c.labToken
+	lt := c.Token
 	ctx := context.Background()
 	for _, mode := range []string{"derive", "batch-wrap"} {
 		for w := 1; w <= 64; w *= 2 {
@@ -78,7 +76,7 @@ func BenchmarkLatency(b *testing.B) {
 				var run func(n int)
 				switch mode {
 				case "derive":
-					base := lt.importKey(b, pkcs11.CKK_AES, kValue, "K-"+uniq(b), pkcs11.CKA_DERIVE)
+					base := lt.ImportUses(b, pkcs11.CKK_AES, kValue, "K-"+uniq(b), derive.UseDerive)
 					req := derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, KeyType: derive.KeyAES128, Strategy: derive.Native}
 					run = func(n int) {
 						var next atomic.Int64
@@ -91,12 +89,12 @@ func BenchmarkLatency(b *testing.B) {
 								r.Data = make([]byte, 16)
 								for i := next.Add(1); i <= int64(n); i = next.Add(1) {
 									r.Data[0], r.Data[1] = byte(i), byte(i>>8)
-									res, err := lt.tok.Derive(ctx, base, r)
+									res, err := lt.Tok.Derive(ctx, base, r)
 									if err != nil {
 										b.Error(err)
 										return
 									}
-									if err := lt.tok.Destroy(ctx, res.Key); err != nil {
+									if err := lt.Tok.Destroy(ctx, res.Key); err != nil {
 										b.Error(err)
 										return
 									}

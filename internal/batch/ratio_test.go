@@ -13,6 +13,7 @@ import (
 
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/baseline"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // BenchmarkBatchRatio measures the batch engine against the same PKCS#11
@@ -35,26 +36,26 @@ func BenchmarkBatchRatio(b *testing.B) {
 	for _, kind := range []string{"nss", "softhsm2"} {
 		for _, workers := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/workers=%d", kind, workers), func(b *testing.B) {
-				benchRatio(b, token(b, kind), workers)
+				benchRatio(b, labtok.Shared(b, kind), workers)
 			})
 		}
 	}
 }
 
-func benchRatio(b *testing.B, lt *labToken, workers int) {
+func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 	ctx := context.Background()
-	base := lt.importKey(b, pkcs11.CKK_AES, kValue, "K-"+uniq(b), pkcs11.CKA_DERIVE, pkcs11.CKA_ENCRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP)
+	base := lt.ImportUses(b, pkcs11.CKK_AES, kValue, "K-"+uniq(b), derive.UseDerive|derive.UseEncrypt|derive.UseSign|derive.UseUnwrap)
 	m, _ := ParseWrapMech("aes-key-wrap")
-	d := &Deriver{Token: lt.tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128},
-		Wrap: &Wrap{Key: lt.importKey(b, pkcs11.CKK_AES, tValue, "T-"+uniq(b), pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP), Mech: m}}
+	d := &Deriver{Token: lt.Tok, Base: base, Spec: Spec{KDF: "aes-ecb", KeyType: derive.KeyAES128},
+		Wrap: &Wrap{Key: lt.ImportUses(b, pkcs11.CKK_AES, tValue, "T-"+uniq(b), derive.UseWrap|derive.UseUnwrap), Mech: m}}
 	require.NoError(b, d.Check())
 
 	// The C loop: DK's template and read-back as p11derive's (derive's
 	// template for an extractable, sensitive AES-128 session key with
 	// CKA_ENCRYPT, and its 16 fixed-size attributes).
 	pin := ""
-	if lt.lab.Login {
-		pin = lt.lab.PIN
+	if lt.Lab.Login {
+		pin = lt.Lab.PIN
 	}
 	tmpl := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
@@ -82,7 +83,7 @@ func benchRatio(b *testing.B, lt *labToken, workers int) {
 			sizes[i] = 8
 		}
 	}
-	loop, err := baseline.Open(lt.lab.Module, lt.lab.InitArgs, lt.lab.SlotID, pin, kValue, make([]byte, 16), tmpl, read, sizes)
+	loop, err := baseline.Open(lt.Lab.Module, lt.Lab.InitArgs, lt.Lab.SlotID, pin, kValue, make([]byte, 16), tmpl, read, sizes)
 	require.NoError(b, err)
 	defer loop.Close()
 	require.NoError(b, loop.ImportWrapKey(tValue, m.CKM))
@@ -115,7 +116,7 @@ func benchRatio(b *testing.B, lt *labToken, workers int) {
 	chunk := 4096
 	var goTime, cTime time.Duration
 	rows := 0
-	calls0 := lt.tok.Calls()
+	calls0 := lt.Tok.Calls()
 	b.ResetTimer()
 	for done, i := 0, 0; done < b.N; i++ {
 		k := min(chunk, b.N-done)
@@ -136,7 +137,7 @@ func benchRatio(b *testing.B, lt *labToken, workers int) {
 		done += k
 	}
 	b.StopTimer()
-	calls := lt.tok.Calls() - calls0
+	calls := lt.Tok.Calls() - calls0
 	goRate := float64(rows) / goTime.Seconds()
 	cRate := float64(b.N) / cTime.Seconds()
 	b.ReportMetric(goRate/cRate, "ratio")

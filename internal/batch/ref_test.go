@@ -11,18 +11,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/internal/kwref"
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // Software references for the tests: the block ciphers, check values and
 // the key-wrap algorithms, anchored to the RFCs' published answers.
-
-func unhex(s string) []byte {
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
 
 // refBlock is AES for 16/24/32-byte keys of kind "aes", 3DES for "des3"
 // (16-byte keys are two-key 3DES).
@@ -87,8 +80,8 @@ func kwPKCS7(t testing.TB, kek, p []byte) []byte {
 func TestReferenceAnchors(t *testing.T) {
 	// SP 800-67 Rev. 2 appendix B, first block (TDEA ECB, three keys).
 	assert.Equal(t, "a826fd8ce53b855f", hex.EncodeToString(refECB(t, "des3",
-		unhex("0123456789abcdef23456789abcdef01456789abcdef0123"), unhex("5468652071756663"))))
+		lab.Unhex("0123456789abcdef23456789abcdef01456789abcdef0123"), lab.Unhex("5468652071756663"))))
 	// SP 800-38A F.1.1 and F.2.1, AES-128.
-	assert.Equal(t, "3ad77bb40d7a3660a89ecaf32466ef97", hex.EncodeToString(refECB(t, "aes", kValue, unhex("6bc1bee22e409f96e93d7e117393172a"))))
-	assert.Equal(t, "7649abac8119b246cee98e9b12e9197d", hex.EncodeToString(refCBC(t, "aes", kValue, unhex("000102030405060708090a0b0c0d0e0f"), unhex("6bc1bee22e409f96e93d7e117393172a"))))
+	assert.Equal(t, "3ad77bb40d7a3660a89ecaf32466ef97", hex.EncodeToString(refECB(t, "aes", kValue, lab.Unhex("6bc1bee22e409f96e93d7e117393172a"))))
+	assert.Equal(t, "7649abac8119b246cee98e9b12e9197d", hex.EncodeToString(refCBC(t, "aes", kValue, lab.Unhex("000102030405060708090a0b0c0d0e0f"), lab.Unhex("6bc1bee22e409f96e93d7e117393172a"))))
 }

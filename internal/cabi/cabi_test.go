@@ -10,8 +10,13 @@ import (
 // exactly the same members at the same offsets. A member missing from the
 // offsetof table (and therefore possibly missing from the marshaller too)
 // fails here.
-func TestTablesComplete(t *testing.T) {
-	c, g := Structs(), CgoStructs()
+func TestTablesComplete(t *testing.T) { compareTables(t, Structs(), CgoStructs()) }
+
+// compareTables checks an offsetof table c against cgo's translation g:
+// the same types, sizes and alignments, and exactly the same members in
+// the same order at the same offsets.
+func compareTables(t *testing.T, c, g map[string]Struct) {
+	t.Helper()
 	if len(c) != len(g) {
 		t.Fatalf("offsetof table has %d types, cgo table %d", len(c), len(g))
 	}

@@ -5,31 +5,7 @@ import "testing"
 // TestCallTablesComplete checks the offsetof table of CallStructs against
 // cgo's translation: the same types, sizes and alignments, and exactly the
 // same members in the same order at the same offsets.
-func TestCallTablesComplete(t *testing.T) {
-	c, g := CallStructs(), CgoCallStructs()
-	if len(c) != len(g) {
-		t.Fatalf("offsetof table has %d types, cgo table %d", len(c), len(g))
-	}
-	for name, cs := range c {
-		gs, ok := g[name]
-		if !ok {
-			t.Errorf("%s: missing from cgo table", name)
-			continue
-		}
-		if cs.Size != gs.Size || cs.Align != gs.Align {
-			t.Errorf("%s: offsetof table size/align %d/%d, cgo %d/%d", name, cs.Size, cs.Align, gs.Size, gs.Align)
-		}
-		if len(cs.Fields) != len(gs.Fields) {
-			t.Errorf("%s: offsetof table lists %d members, cgo %d", name, len(cs.Fields), len(gs.Fields))
-			continue
-		}
-		for i := range cs.Fields {
-			if cs.Fields[i] != gs.Fields[i] {
-				t.Errorf("%s member %d: offsetof table %+v, cgo %+v", name, i, cs.Fields[i], gs.Fields[i])
-			}
-		}
-	}
-}
+func TestCallTablesComplete(t *testing.T) { compareTables(t, CallStructs(), CgoCallStructs()) }
 
 // CK_FUNCTION_LIST is a CK_VERSION followed by the 68 function pointers of
 // PKCS#11 v2.40, C_Initialize first and C_WaitForSlotEvent last.

@@ -41,7 +41,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -419,7 +418,7 @@ func Wrap(tb testing.TB, real *lab.Token, cfg Config) *lab.Token {
 	}
 
 	module := filepath.Join(tb.TempDir(), "libp11fwd.so")
-	if err := copyFile(so, module); err != nil {
+	if err := lab.CopyFile(so, module); err != nil {
 		tb.Fatalf("fwd: copy the forwarder: %v", err)
 	}
 	hide, fail, corrupt, noflag, _ := cfg.lists()
@@ -543,23 +542,4 @@ func check(path string, noload bool, spec string) error {
 		return fmt.Errorf("configuration %q: %s", spec, C.GoString(&msg[0]))
 	}
 	return nil
-}
-
-// copyFile copies src to a new file dst: a copy, not a link, so that dlopen
-// sees a different file and loads a separate instance.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

@@ -168,7 +168,7 @@ slots.mechanisms = %s
 	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
 		tb.Fatalf("lab: %v", err)
 	}
-	if err := copyFile(lib, module); err != nil {
+	if err := CopyFile(lib, module); err != nil {
 		tb.Fatalf("lab: copy SoftHSM2 module: %v", err)
 	}
 	tok := &Token{
@@ -390,9 +390,9 @@ func nssCandidates() []string {
 	}
 }
 
-// copyFile copies src (following symlinks) to a new file dst: a copy, not a
+// CopyFile copies src (following symlinks) to a new file dst: a copy, not a
 // link, so that dlopen sees a different file and loads a separate instance.
-func copyFile(src, dst string) error {
+func CopyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ package lab
 import "C"
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -239,4 +240,13 @@ func CountObjects(tb testing.TB, ctx *pkcs11.Ctx, sess pkcs11.SessionHandle) int
 		tb.Fatalf("lab: C_FindObjectsFinal: %v", err)
 	}
 	return n
+}
+
+// Unhex decodes hex, ignoring spaces; it panics on bad input (test data).
+func Unhex(s string) []byte {
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -117,7 +117,7 @@ func Proxy(tb testing.TB, tok *Token) *Token {
 		tb.Fatalf("lab: %v", err)
 	}
 	module := filepath.Join(dir, "p11-kit-proxy.so")
-	if err := copyFile(proxy, module); err != nil {
+	if err := CopyFile(proxy, module); err != nil {
 		tb.Fatalf("lab: copy p11-kit-proxy.so: %v", err)
 	}
 
@@ -257,7 +257,7 @@ func RPC(tb testing.TB, tok *Token) *Token {
 		tb.Fatalf("lab: socket path %s is too long for a unix socket (set TMPDIR to a shorter directory)", sock)
 	}
 	module := filepath.Join(dir, "p11-kit-client.so")
-	if err := copyFile(client, module); err != nil {
+	if err := CopyFile(client, module); err != nil {
 		tb.Fatalf("lab: copy p11-kit-client.so: %v", err)
 	}
 
@@ -287,7 +287,7 @@ type rpcServer struct {
 	tb      testing.TB
 	cmd     *exec.Cmd
 	stdout  io.Reader
-	stderr  lockedBuffer
+	stderr  LockedBuffer
 	exited  chan struct{} // closed once it exited
 	waitErr error         // how it exited, once exited is closed
 }
@@ -397,20 +397,21 @@ func waitNoChildren(pid int, timeout time.Duration) bool {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the writer goroutine of exec and a
-// reader.
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer safe for several writers and a reader
+// (the writer goroutine of exec; a slog handler used by several
+// goroutines).
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()

@@ -12,8 +12,8 @@ import (
 
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/derive/internal/chain"
-	"github.com/p11derive/p11derive/derive/internal/schemetest"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
@@ -28,8 +28,8 @@ func step(data byte) derive.Request {
 // intermediates and the final key on error and on panic.
 func TestCleanupOnEveryPath(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
-		base := lt.Import(t, pkcs11.CKK_AES, make([]byte, 16))
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
+		base := lt.Base(t, pkcs11.CKK_AES, make([]byte, 16))
 		objects := lt.Objects(t)
 
 		res, err := chain.Run(ctx, lt.Tok, func(c *chain.Chain) error {

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/p11derive/p11derive/derive"
-	"github.com/p11derive/p11derive/derive/internal/schemetest"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 // TestWrongAnswer: a token's key that is not the known answer's is Wrong,
@@ -17,7 +17,7 @@ import (
 func TestWrongAnswer(t *testing.T) {
 	c := cases[0]
 	c.want = []answer{des2("0123456789ABCDEF0123456789ABCDEF")}
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		objects := lt.Objects(t)
 		chk := c.run(context.Background(), lt.Tok, nil)
 		assert.Equal(t, Wrong, chk.Status, "%+v", chk)

@@ -10,10 +10,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/derive"
-	"github.com/p11derive/p11derive/derive/internal/schemetest"
 	"github.com/p11derive/p11derive/derive/scheme"
 	"github.com/p11derive/p11derive/derive/scheme/verify"
 	"github.com/p11derive/p11derive/internal/lab"
+	"github.com/p11derive/p11derive/internal/labtok"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.Main(m)) }
@@ -35,7 +35,7 @@ var refusedOn = map[string]map[string]bool{
 // made is gone.
 func TestRun(t *testing.T) {
 	ctx := context.Background()
-	schemetest.ForEach(t, func(t *testing.T, lt *schemetest.Token) {
+	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		cfg := derive.Config{Module: lt.Lab.Module, InitArgs: lt.Lab.InitArgs, Slot: &lt.Lab.SlotID, ReadOnly: true}
 		if lt.Lab.Login {
 			cfg.PIN = lt.Lab.PIN
@@ -90,7 +90,7 @@ func TestRun(t *testing.T) {
 
 // TestEveryComputedEntryHasACase: the catalog and the cases stay in step.
 func TestEveryComputedEntryHasACase(t *testing.T) {
-	tok := schemetest.Tokens(t)[0].Tok
+	tok := labtok.All(t)[0].Tok
 	res, err := verify.Run(context.Background(), tok)
 	require.NoError(t, err)
 	for _, e := range res {
