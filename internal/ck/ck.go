@@ -302,6 +302,20 @@ func templateWords(template []*pkcs11.Attribute) int {
 	return n
 }
 
+// encodeOn serialises template (n = templateWords(template) words) into
+// stack, the caller's buffer on its goroutine stack, or into a heap buffer
+// when it does not fit, and returns the words used. Inlined, it lets the
+// hot calls keep their template on the stack.
+func encodeOn(stack *[stackWords]C.ck_ulong, n int, template []*pkcs11.Attribute) []C.ck_ulong {
+	w := stack[:]
+	if n > len(w) {
+		w = make([]C.ck_ulong, n)
+	}
+	w = w[:n]
+	encodeTemplate(w, template)
+	return w
+}
+
 // encodeTemplate serialises template into w (templateWords(template) long):
 // (type, byte offset, length) triples, then the values, each starting on a
 // CK_ULONG boundary (tokens read CK_ULONG and CK_BBOOL values in place).
@@ -326,12 +340,7 @@ func (m *Module) DeriveKey(session, mechanism uint, param []byte, base uint, tem
 		return 0, rvArgumentsBad
 	}
 	var stack [stackWords]C.ck_ulong
-	w := stack[:]
-	if n > len(w) {
-		w = make([]C.ck_ulong, n)
-	}
-	w = w[:n]
-	encodeTemplate(w, template)
+	w := encodeOn(&stack, n, template)
 	var h C.ck_ulong
 	r := C.ck_derive_key(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)),
 		C.ck_ulong(base), unsafe.SliceData(w), C.ck_ulong(len(template)), &h)
@@ -358,12 +367,7 @@ func (m *Module) DeriveKeyData(session, mechanism uint, iv, data []byte, base ui
 		return 0, rvArgumentsBad
 	}
 	var stack [stackWords]C.ck_ulong
-	w := stack[:]
-	if n > len(w) {
-		w = make([]C.ck_ulong, n)
-	}
-	w = w[:n]
-	encodeTemplate(w, template)
+	w := encodeOn(&stack, n, template)
 	var h C.ck_ulong
 	r := C.ck_derive_key_data(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), C.int(kind), bytePtr(iv),
 		bytePtr(data), C.ck_ulong(len(data)), C.ck_ulong(base), unsafe.SliceData(w), C.ck_ulong(len(template)), &h)
@@ -382,12 +386,7 @@ func (m *Module) UnwrapKey(session, mechanism uint, param []byte, unwrappingKey 
 		return 0, rvArgumentsBad
 	}
 	var stack [stackWords]C.ck_ulong
-	w := stack[:]
-	if n > len(w) {
-		w = make([]C.ck_ulong, n)
-	}
-	w = w[:n]
-	encodeTemplate(w, template)
+	w := encodeOn(&stack, n, template)
 	var h C.ck_ulong
 	r := C.ck_unwrap_key(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)),
 		C.ck_ulong(unwrappingKey), bytePtr(wrapped), C.ck_ulong(len(wrapped)),
@@ -624,12 +623,7 @@ func (m *Module) DeriveKeyDataRead(session, mechanism uint, iv, data []byte, bas
 		return 0, rvArgumentsBad, 0
 	}
 	var stack [stackWords]C.ck_ulong
-	w := stack[:]
-	if n > len(w) {
-		w = make([]C.ck_ulong, n)
-	}
-	w = w[:n]
-	encodeTemplate(w, template)
+	w := encodeOn(&stack, n, template)
 	var h C.ck_ulong
 	var rr C.ck_rv
 	r := C.ck_derive_key_data_read(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), C.int(kind), bytePtr(iv),
@@ -650,12 +644,7 @@ func (m *Module) UnwrapKeyRead(session, mechanism uint, param []byte, unwrapping
 		return 0, rvArgumentsBad, 0
 	}
 	var stack [stackWords]C.ck_ulong
-	w := stack[:]
-	if n > len(w) {
-		w = make([]C.ck_ulong, n)
-	}
-	w = w[:n]
-	encodeTemplate(w, template)
+	w := encodeOn(&stack, n, template)
 	var h C.ck_ulong
 	var rr C.ck_rv
 	r := C.ck_unwrap_key_read(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)),
