@@ -381,13 +381,17 @@ func softhsmCandidates() []string {
 	}
 }
 
-func nssCandidates() []string {
-	return []string{
-		"/usr/lib/" + multiarch() + "/libsoftokn3.so",
-		"/usr/lib64/libsoftokn3.so",
-		"/usr/lib/libsoftokn3.so",
-		"/usr/lib/" + multiarch() + "/nss/libsoftokn3.so",
+func nssCandidates() []string { return libPaths("libsoftokn3.so", "nss/libsoftokn3.so") }
+
+// libPaths is where a library may be, for each path rel relative to a
+// library directory: the multiarch directory (Debian), /usr/lib64 (Fedora),
+// /usr/lib.
+func libPaths(rels ...string) []string {
+	var out []string
+	for _, rel := range rels {
+		out = append(out, "/usr/lib/"+multiarch()+"/"+rel, "/usr/lib64/"+rel, "/usr/lib/"+rel)
 	}
+	return out
 }
 
 // CopyFile copies src (following symlinks) to a new file dst: a copy, not a

@@ -50,21 +50,9 @@ import (
 // proxied token's module is the p11-kit module "lab".
 const proxyModuleName = "lab"
 
-func proxyCandidates() []string {
-	return []string{
-		"/usr/lib/" + multiarch() + "/p11-kit-proxy.so",
-		"/usr/lib64/p11-kit-proxy.so",
-		"/usr/lib/p11-kit-proxy.so",
-	}
-}
+func proxyCandidates() []string { return libPaths("p11-kit-proxy.so") }
 
-func clientCandidates() []string {
-	return []string{
-		"/usr/lib/" + multiarch() + "/pkcs11/p11-kit-client.so",
-		"/usr/lib64/pkcs11/p11-kit-client.so",
-		"/usr/lib/pkcs11/p11-kit-client.so",
-	}
-}
+func clientCandidates() []string { return libPaths("pkcs11/p11-kit-client.so") }
 
 // proxyFiles is what Proxy made for one proxied token.
 type proxyFiles struct {
