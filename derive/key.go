@@ -386,15 +386,9 @@ func (t *Token) Generate(ctx context.Context, spec KeySpec) (*Key, error) {
 	case pkcs11.CKK_GENERIC_SECRET:
 		mech = pkcs11.CKM_GENERIC_SECRET_KEY_GEN
 	}
-	tmpl := specTemplate(t, r, spec)
 	// C_GenerateKey takes no CKA_KEY_TYPE/CKA_CLASS on some tokens; both are
 	// implied by the mechanism.
-	gen := tmpl[:0:0]
-	for _, a := range tmpl {
-		if a.Type != pkcs11.CKA_CLASS && a.Type != pkcs11.CKA_KEY_TYPE {
-			gen = append(gen, a)
-		}
-	}
+	gen := without(t.template(r), pkcs11.CKA_CLASS, pkcs11.CKA_KEY_TYPE)
 	s, err := t.acquire(ctx)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -306,13 +307,8 @@ func (t *Token) Import(ctx context.Context, spec KeySpec, value []byte) (*Key, e
 	if len(value) != spec.Type.n {
 		return nil, inputErr("value", "a %v key is %d bytes, not %d", spec.Type, spec.Type.n, len(value))
 	}
-	var tmpl []*pkcs11.Attribute
-	for _, a := range specTemplate(t, r, spec) {
-		// CKA_VALUE_LEN may not be given with CKA_VALUE to C_CreateObject.
-		if a.Type != pkcs11.CKA_VALUE_LEN {
-			tmpl = append(tmpl, a)
-		}
-	}
+	// CKA_VALUE_LEN may not be given with CKA_VALUE to C_CreateObject.
+	tmpl := without(t.template(r), pkcs11.CKA_VALUE_LEN)
 	v := &pkcs11.Attribute{Type: pkcs11.CKA_VALUE, Value: bytes.Clone(value)}
 	defer clear(v.Value)
 	tmpl = append(tmpl, v)
@@ -343,14 +339,9 @@ func (t *Token) Unwrap(ctx context.Context, unwrapping *Key, mechanism uint, par
 	if err != nil {
 		return nil, err
 	}
-	var tmpl []*pkcs11.Attribute
-	for _, a := range specTemplate(t, r, spec) {
-		// The length comes with the wrapped value (and must not be given
-		// for mechanisms that carry it).
-		if a.Type != pkcs11.CKA_VALUE_LEN {
-			tmpl = append(tmpl, a)
-		}
-	}
+	// The length comes with the wrapped value (and must not be given for
+	// mechanisms that carry it).
+	tmpl := without(t.template(r), pkcs11.CKA_VALUE_LEN)
 	s, err := t.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -363,9 +354,16 @@ func (t *Token) Unwrap(ctx context.Context, unwrapping *Key, mechanism uint, par
 	return s.keep(h, r, "key")
 }
 
-// specTemplate is r's template (spec's CKA_ID is r's).
-func specTemplate(t *Token, r *Request, spec KeySpec) []*pkcs11.Attribute {
-	return t.template(r)
+// without is a copy of tmpl without the attributes of the given types
+// (the cached template itself is shared and never changed).
+func without(tmpl []*pkcs11.Attribute, types ...uint) []*pkcs11.Attribute {
+	out := make([]*pkcs11.Attribute, 0, len(tmpl))
+	for _, a := range tmpl {
+		if !slices.Contains(types, a.Type) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // ModuleInfo is the module's CK_INFO (C_GetInfo), its strings trimmed.
