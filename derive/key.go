@@ -323,16 +323,9 @@ func (t *Token) Destroy(ctx context.Context, k *Key) error {
 // bytes of E_key(0^n), encrypting one zero block with the key in ECB mode.
 // It needs an AES, DES, DES2 or DES3 key with CKA_ENCRYPT.
 func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
-	var mech uint
 	n := k.Cipher().BlockSize()
-	switch k.Type {
-	case pkcs11.CKK_AES:
-		mech = pkcs11.CKM_AES_ECB
-	case pkcs11.CKK_DES2, pkcs11.CKK_DES3:
-		mech = pkcs11.CKM_DES3_ECB
-	case pkcs11.CKK_DES:
-		mech = pkcs11.CKM_DES_ECB
-	default:
+	mech, _, err := kcvMechanism(k, KCVECB)
+	if err != nil {
 		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for a %s key (AES and DES keys only)", ckkName(k.Type))}
 	}
 	if !k.Encrypt {
