@@ -25,74 +25,62 @@ import (
 // C_UnwrapKey exists to take. k is the number of blocks the output key
 // needs; the token truncates the unwrapped value to CKA_VALUE_LEN.
 //
-// With CMAC, CMAC_K(x || y) for a full last block y is
-// E_K(CBC-MAC_K(x) XOR y XOR K1), K1 = dbl(L), L = E_K(0^n): appending
-// y = K1 gives E_K(CBC-MAC_K(x)) again.
-type macUnwrap struct{ cmac bool }
+// The chain (macChain) is shared with cmac-unwrap (cmacunwrap.go), which
+// appends the CMAC subkey K1 where this strategy appends the zero block.
+type macUnwrap struct{}
 
-func (m macUnwrap) name() Strategy {
-	if m.cmac {
-		return CMACUnwrap
-	}
-	return MACUnwrap
+func (macUnwrap) name() Strategy { return MACUnwrap }
+
+func (macUnwrap) computes(f Function) bool {
+	_, ok := f.(Encrypt)
+	return ok
 }
 
-func (m macUnwrap) computes(f Function) bool {
-	e, ok := f.(Encrypt)
-	if !ok {
-		return false
-	}
-	return !m.cmac || e.Cipher != DES // PKCS#11 has no single-DES CMAC
-}
-
-func (m macUnwrap) cost(r *Request) int {
+func (macUnwrap) cost(r *Request) int {
 	k := blocksFor(r.Function.(Encrypt).Cipher, r.KeyType)
-	calls := 2*k + 1 // C_SignInit + C_Sign per block, C_UnwrapKey
-	if m.cmac {
-		calls += 2 // C_EncryptInit + C_Encrypt for L
-	}
-	return calls
+	return 2*k + 1 // C_SignInit + C_Sign per block, C_UnwrapKey
 }
 
-// macMechanisms are the MAC, ECB and (for CMAC) L mechanisms for c.
-func (m macUnwrap) mechanisms(c Cipher) (mac, ecb uint) {
+// mechanisms are the MAC and ECB mechanisms for c.
+func (macUnwrap) mechanisms(c Cipher) (mac, ecb uint) {
 	switch c {
 	case AES:
-		mac, ecb = pkcs11.CKM_AES_MAC_GENERAL, pkcs11.CKM_AES_ECB
-		if m.cmac {
-			mac = pkcs11.CKM_AES_CMAC
-		}
+		return pkcs11.CKM_AES_MAC_GENERAL, pkcs11.CKM_AES_ECB
 	case DES3:
-		mac, ecb = pkcs11.CKM_DES3_MAC_GENERAL, pkcs11.CKM_DES3_ECB
-		if m.cmac {
-			mac = pkcs11.CKM_DES3_CMAC
-		}
-	case DES:
-		mac, ecb = pkcs11.CKM_DES_MAC_GENERAL, pkcs11.CKM_DES_ECB
+		return pkcs11.CKM_DES3_MAC_GENERAL, pkcs11.CKM_DES3_ECB
+	default:
+		return pkcs11.CKM_DES_MAC_GENERAL, pkcs11.CKM_DES_ECB
 	}
-	return mac, ecb
 }
 
 func (m macUnwrap) needs(f Function) ([]uint, []uint) {
 	mac, ecb := m.mechanisms(f.(Encrypt).Cipher)
-	attrs := []uint{pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP}
-	if m.cmac {
-		attrs = append(attrs, pkcs11.CKA_ENCRYPT)
-	}
-	return []uint{mac, ecb}, attrs
+	return []uint{mac, ecb}, []uint{pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP}
 }
 
-// flags: the MAC signs; ECB unwraps (and, for CMAC, encrypts L).
-func (m macUnwrap) flags(Function) []uint {
-	if m.cmac {
-		return []uint{pkcs11.CKF_SIGN, pkcs11.CKF_UNWRAP | pkcs11.CKF_ENCRYPT}
-	}
-	return []uint{pkcs11.CKF_SIGN, pkcs11.CKF_UNWRAP}
-}
+// flags: the MAC signs; ECB unwraps.
+func (macUnwrap) flags(Function) []uint { return []uint{pkcs11.CKF_SIGN, pkcs11.CKF_UNWRAP} }
 
 func (m macUnwrap) check(t *Token, base *Key, f Function) error {
 	mac, ecb := m.mechanisms(f.(Encrypt).Cipher)
-	fl := m.flags(f)
+	return macCheck(t, base, mac, ecb, m.flags(f), false)
+}
+
+func (m macUnwrap) run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	f := r.Function.(Encrypt)
+	n := f.Cipher.BlockSize()
+	mac, ecb := m.mechanisms(f.Cipher)
+	// The MAC's parameter: CK_MAC_GENERAL_PARAMS = n (a CK_ULONG).
+	var param [8]byte
+	binary.NativeEndian.PutUint64(param[:], uint64(n))
+	var zero [16]byte
+	return macChain(ctx, s, base, r, tmpl, mac, param[:], ecb, zero[:n])
+}
+
+// macCheck is the check of both MAC strategies: mac signs and ecb unwraps
+// (and, for CMAC, encrypts L); the base key needs CKA_SIGN and CKA_UNWRAP,
+// and CKA_ENCRYPT when encrypt is set.
+func macCheck(t *Token, base *Key, mac, ecb uint, fl []uint, encrypt bool) error {
 	lerr := t.listed(mechUse{mac, fl[0]}, mechUse{ecb, fl[1]})
 	var missing []string
 	if !base.Sign {
@@ -101,7 +89,7 @@ func (m macUnwrap) check(t *Token, base *Key, f Function) error {
 	if !base.Unwrap {
 		missing = append(missing, "CKA_UNWRAP")
 	}
-	if m.cmac && !base.Encrypt {
+	if encrypt && !base.Encrypt {
 		missing = append(missing, "CKA_ENCRYPT")
 	}
 	if len(missing) == 0 {
@@ -110,36 +98,19 @@ func (m macUnwrap) check(t *Token, base *Key, f Function) error {
 	return needsAttrs(base, lerr, ckm.Name(mac)+" then "+ckm.Name(ecb)+" unwrap", missing)
 }
 
-func (m macUnwrap) run(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+// macChain runs the chain of both MAC strategies: for each of DK's k
+// blocks, w_i = MAC_K(chain input so far || pad) with mechanism mac and its
+// parameter param, then one C_UnwrapKey of w_1 || ... || w_k in ecb.
+func macChain(ctx context.Context, s *session, base *Key, r *Request, tmpl []*pkcs11.Attribute, mac uint, param []byte, ecb uint, pad []byte) (pkcs11.ObjectHandle, error) {
 	f := r.Function.(Encrypt)
 	n := f.Cipher.BlockSize()
 	k := blocksFor(f.Cipher, r.KeyType)
-	mac, ecb := m.mechanisms(f.Cipher)
 
 	// Buffers on the stack for the common sizes (keys of up to 64 bytes):
 	// a derivation allocates nothing here.
-	var padBuf [16]byte
 	var msgBuf [(64/8 + 1) * 16]byte
 	var wrappedBuf [64 / 8 * 16]byte
-	var out [128]byte // any MAC, and L
-
-	// pad is the block appended to every MAC input: zero for CBC-MAC, K1
-	// for CMAC.
-	pad := padBuf[:n]
-	if m.cmac {
-		if err := s.cmacSubkey(pad, ecb, base.Handle, out[:]); err != nil {
-			return 0, err
-		}
-		defer clear(padBuf[:])
-	}
-	// The MAC's parameter: CK_MAC_GENERAL_PARAMS = n for *_MAC_GENERAL
-	// (a CK_ULONG), none for CMAC.
-	var paramBuf [8]byte
-	var param []byte
-	if !m.cmac {
-		binary.NativeEndian.PutUint64(paramBuf[:], uint64(n))
-		param = paramBuf[:]
-	}
+	var out [128]byte // any MAC
 
 	// msg grows by one block per step: the chain's input so far, then pad.
 	var msg, wrapped []byte

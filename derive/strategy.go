@@ -11,8 +11,8 @@ import (
 type Strategy string
 
 // The strategies, each in the file named after it (native.go, unwrap.go,
-// macunwrap.go, streamunwrap.go). Auto lets Derive choose the cheapest one
-// that works.
+// macunwrap.go, cmacunwrap.go, streamunwrap.go). Auto lets Derive choose
+// the cheapest one that works.
 const (
 	Auto Strategy = ""
 	// Native computes a function with the token's own derivation
@@ -75,7 +75,7 @@ type strategy interface {
 
 // strategies lists every strategy; for equal costs, the earlier is tried
 // first.
-var strategies = []strategy{native{}, unwrap{}, macUnwrap{}, macUnwrap{cmac: true}, streamUnwrap{}}
+var strategies = []strategy{native{}, unwrap{}, macUnwrap{}, cmacUnwrap{}, streamUnwrap{}}
 
 // applier is a strategy that computes its functions for some requests only.
 type applier interface {
