@@ -88,7 +88,7 @@ type Token struct {
 	// The Token's parts, one job each: the sessions lent (pool.go), the
 	// login kept across lost sessions (login.go), what the token says it
 	// can do (caps.go), what it refused (memo.go), and DK's templates
-	// (templateCache, in derive.go).
+	// (template.go).
 	pool      pool         // the sessions lent to operations
 	rec       recovery     // the anchor session and the login, restored after a loss
 	caps      capabilities // the mechanisms listed and their flags
