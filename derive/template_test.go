@@ -89,4 +89,3 @@ func TestTemplateContents(t *testing.T) {
 	assert.Equal(t, yes, value(ext, pkcs11.CKA_DERIVE))
 	assert.Equal(t, no, value(ext, pkcs11.CKA_ENCRYPT), "only the usage asked for")
 }
-
