@@ -244,11 +244,11 @@ func (t *Token) Lists(mechanism uint) bool {
 	return err == nil && m[mechanism]
 }
 
-// ListsFor reports whether the token lists the mechanism with every bit of
+// listsFor reports whether the token lists the mechanism with every bit of
 // the CKF_ flag (CKF_UNWRAP...) in its C_GetMechanismInfo, read once per
 // mechanism; a token that will not give the info is taken at its list's
 // word.
-func (t *Token) ListsFor(mechanism, flag uint) bool {
+func (t *Token) listsFor(mechanism, flag uint) bool {
 	m, err := t.caps.mechanisms()
 	if err != nil {
 		return false

@@ -50,8 +50,8 @@ func TestCapabilitiesReadOnce(t *testing.T) {
 
 	assert.True(t, tok.Lists(pkcs11.CKM_AES_ECB))
 	assert.False(t, tok.Lists(pkcs11.CKM_AES_CMAC))
-	assert.True(t, tok.ListsFor(pkcs11.CKM_AES_ECB, pkcs11.CKF_ENCRYPT))
-	assert.False(t, tok.ListsFor(pkcs11.CKM_AES_ECB, pkcs11.CKF_UNWRAP))
+	assert.True(t, tok.listsFor(pkcs11.CKM_AES_ECB, pkcs11.CKF_ENCRYPT))
+	assert.False(t, tok.listsFor(pkcs11.CKM_AES_ECB, pkcs11.CKF_UNWRAP))
 }
 
 // The listing errors are pure logic: tested directly.

@@ -233,26 +233,6 @@ func validate(base *Key, r *Request) error {
 	return r.Function.checkBase(base)
 }
 
-// CKKName names a PKCS#11 key type: "CKK_AES", "CKK_DES3"..., or
-// "CKK(0x…)" for a type p11derive does not know.
-func CKKName(ckk uint) string { return ckkName(ckk) }
-
-func ckkName(ckk uint) string {
-	switch ckk {
-	case pkcs11.CKK_AES:
-		return "CKK_AES"
-	case pkcs11.CKK_DES:
-		return "CKK_DES"
-	case pkcs11.CKK_DES2:
-		return "CKK_DES2"
-	case pkcs11.CKK_DES3:
-		return "CKK_DES3"
-	case pkcs11.CKK_GENERIC_SECRET:
-		return "CKK_GENERIC_SECRET"
-	}
-	return fmt.Sprintf("CKK(%#x)", ckk)
-}
-
 // deriveMem is the memory of one Derive: the request as tried, and the
 // Result and its Key, allocated together.
 type deriveMem struct {
@@ -422,7 +402,7 @@ func weakness(dk *Key, r *Request) (loose, other []string) {
 		other = append(other, fmt.Sprintf("CKA_TOKEN is %v", dk.Token))
 	}
 	if dk.Type != r.KeyType.ckk {
-		other = append(other, "CKA_KEY_TYPE is "+ckkName(dk.Type))
+		other = append(other, "CKA_KEY_TYPE is "+ckm.KeyType(dk.Type))
 	}
 	if dk.Len != 0 && dk.Len != r.KeyType.n {
 		other = append(other, fmt.Sprintf("the key is %d bytes", dk.Len))

@@ -1,6 +1,10 @@
 package derive
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/p11derive/p11derive/internal/ckm"
+)
 
 // Cipher is the block cipher of an encryption function.
 type Cipher uint8
@@ -77,7 +81,7 @@ type Function interface {
 // cipherKeyError is checkBase's error for the block-cipher functions.
 func cipherKeyError(name string, c Cipher, base *Key) error {
 	return &KeyError{Key: base.name(), Reason: ErrKeyType,
-		Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", name, c, ckkName(base.Type))}
+		Problem: fmt.Sprintf("%s needs a %s key, the base key has type %s", name, c, ckm.KeyType(base.Type))}
 }
 
 // validateBlocks checks block-cipher parameters and data: a known cipher and

@@ -6,6 +6,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/p11derive/p11derive/internal/ckm"
 	"github.com/p11derive/p11derive/mechanisms"
 )
 
@@ -107,7 +108,7 @@ func (f HKDF) checkBase(base *Key) error {
 		return nil
 	}
 	return &KeyError{Key: base.name(), Reason: ErrKeyType,
-		Problem: fmt.Sprintf("hkdf needs a generic secret or CKK_HKDF key, the base key has type %s", ckkName(base.Type))}
+		Problem: fmt.Sprintf("hkdf needs a generic secret or CKK_HKDF key, the base key has type %s", ckm.KeyType(base.Type))}
 }
 
 func (f HKDF) validate(data []byte, out KeyType) error {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // Key is a secret key object of a token, with the attributes p11derive
@@ -326,7 +328,7 @@ func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
 	n := k.Cipher().BlockSize()
 	mech, _, err := kcvMechanism(k, KCVECB)
 	if err != nil {
-		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for a %s key (AES and DES keys only)", ckkName(k.Type))}
+		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for a %s key (AES and DES keys only)", ckm.KeyType(k.Type))}
 	}
 	if !k.Encrypt {
 		return nil, &KeyError{Key: k.name(), Reason: ErrMissingAttribute, Problem: "a check value needs CKA_ENCRYPT"}
@@ -344,15 +346,6 @@ func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
 		return nil, s.fail("check value", "C_Encrypt", fmt.Errorf("%d bytes of output", len(out)))
 	}
 	return out[:3], nil
-}
-
-// GenerateKey makes a new secret key inside the token with C_GenerateKey:
-// sensitive, not extractable, a token object when persistent. It is how the
-// p11derive command makes base keys; kt must be an AES, DES2 or DES3 type,
-// or a generic secret (CKM_GENERIC_SECRET_KEY_GEN). It is Generate without
-// an ID, extractability or strict attributes.
-func (t *Token) GenerateKey(ctx context.Context, label string, kt KeyType, usage Usage, persistent bool) (*Key, error) {
-	return t.Generate(ctx, KeySpec{Label: label, Type: kt, Usage: usage, Persistent: persistent})
 }
 
 // Generate makes a new secret key inside the token with C_GenerateKey, as

@@ -81,7 +81,7 @@ func TestCrossStrategy(t *testing.T) {
 				{KeyDES3, Encrypt{Cipher: DES3, Mode: CBC, IV: randomBytes(t, 8)}, 24, KeyDES3},
 				{KeyDES2, Encrypt{Cipher: DES3, Mode: ECB}, 16, KeyDES2},
 			} {
-				base, err := lt.tok.GenerateKey(ctx, "", c.base, UseDerive|UseSign|UseUnwrap|UseEncrypt, false)
+				base, err := lt.tok.Generate(ctx, KeySpec{Type: c.base, Usage: UseDerive | UseSign | UseUnwrap | UseEncrypt})
 				require.NoError(t, err)
 				data := randomBytes(t, c.data)
 				var kcvs []string

@@ -108,7 +108,7 @@ func TestTightenIgnoredAttributes(t *testing.T) {
 		require.Len(t, k.Warnings, 1)
 		assert.Contains(t, k.Warnings[0], "in the template of C_CreateObject")
 		require.NoError(t, lt.tok.Destroy(ctx, k))
-		g, err := lt.tok.GenerateKey(ctx, "", KeyAES128, UseEncrypt, false)
+		g, err := lt.tok.Generate(ctx, KeySpec{Type: KeyAES128, Usage: UseEncrypt})
 		require.NoError(t, err)
 		assert.True(t, g.Sensitive)
 		assert.False(t, g.Extractable)
@@ -232,7 +232,7 @@ func TestGenerateLeavesNothing(t *testing.T) {
 	lt, w := softHSM2Wrapped(t, fwd.Config{Faults: []fwd.Fault{{Func: "C_GetAttributeValue", N: 1, From: true, CKR: pkcs11.CKR_DEVICE_ERROR}}})
 	ctx := context.Background()
 	objects := lt.objects(t)
-	_, err := lt.tok.GenerateKey(ctx, "gen-fails", KeyAES128, UseDerive, true)
+	_, err := lt.tok.Generate(ctx, KeySpec{Label: "gen-fails", Type: KeyAES128, Usage: UseDerive, Persistent: true})
 	require.Error(t, err)
 	assert.ErrorIs(t, err, pkcs11.Error(pkcs11.CKR_DEVICE_ERROR))
 	assert.Contains(t, err.Error(), "read the new base key's attributes")
@@ -243,7 +243,7 @@ func TestGenerateLeavesNothing(t *testing.T) {
 	fwd.Configure(t, w, fwd.Config{Faults: []fwd.Fault{
 		{Func: "C_GetAttributeValue", N: 1, From: true, CKR: pkcs11.CKR_DEVICE_ERROR},
 		{Func: "C_DestroyObject", N: 1, From: true, CKR: pkcs11.CKR_DEVICE_ERROR}}})
-	_, err = lt.tok.GenerateKey(ctx, "gen-fails-twice", KeyAES128, UseDerive, true)
+	_, err = lt.tok.Generate(ctx, KeySpec{Label: "gen-fails-twice", Type: KeyAES128, Usage: UseDerive, Persistent: true})
 	var lb *LeftBehindError
 	require.ErrorAs(t, err, &lb)
 	assert.Contains(t, err.Error(), "read the new base key's attributes")

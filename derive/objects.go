@@ -296,7 +296,7 @@ func (t *Token) specRequest(spec KeySpec) (*Request, error) {
 // (C_CreateObject), as spec says. It is for keys whose value is public by
 // design — known-answer test keys, the probe's — or already known to the
 // caller; a key meant to stay secret should be generated in the token
-// (GenerateKey) or unwrapped into it (Unwrap). The value must be the
+// (Generate) or unwrapped into it (Unwrap). The value must be the
 // type's length. The template's copy of the value is cleared after the
 // call; value itself is the caller's.
 func (t *Token) Import(ctx context.Context, spec KeySpec, value []byte) (*Key, error) {

@@ -365,7 +365,7 @@ func TestProxyObjects(t *testing.T) {
 
 			// A generated key: the direct Token finds it and agrees on its
 			// check value.
-			gen, err := proxy.GenerateKey(ctx, "proxy-gen", KeyAES256, UseEncrypt|UseDerive, false)
+			gen, err := proxy.Generate(ctx, KeySpec{Label: "proxy-gen", Type: KeyAES256, Usage: UseEncrypt | UseDerive})
 			require.NoError(t, err)
 			genKCV, err := proxy.CheckValue(ctx, gen)
 			require.NoError(t, err)
@@ -448,7 +448,7 @@ func TestRPC(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, base.Handle, found.Handle)
 
-			gen, err := tok.GenerateKey(ctx, "rpc-gen", KeyAES128, UseEncrypt|UseDerive, false)
+			gen, err := tok.Generate(ctx, KeySpec{Label: "rpc-gen", Type: KeyAES128, Usage: UseEncrypt | UseDerive})
 			require.NoError(t, err)
 			genKCV, err := tok.CheckValue(ctx, gen)
 			require.NoError(t, err)

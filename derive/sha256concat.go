@@ -5,6 +5,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/p11derive/p11derive/internal/ckm"
 	"github.com/p11derive/p11derive/mechanisms"
 )
 
@@ -26,7 +27,7 @@ func (f SHA256Concat) checkBase(base *Key) error {
 		return nil
 	}
 	return &KeyError{Key: base.name(), Reason: ErrKeyType,
-		Problem: fmt.Sprintf("sha256-concat needs a generic secret or AES key, the base key has type %s", ckkName(base.Type))}
+		Problem: fmt.Sprintf("sha256-concat needs a generic secret or AES key, the base key has type %s", ckm.KeyType(base.Type))}
 }
 
 func (SHA256Concat) validate(data []byte, out KeyType) error {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/p11derive/p11derive/internal/ckm"
 	"github.com/p11derive/p11derive/mechanisms"
 )
 
@@ -316,19 +317,19 @@ func (f SP800108) checkBase(base *Key) error {
 			return nil
 		}
 		return &KeyError{Key: base.name(), Reason: ErrKeyType,
-			Problem: fmt.Sprintf("%s with aes-cmac needs an AES key, the base key has type %s", f.Name(), ckkName(base.Type))}
+			Problem: fmt.Sprintf("%s with aes-cmac needs an AES key, the base key has type %s", f.Name(), ckm.KeyType(base.Type))}
 	case DES3CMAC:
 		if base.Type == pkcs11.CKK_DES2 || base.Type == pkcs11.CKK_DES3 {
 			return nil
 		}
 		return &KeyError{Key: base.name(), Reason: ErrKeyType,
-			Problem: fmt.Sprintf("%s with des3-cmac needs a DES2 or DES3 key, the base key has type %s", f.Name(), ckkName(base.Type))}
+			Problem: fmt.Sprintf("%s with des3-cmac needs a DES2 or DES3 key, the base key has type %s", f.Name(), ckm.KeyType(base.Type))}
 	default:
 		if hmacKeyType(base.Type) {
 			return nil
 		}
 		return &KeyError{Key: base.name(), Reason: ErrKeyType,
-			Problem: fmt.Sprintf("%s with %s needs a generic secret (or AES, or CKK_SHA*_HMAC) key, the base key has type %s", f.Name(), f.PRF, ckkName(base.Type))}
+			Problem: fmt.Sprintf("%s with %s needs a generic secret (or AES, or CKK_SHA*_HMAC) key, the base key has type %s", f.Name(), f.PRF, ckm.KeyType(base.Type))}
 	}
 }
 

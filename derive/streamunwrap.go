@@ -56,7 +56,7 @@ func (s streamUnwrap) check(t *Token, base *Key, f Function) error {
 // mode is the first stream mode the token lists with CKF_UNWRAP, or 0.
 func (streamUnwrap) mode(t *Token) uint {
 	for _, m := range streamModes {
-		if t.ListsFor(m, pkcs11.CKF_UNWRAP) {
+		if t.listsFor(m, pkcs11.CKF_UNWRAP) {
 			return m
 		}
 	}

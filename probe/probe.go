@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // Options says what to probe and how.
@@ -550,7 +551,7 @@ func crossCheck(runs []run) {
 
 func (p *prober) checkValue(k *derive.Key) ([]byte, error) {
 	if k.Cipher() == 0 {
-		return nil, errorf("DK is a %s key, which has no check value", derive.CKKName(k.Type))
+		return nil, errorf("DK is a %s key, which has no check value", ckm.KeyType(k.Type))
 	}
 	return p.tok.CheckValue(p.ctx, k)
 }

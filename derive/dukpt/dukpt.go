@@ -54,6 +54,7 @@ import (
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/derive/internal/chain"
 	"github.com/p11derive/p11derive/derive/scheme"
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // Lengths of AES DUKPT's identifiers (§6.2, §6.5).
@@ -160,7 +161,7 @@ func derivationType(k *derive.Key) (KeyType, error) {
 			Problem: "the token does not give this CKK_AES key's length (CKA_VALUE_LEN), which chooses the AES DUKPT key type (AES-128, AES-192 or AES-256) and so the derivation data"}
 	}
 	return 0, &derive.KeyError{Key: name(k), Reason: derive.ErrKeyType,
-		Problem: fmt.Sprintf("AES DUKPT derivation keys (BDK, initial and transaction keys) are AES keys of 16, 24 or 32 bytes; this one is a %s key of %d bytes", derive.CKKName(k.Type), k.Len)}
+		Problem: fmt.Sprintf("AES DUKPT derivation keys (BDK, initial and transaction keys) are AES keys of 16, 24 or 32 bytes; this one is a %s key of %d bytes", ckm.KeyType(k.Type), k.Len)}
 }
 
 // DerivationData is the derivation data of §6.3.2 for a key of usage u and

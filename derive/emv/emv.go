@@ -63,6 +63,7 @@ import (
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/derive/internal/chain"
 	"github.com/p11derive/p11derive/derive/scheme"
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // Option is an ICC master key derivation method of EMV Book 2 A1.4.
@@ -154,7 +155,7 @@ func aesType(k *derive.Key, what, use string) (derive.KeyType, error) {
 		}
 	}
 	return derive.KeyType{}, &derive.KeyError{Key: name(k), Reason: derive.ErrKeyType,
-		Problem: fmt.Sprintf("%s takes an AES-128, AES-192 or AES-256 %s, not a %d-byte %s key", use, what, k.Len, derive.CKKName(k.Type))}
+		Problem: fmt.Sprintf("%s takes an AES-128, AES-192 or AES-256 %s, not a %d-byte %s key", use, what, k.Len, ckm.KeyType(k.Type))}
 }
 
 // MasterKeyBlock is the block Y of option A or B (8 bytes) or C (16
@@ -237,7 +238,7 @@ func digits(field, s string, min, max int) error {
 func checkDES3(k *derive.Key, what string) error {
 	if k.Type != pkcs11.CKK_DES2 && k.Type != pkcs11.CKK_DES3 {
 		return &derive.KeyError{Key: name(k), Reason: derive.ErrKeyType,
-			Problem: fmt.Sprintf("the %s must be a double- or triple-length DES key (CKK_DES2, CKK_DES3), not a %s key", what, derive.CKKName(k.Type))}
+			Problem: fmt.Sprintf("the %s must be a double- or triple-length DES key (CKK_DES2, CKK_DES3), not a %s key", what, ckm.KeyType(k.Type))}
 	}
 	return nil
 }
@@ -292,7 +293,7 @@ func SessionKey(ctx context.Context, tok *derive.Token, mk *derive.Key, r []byte
 		f = derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}
 	default:
 		return nil, &derive.KeyError{Key: name(mk), Reason: derive.ErrKeyType,
-			Problem: fmt.Sprintf("the ICC master key must be a CKK_DES2 or AES key, not a %s key", derive.CKKName(mk.Type))}
+			Problem: fmt.Sprintf("the ICC master key must be a CKK_DES2 or AES key, not a %s key", ckm.KeyType(mk.Type))}
 	}
 	return chain.Run(ctx, tok, func(c *chain.Chain) error {
 		_, err := c.Final(mk, o.Request(f, data, kt, derive.DefaultUsage))

@@ -48,6 +48,7 @@ import (
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/derive/internal/chain"
 	"github.com/p11derive/p11derive/derive/scheme"
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // SCP02Key is an SCP02 session key, named by its purpose.
@@ -104,7 +105,7 @@ func SCP02SessionKey(ctx context.Context, tok *derive.Token, static *derive.Key,
 	}
 	if static.Type != pkcs11.CKK_DES2 {
 		return nil, &derive.KeyError{Key: name(static), Reason: derive.ErrKeyType,
-			Problem: fmt.Sprintf("SCP02 static keys are double-length DES keys (CKK_DES2), not a %s key", derive.CKKName(static.Type))}
+			Problem: fmt.Sprintf("SCP02 static keys are double-length DES keys (CKK_DES2), not a %s key", ckm.KeyType(static.Type))}
 	}
 	data := make([]byte, 16)
 	copy(data, c)
@@ -189,7 +190,7 @@ func SCP03SessionKey(ctx context.Context, tok *derive.Token, static *derive.Key,
 	switch {
 	case static.Type != pkcs11.CKK_AES:
 		return nil, &derive.KeyError{Key: name(static), Reason: derive.ErrKeyType,
-			Problem: fmt.Sprintf("SCP03 static keys are AES keys, not a %s key", derive.CKKName(static.Type))}
+			Problem: fmt.Sprintf("SCP03 static keys are AES keys, not a %s key", ckm.KeyType(static.Type))}
 	case static.Len == 0:
 		return nil, &derive.KeyError{Key: name(static), Reason: derive.ErrKeyType,
 			Problem: "the token does not give this CKK_AES static key's length (CKA_VALUE_LEN), which SCP03 needs for the session keys' length"}

@@ -57,6 +57,7 @@ import (
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/derive/internal/chain"
 	"github.com/p11derive/p11derive/derive/scheme"
+	"github.com/p11derive/p11derive/internal/ckm"
 )
 
 // Version is a key block version ID.
@@ -219,5 +220,5 @@ func keyName(k *derive.Key) string { return k.Name() }
 
 func keyTypeErr(k *derive.Key, v Version, want string) error {
 	return &derive.KeyError{Key: keyName(k), Reason: derive.ErrKeyType,
-		Problem: fmt.Sprintf("a TR-31 %v KBPK is %s, not a %s key of %d bytes", v, want, derive.CKKName(k.Type), k.Len)}
+		Problem: fmt.Sprintf("a TR-31 %v KBPK is %s, not a %s key of %d bytes", v, want, ckm.KeyType(k.Type), k.Len)}
 }

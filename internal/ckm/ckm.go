@@ -1,5 +1,6 @@
-// Package ckm names PKCS#11 mechanisms: CKM_AES_ECB_ENCRYPT_DATA for
-// 0x1104 and back, for error messages, reports and configuration.
+// Package ckm names PKCS#11 mechanisms — CKM_AES_ECB_ENCRYPT_DATA for
+// 0x1104 and back — and the secret key types p11derive handles, for error
+// messages, reports and configuration.
 package ckm
 
 //go:generate go run gen_names.go
@@ -9,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/miekg/pkcs11"
 )
 
 // The PKCS#11 3.0 mechanisms github.com/miekg/pkcs11 v1.1.2 does not define.
@@ -62,4 +65,23 @@ func Lookup(name string) (uint, bool) {
 	}
 	c, err := strconv.ParseUint(name, 0, 0)
 	return uint(c), err == nil
+}
+
+// The secret key types p11derive makes and takes (CKK_ values of the
+// PKCS#11 standard).
+var keyTypes = map[uint]string{
+	pkcs11.CKK_GENERIC_SECRET: "CKK_GENERIC_SECRET",
+	pkcs11.CKK_DES:            "CKK_DES",
+	pkcs11.CKK_DES2:           "CKK_DES2",
+	pkcs11.CKK_DES3:           "CKK_DES3",
+	pkcs11.CKK_AES:            "CKK_AES",
+}
+
+// KeyType names a key type: "CKK_AES", "CKK_DES3"..., or "CKK(0x…)" for a
+// type p11derive does not handle.
+func KeyType(ckk uint) string {
+	if n, ok := keyTypes[ckk]; ok {
+		return n
+	}
+	return fmt.Sprintf("CKK(%#x)", ckk)
 }

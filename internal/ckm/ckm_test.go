@@ -31,3 +31,15 @@ func TestNames(t *testing.T) {
 		t.Error("Lookup of a hex number failed")
 	}
 }
+
+func TestKeyType(t *testing.T) {
+	for ckk, want := range map[uint]string{
+		pkcs11.CKK_AES: "CKK_AES", pkcs11.CKK_DES: "CKK_DES", pkcs11.CKK_DES2: "CKK_DES2",
+		pkcs11.CKK_DES3: "CKK_DES3", pkcs11.CKK_GENERIC_SECRET: "CKK_GENERIC_SECRET",
+		pkcs11.CKK_RSA: "CKK(0x0)", pkcs11.CKK_RC4: "CKK(0x12)",
+	} {
+		if got := KeyType(ckk); got != want {
+			t.Errorf("KeyType(%#x) = %q, want %q", ckk, got, want)
+		}
+	}
+}
