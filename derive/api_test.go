@@ -27,7 +27,7 @@ import (
 // no object is left.
 func TestTokenRefusalLeavesNothing(t *testing.T) {
 	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
-		base := lt.Known(t, pkcs11.CKK_AES, labtok.Random(t, 16))
+		base := lt.Known(t, pkcs11.CKK_AES, lab.Random(t, 16))
 		objects := lt.Objects(t)
 		// A base key handle the token does not know: the token refuses.
 		stale := *base
@@ -48,8 +48,8 @@ func TestTokenRefusalLeavesNothing(t *testing.T) {
 func TestZeroBlockWarning(t *testing.T) {
 	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		ctx := context.Background()
-		base := lt.Known(t, pkcs11.CKK_AES, labtok.Random(t, 16))
-		iv := labtok.Random(t, 16)
+		base := lt.Known(t, pkcs11.CKK_AES, lab.Random(t, 16))
+		iv := lab.Random(t, 16)
 		for _, c := range []struct {
 			name string
 			f    derive.Encrypt
@@ -57,8 +57,8 @@ func TestZeroBlockWarning(t *testing.T) {
 			warn bool
 		}{
 			{"ecb zero block", derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, make([]byte, 32), true},
-			{"ecb second block zero", derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, append(labtok.Random(t, 16), make([]byte, 16)...), true},
-			{"ecb no zero block", derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, labtok.Random(t, 16), false},
+			{"ecb second block zero", derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, append(lab.Random(t, 16), make([]byte, 16)...), true},
+			{"ecb no zero block", derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, lab.Random(t, 16), false},
 			{"cbc data equal to iv", derive.Encrypt{Cipher: derive.AES, Mode: derive.CBC, IV: iv}, iv, true},
 			{"cbc zero data, random iv", derive.Encrypt{Cipher: derive.AES, Mode: derive.CBC, IV: iv}, make([]byte, 16), false},
 		} {
@@ -85,9 +85,9 @@ func TestZeroBlockWarning(t *testing.T) {
 func TestDerivedKeyAttributes(t *testing.T) {
 	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
 		ctx := context.Background()
-		base := lt.Known(t, pkcs11.CKK_AES, labtok.Random(t, 32))
+		base := lt.Known(t, pkcs11.CKK_AES, lab.Random(t, 32))
 		res, err := lt.Tok.Derive(ctx, base, derive.Request{
-			Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, Data: labtok.Random(t, 32), KeyType: derive.KeyAES256,
+			Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, Data: lab.Random(t, 32), KeyType: derive.KeyAES256,
 			Label: "dk-attrs", Extractable: true, Usage: derive.UseEncrypt | derive.UseWrap | derive.UseDerive,
 		})
 		require.NoError(t, err)
@@ -118,9 +118,9 @@ func TestPersistentDerivedKey(t *testing.T) {
 			t.Skip("NSS softoken's crypto slot takes session objects only")
 		}
 		ctx := context.Background()
-		base := lt.Known(t, pkcs11.CKK_AES, labtok.Random(t, 16))
+		base := lt.Known(t, pkcs11.CKK_AES, lab.Random(t, 16))
 		res, err := lt.Tok.Derive(ctx, base, derive.Request{
-			Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, Data: labtok.Random(t, 16), KeyType: derive.KeyAES128,
+			Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, Data: lab.Random(t, 16), KeyType: derive.KeyAES128,
 			Label: "dk-persistent", Persistent: true,
 		})
 		require.NoError(t, err)
@@ -163,7 +163,7 @@ func TestTokenErrorCKRText(t *testing.T) {
 func TestCheckValueAttribute(t *testing.T) {
 	ctx := context.Background()
 	labtok.ForEach(t, func(t *testing.T, lt *labtok.Token) {
-		v := labtok.Random(t, 32)
+		v := lab.Random(t, 32)
 		k := lt.Known(t, pkcs11.CKK_AES, v)
 		kcv, err := lt.Tok.CheckValueBy(ctx, k, derive.KCVAttribute)
 		require.NoError(t, err)
@@ -176,7 +176,7 @@ func TestCheckValueAttribute(t *testing.T) {
 		}
 		t.Logf("%s: %s in %d calls", lt.Kind, kcv.Source, kcv.Calls)
 
-		data := labtok.Random(t, 32)
+		data := lab.Random(t, 32)
 		res, err := lt.Tok.Derive(ctx, k, derive.Request{Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB}, Data: data, KeyType: derive.KeyAES256, Usage: derive.UseEncrypt})
 		require.NoError(t, err)
 		defer lt.Tok.Destroy(ctx, res.Key)
@@ -255,7 +255,7 @@ func TestSetLabelAndHandles(t *testing.T) {
 	for _, lt := range labtok.All(t) {
 		t.Run(lt.Kind, func(t *testing.T) {
 			ctx := context.Background()
-			k := lt.Known(t, pkcs11.CKK_AES, labtok.Random(t, 16))
+			k := lt.Known(t, pkcs11.CKK_AES, lab.Random(t, 16))
 			old := fmt.Sprintf("setlabel-old-%s-%d", lt.Kind, k.Handle)
 			require.NoError(t, lt.Tok.SetLabel(ctx, k, old))
 			hs, err := lt.Tok.Handles(ctx, derive.Selector{Label: old}, 0)
@@ -363,7 +363,7 @@ func TestSP800108DES3CMAC(t *testing.T) {
 		_, err := lt.Tok.Derive(ctx, base, derive.Request{Function: derive.SP800108{Mode: derive.SP800108Counter, PRF: derive.DES3CMAC}, Data: []byte("x"), KeyType: derive.KeyDES2})
 		assert.ErrorIs(t, err, derive.ErrUnsupported)
 		assert.Equal(t, objects, lt.Objects(t))
-		aes := lt.Known(t, pkcs11.CKK_AES, labtok.Random(t, 16))
+		aes := lt.Known(t, pkcs11.CKK_AES, lab.Random(t, 16))
 		_, err = lt.Tok.Derive(ctx, aes, derive.Request{Function: derive.SP800108{Mode: derive.SP800108Counter, PRF: derive.DES3CMAC}, Data: []byte("x"), KeyType: derive.KeyDES2})
 		assert.ErrorIs(t, err, derive.ErrKeyType)
 	})

@@ -7,6 +7,8 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // TestPlanIsWhatDeriveConsults: Derive's candidates are Plan's strategies
@@ -20,12 +22,12 @@ func TestPlanIsWhatDeriveConsults(t *testing.T) {
 			attrs []*pkcs11.Attribute
 		}{{"all attributes", nil}, {"no CKA_DERIVE", []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false)}},
 			{"no CKA_UNWRAP", []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false)}}} {
-			base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), c.attrs...)
+			base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16), c.attrs...)
 			for _, r := range []Request{
-				{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 32), KeyType: KeyAES256},
-				{Function: Encrypt{Cipher: AES, Mode: CBC, IV: make([]byte, 16)}, Data: randomBytes(t, 32), KeyType: KeyAES256},
-				{Function: Encrypt{Cipher: AES, Mode: CBC, IV: make([]byte, 16)}, Data: randomBytes(t, 16), KeyType: KeyAES128},
-				{Function: Decrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128},
+				{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 32), KeyType: KeyAES256},
+				{Function: Encrypt{Cipher: AES, Mode: CBC, IV: make([]byte, 16)}, Data: lab.Random(t, 32), KeyType: KeyAES256},
+				{Function: Encrypt{Cipher: AES, Mode: CBC, IV: make([]byte, 16)}, Data: lab.Random(t, 16), KeyType: KeyAES128},
+				{Function: Decrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128},
 			} {
 				t.Run(c.name+"/"+r.Function.Name()+"/"+r.KeyType.String(), func(t *testing.T) {
 					plans, err := lt.tok.Plan(base, r)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/internal/baseline"
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // BenchmarkDerive measures one derivation and the destruction of DK, per
@@ -38,8 +39,8 @@ func BenchmarkDerive(b *testing.B) {
 		} {
 			b.Run(lt.kind+"/"+string(c.st)+"/"+c.name, func(b *testing.B) {
 				ctx := context.Background()
-				base := lt.importKey(b, c.baseCKK, randomBytes(b, c.baseLen))
-				data := randomBytes(b, c.data)
+				base := lt.importKey(b, c.baseCKK, lab.Random(b, c.baseLen))
+				data := lab.Random(b, c.data)
 				r := Request{Function: c.f, Data: data, KeyType: c.out, Strategy: c.st}
 				if res, err := lt.tok.Derive(ctx, base, r); err != nil {
 					b.Skipf("%s does not run here: %v", c.st, err)
@@ -83,7 +84,7 @@ func BenchmarkOverhead(b *testing.B) {
 			lt = x
 		}
 	}
-	key := randomBytes(b, 16)
+	key := lab.Random(b, 16)
 	for _, c := range []struct {
 		name string
 		st   Strategy
@@ -96,7 +97,7 @@ func BenchmarkOverhead(b *testing.B) {
 		b.Run(c.name+"/aes-ecb", func(b *testing.B) {
 			ctx := context.Background()
 			base := lt.importKey(b, pkcs11.CKK_AES, key)
-			data := randomBytes(b, 16)
+			data := lab.Random(b, 16)
 			r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128, Strategy: c.st}
 			n := len(ownKeyAttrs) + 1 // AES: CKA_VALUE_LEN too
 			loop, err := baseline.Open(lt.lab.Module, lt.lab.InitArgs, lt.lab.SlotID, "", key, data,

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/internal/fwd"
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // soakGoroutines derive at once in the concurrency tests.
@@ -63,10 +64,10 @@ func TestConcurrentMixed(t *testing.T) {
 			t.Skip("NSS softoken's crypto slot stands for NSS")
 		}
 		ctx := context.Background()
-		aesKey, des3Key, genKey := randomBytes(t, 32), randomBytes(t, 24), randomBytes(t, 32)
+		aesKey, des3Key, genKey := lab.Random(t, 32), lab.Random(t, 24), lab.Random(t, 32)
 		aes := lt.importKey(t, pkcs11.CKK_AES, aesKey)
 		des3 := lt.importKey(t, pkcs11.CKK_DES3, des3Key)
-		iv16, iv8 := randomBytes(t, 16), randomBytes(t, 8)
+		iv16, iv8 := lab.Random(t, 16), lab.Random(t, 8)
 		enc := func(ckk uint, key []byte, f Encrypt) func([]byte) []byte {
 			return func(data []byte) []byte { return refEncrypt(t, ckk, key, f, data) }
 		}
@@ -165,7 +166,7 @@ func TestConcurrentMixed(t *testing.T) {
 func TestConcurrentLoginLost(t *testing.T) {
 	lt, w := softHSM2Wrapped(t, fwd.Config{})
 	ctx := context.Background()
-	key := randomBytes(t, 16)
+	key := lab.Random(t, 16)
 	// A public token object: it stays usable while logged out, so that the
 	// derivations of private DKs are what the lost login stops.
 	base := lt.importKey(t, pkcs11.CKK_AES, key, pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false))

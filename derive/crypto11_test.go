@@ -36,7 +36,7 @@ func TestCoexistsWithCrypto11(t *testing.T) {
 	ctx := context.Background()
 	base, err := tok.FindKey(ctx, "c11-base")
 	require.NoError(t, err)
-	data := randomBytes(t, 16)
+	data := lab.Random(t, 16)
 	res, err := tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128})
 	require.NoError(t, err)
 

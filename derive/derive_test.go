@@ -18,14 +18,14 @@ import (
 // any PKCS#11 call, leaving the token's objects as they were.
 func TestBadInput(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
-		aesKey := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-		des3Key := lt.importKey(t, pkcs11.CKK_DES3, randomBytes(t, 24))
-		noDerive := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
+		aesKey := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
+		des3Key := lt.importKey(t, pkcs11.CKK_DES3, lab.Random(t, 24))
+		noDerive := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
 		// Without CKA_DERIVE, Auto falls back to mac-unwrap: a key that may
 		// neither derive nor sign nor unwrap has no strategy at all.
-		noUse := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
+		noUse := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
 			pkcs11.NewAttribute(pkcs11.CKA_SIGN, false), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false))
-		hmacKey := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, randomBytes(t, 32))
+		hmacKey := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, lab.Random(t, 32))
 		ecb := Encrypt{Cipher: AES, Mode: ECB}
 		cases := []struct {
 			name  string
@@ -95,11 +95,11 @@ func TestCheckKeyRefusesWeakerKeys(t *testing.T) {
 
 func TestCancelledContextMakesNoCall(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
-		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+		base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		calls := lt.tok.calls.Load()
-		_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+		_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128})
 		assert.ErrorIs(t, err, context.Canceled)
 		assert.Equal(t, calls, lt.tok.calls.Load())
 	})
@@ -109,7 +109,7 @@ func TestCancelledContextMakesNoCall(t *testing.T) {
 func TestConcurrentDerivations(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
 		ctx := context.Background()
-		key := randomBytes(t, 16)
+		key := lab.Random(t, 16)
 		base := lt.importKey(t, pkcs11.CKK_AES, key)
 		objects := lt.objects(t)
 		var wg sync.WaitGroup
@@ -119,7 +119,7 @@ func TestConcurrentDerivations(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for i := 0; i < 25; i++ {
-					data := randomBytes(t, 16)
+					data := lab.Random(t, 16)
 					res, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128})
 					if err != nil {
 						errs <- err
@@ -152,8 +152,8 @@ func TestConcurrentDerivations(t *testing.T) {
 func TestDestroyForgetsRefusals(t *testing.T) {
 	lt := tokens(t)[0] // SoftHSM2 refuses mac-unwrap
 	ctx := context.Background()
-	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
-	_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+	base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
+	_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128})
 	require.Error(t, err)
 	require.NotNil(t, lt.tok.memo.failed(base.Handle, MACUnwrap, Encrypt{Cipher: AES, Mode: ECB}), "the refusal is remembered")
 	require.NoError(t, lt.tok.Destroy(ctx, base))
@@ -197,9 +197,9 @@ func TestRowRefusalNotRemembered(t *testing.T) {
 				{pkcs11.CKR_DATA_LEN_RANGE, false},
 				{pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, true},
 			} {
-				base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+				base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
 				fwd.Configure(t, w, fwd.Config{Faults: []fwd.Fault{{Func: "C_DeriveKey", N: 1, CKR: c.ckr}}})
-				res, err := tok.Derive(ctx, base, Request{Function: f, Data: randomBytes(t, 16), KeyType: KeyAES128})
+				res, err := tok.Derive(ctx, base, Request{Function: f, Data: lab.Random(t, 16), KeyType: KeyAES128})
 				if err == nil {
 					require.NoError(t, tok.Destroy(ctx, res.Key))
 				}
@@ -209,10 +209,10 @@ func TestRowRefusalNotRemembered(t *testing.T) {
 					continue
 				}
 				assert.Nil(t, tok.memo.failed(base.Handle, Native, f), "%#x fails that request only", c.ckr)
-				res, err = tok.Derive(ctx, base, Request{Function: f, Data: randomBytes(t, 16), KeyType: KeyAES128, Strategy: Native})
+				res, err = tok.Derive(ctx, base, Request{Function: f, Data: lab.Random(t, 16), KeyType: KeyAES128, Strategy: Native})
 				require.NoError(t, err, "native, after a refusal of another request's parameters")
 				require.NoError(t, tok.Destroy(ctx, res.Key))
-				res, err = tok.Derive(ctx, base, Request{Function: f, Data: randomBytes(t, 16), KeyType: KeyAES128})
+				res, err = tok.Derive(ctx, base, Request{Function: f, Data: lab.Random(t, 16), KeyType: KeyAES128})
 				require.NoError(t, err)
 				assert.Equal(t, Native, res.Strategy, "auto tries native again")
 				require.NoError(t, tok.Destroy(ctx, res.Key))

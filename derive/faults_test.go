@@ -78,12 +78,12 @@ func TestFaultsAtEveryCall(t *testing.T) {
 		// Base keys made by another Token: closing this Token's sessions
 		// must not take them.
 		nss := tokens(t)[1]
-		key := randomBytes(t, 32)
-		gkey := randomBytes(t, 32)
+		key := lab.Random(t, 32)
+		gkey := lab.Random(t, 32)
 		base := lt.reKey(t, nss.importKey(t, pkcs11.CKK_AES, key))
 		gbase := lt.reKey(t, nss.importKey(t, pkcs11.CKK_GENERIC_SECRET, gkey))
-		iv := randomBytes(t, 16)
-		data := randomBytes(t, 32)
+		iv := lab.Random(t, 16)
+		data := lab.Random(t, 32)
 		cbc := Encrypt{Cipher: AES, Mode: CBC, IV: iv}
 		ecbDecrypt := make([]byte, 32)
 		blk := refBlock(t, pkcs11.CKK_AES, key)
@@ -103,9 +103,9 @@ func TestFaultsAtEveryCall(t *testing.T) {
 	t.Run("nss/stream-unwrap", func(t *testing.T) {
 		cfg := fwd.Config{EmulateStreamUnwrap: true}
 		lt, w := wrapped(t, cfg)
-		key := randomBytes(t, 32)
+		key := lab.Random(t, 32)
 		base := lt.reKey(t, tokens(t)[1].importKey(t, pkcs11.CKK_AES, key))
-		data := randomBytes(t, 32)
+		data := lab.Random(t, 32)
 		ecb := Encrypt{Cipher: AES, Mode: ECB}
 		runFaults(t, lt, w, cfg, key, []faultCase{
 			{"stream-unwrap/aes-ecb", StreamUnwrap, ecb, data, KeyAES256, base, refEncrypt(t, pkcs11.CKK_AES, key, ecb, data)},
@@ -113,11 +113,11 @@ func TestFaultsAtEveryCall(t *testing.T) {
 	})
 	t.Run("softhsm2", func(t *testing.T) {
 		lt, w := softHSM2Wrapped(t, fwd.Config{})
-		key := randomBytes(t, 32)
+		key := lab.Random(t, 32)
 		// A token object: it outlives the sessions the test closes.
 		base := lt.importKey(t, pkcs11.CKK_AES, key, pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true))
-		data := randomBytes(t, 32)
-		cbc := Encrypt{Cipher: AES, Mode: CBC, IV: randomBytes(t, 16)}
+		data := lab.Random(t, 32)
+		cbc := Encrypt{Cipher: AES, Mode: CBC, IV: lab.Random(t, 16)}
 		ecb := Encrypt{Cipher: AES, Mode: ECB}
 		runFaults(t, lt, w, fwd.Config{}, key, []faultCase{
 			{"native/aes-cbc", Native, cbc, data, KeyAES256, base, refEncrypt(t, pkcs11.CKK_AES, key, cbc, data)},
@@ -268,8 +268,8 @@ func TestSessionsLost(t *testing.T) {
 	ctx := context.Background()
 	t.Run("softhsm2", func(t *testing.T) {
 		lt, w := softHSM2Wrapped(t, fwd.Config{})
-		key := randomBytes(t, 16)
-		label := "lost-" + hex.EncodeToString(randomBytes(t, 4))
+		key := lab.Random(t, 16)
+		label := "lost-" + hex.EncodeToString(lab.Random(t, 4))
 		base := lt.importKey(t, pkcs11.CKK_AES, key, pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
 		// SoftHSM2 forgets its object handles when its last session closes:
@@ -283,7 +283,7 @@ func TestSessionsLost(t *testing.T) {
 			assert.Equal(t, *base, again, "the base key changed")
 			base = k
 		}
-		data := randomBytes(t, 16)
+		data := lab.Random(t, 16)
 		r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: data, KeyType: KeyAES128}
 		want := hex.EncodeToString(refKCV(t, KeyAES128, refEncrypt(t, pkcs11.CKK_AES, key, Encrypt{Cipher: AES, Mode: ECB}, data)))
 		derive := func() *Result {
@@ -348,10 +348,10 @@ func TestSessionsLost(t *testing.T) {
 
 	t.Run("nss", func(t *testing.T) {
 		lt, w := wrapped(t, fwd.Config{})
-		key := randomBytes(t, 16)
+		key := lab.Random(t, 16)
 		base := lt.reKey(t, tokens(t)[1].importKey(t, pkcs11.CKK_AES, key))
-		data := randomBytes(t, 32)
-		cbc := Encrypt{Cipher: AES, Mode: CBC, IV: randomBytes(t, 16)}
+		data := lab.Random(t, 32)
+		cbc := Encrypt{Cipher: AES, Mode: CBC, IV: lab.Random(t, 16)}
 		r := Request{Function: cbc, Data: data, KeyType: KeyAES256, Strategy: MACUnwrap}
 		want := hex.EncodeToString(refKCV(t, KeyAES256, refEncrypt(t, pkcs11.CKK_AES, key, cbc, data)))
 		derive := func() {
@@ -413,8 +413,8 @@ func TestSessionsLost(t *testing.T) {
 func TestReadBackFaultIsNoRefusal(t *testing.T) {
 	lt, w := wrapped(t, fwd.Config{})
 	ctx := context.Background()
-	base := lt.reKey(t, tokens(t)[1].importKey(t, pkcs11.CKK_AES, randomBytes(t, 16)))
-	r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128}
+	base := lt.reKey(t, tokens(t)[1].importKey(t, pkcs11.CKK_AES, lab.Random(t, 16)))
+	r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128}
 	objects := lt.objects(t)
 	for _, ckr := range []uint{pkcs11.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11.CKR_TEMPLATE_INCONSISTENT, pkcs11.CKR_FUNCTION_NOT_SUPPORTED} {
 		fwd.Configure(t, w, fwd.Config{Faults: []fwd.Fault{{Func: "C_GetAttributeValue", N: 1, CKR: ckr}}})

@@ -132,12 +132,12 @@ func TestSP800108KnownAnswers(t *testing.T) {
 	for _, lt := range kdfTokens(t) {
 		t.Run(lt.kind, func(t *testing.T) {
 			ctx := context.Background()
-			hmacKey := randomBytes(t, 32)
-			aesKey := randomBytes(t, 16)
+			hmacKey := lab.Random(t, 32)
+			aesKey := lab.Random(t, 16)
 			gbase := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, hmacKey)
 			abase := lt.importKey(t, pkcs11.CKK_AES, aesKey)
 			label := append([]byte("p11derive test"), 0)
-			data := append(label, randomBytes(t, 16)...)
+			data := append(label, lab.Random(t, 16)...)
 			for _, c := range []struct {
 				name string
 				f    SP800108
@@ -149,8 +149,8 @@ func TestSP800108KnownAnswers(t *testing.T) {
 				{"counter/hmac-sha256/generic-80 (3 iterations)", SP800108{Mode: SP800108Counter, PRF: HMACSHA256}, gbase, hmacKey, KeyGeneric(80)},
 				{"counter/hmac-sha512/aes256", SP800108{Mode: SP800108Counter, PRF: HMACSHA512}, gbase, hmacKey, KeyAES256},
 				{"counter/aes-cmac/aes256 (2 iterations)", SP800108{Mode: SP800108Counter, PRF: AESCMAC}, abase, aesKey, KeyAES256},
-				{"feedback/hmac-sha256/generic-64", SP800108{Mode: SP800108Feedback, PRF: HMACSHA256, IV: randomBytes(t, 32)}, gbase, hmacKey, KeyGeneric(64)},
-				{"feedback/aes-cmac/aes256", SP800108{Mode: SP800108Feedback, PRF: AESCMAC, IV: randomBytes(t, 16)}, abase, aesKey, KeyAES256},
+				{"feedback/hmac-sha256/generic-64", SP800108{Mode: SP800108Feedback, PRF: HMACSHA256, IV: lab.Random(t, 32)}, gbase, hmacKey, KeyGeneric(64)},
+				{"feedback/aes-cmac/aes256", SP800108{Mode: SP800108Feedback, PRF: AESCMAC, IV: lab.Random(t, 16)}, abase, aesKey, KeyAES256},
 				{"feedback/hmac-sha384/no iv", SP800108{Mode: SP800108Feedback, PRF: HMACSHA384}, gbase, hmacKey, KeyAES256},
 			} {
 				t.Run(c.name, func(t *testing.T) {
@@ -198,7 +198,7 @@ func TestHKDFKnownAnswers(t *testing.T) {
 			assertKeyValue(t, lt, res3.Key, KeyGeneric(42), okm3)
 
 			// Expand-only from a PRK, into an AES key.
-			prk := randomBytes(t, 32)
+			prk := lab.Random(t, 32)
 			pbase := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, prk)
 			info := []byte("p11derive expand-only")
 			want, err := hkdf.Expand(sha256.New, prk, string(info), 16)
@@ -215,7 +215,7 @@ func TestSHA256ConcatKnownAnswer(t *testing.T) {
 	for _, lt := range kdfTokens(t) {
 		t.Run(lt.kind, func(t *testing.T) {
 			ctx := context.Background()
-			key := randomBytes(t, 32)
+			key := lab.Random(t, 32)
 			base := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, key)
 			data := []byte("device-0042")
 			objects := lt.objects(t)
@@ -236,8 +236,8 @@ func TestSHA256ConcatKnownAnswer(t *testing.T) {
 func TestKDFsRefusedCleanly(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
 		ctx := context.Background()
-		gbase := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, randomBytes(t, 32))
-		abase := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+		gbase := lt.importKey(t, pkcs11.CKK_GENERIC_SECRET, lab.Random(t, 32))
+		abase := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
 		if lt.kind == "softhsm2" {
 			for _, f := range []Function{SP800108{Mode: SP800108Counter, PRF: HMACSHA256}, HKDF{Hash: SHA256}} {
 				objects := lt.objects(t)

@@ -2,7 +2,6 @@ package derive
 
 import (
 	"context"
-	"crypto/rand"
 	"os"
 	"sync"
 	"testing"
@@ -30,10 +29,13 @@ var (
 	labToks []*labToken
 )
 
-// tokens returns the lab tokens, opened once per test binary: SoftHSM2,
-// NSS softoken's crypto slot (session objects, no login) and its key
-// database slot (token objects; it lists no *_ENCRYPT_DATA mechanism but
-// runs them).
+// tokens returns the shared lab tokens (lab.SharedNames: SoftHSM2, NSS
+// softoken's crypto slot and its key database slot), opened once per test
+// binary. Package labtok does the same for the other packages' tests; it
+// cannot serve this package's own (it imports derive), so only the opening
+// is here (and the tests' raw calls in the Token's own sessions,
+// withSession): the tokens, key templates, object counts and random values
+// are package lab's, shared by every package.
 func tokens(t testing.TB) []*labToken {
 	t.Helper()
 	labMu.Lock()
@@ -42,17 +44,15 @@ func tokens(t testing.TB) []*labToken {
 		return labToks
 	}
 	var toks []*labToken
-	for _, lt := range []struct {
-		kind string
-		tok  *lab.Token
-	}{{"softhsm2", lab.SharedSoftHSM2(t)}, {"nss", lab.NSS(t)}, {"nssdb", lab.NSSDB(t)}} {
-		cfg := Config{Module: lt.tok.Module, InitArgs: lt.tok.InitArgs, Slot: &lt.tok.SlotID}
-		if lt.tok.Login {
-			cfg.PIN = lt.tok.PIN
+	for _, name := range lab.SharedNames {
+		l := lab.Shared(t, name)
+		cfg := Config{Module: l.Module, InitArgs: l.InitArgs, Slot: &l.SlotID}
+		if l.Login {
+			cfg.PIN = l.PIN
 		}
 		tok, err := Open(cfg)
-		require.NoError(t, err, lt.kind)
-		toks = append(toks, &labToken{kind: lt.kind, lab: lt.tok, tok: tok})
+		require.NoError(t, err, name)
+		toks = append(toks, &labToken{kind: name, lab: l, tok: tok})
 	}
 	labToks = toks
 	return labToks
@@ -65,37 +65,13 @@ func forEachToken(t *testing.T, f func(t *testing.T, lt *labToken)) {
 	}
 }
 
-// importKey creates a session secret key of known value, as a test's base
-// key. Attributes in extra override the defaults.
+// importKey creates a session secret key of known value with lab.KnownUses,
+// as a test's base key, destroyed when the test ends. Attributes in extra
+// override the defaults. It is made in a session of the Token's pool, so
+// that a test of a bounded pool sees no session but the Token's.
 func (lt *labToken) importKey(t testing.TB, ckk uint, value []byte, extra ...*pkcs11.Attribute) *Key {
 	t.Helper()
-	set := map[uint]*pkcs11.Attribute{}
-	order := []uint{}
-	add := func(a *pkcs11.Attribute) {
-		if _, ok := set[a.Type]; !ok {
-			order = append(order, a.Type)
-		}
-		set[a.Type] = a
-	}
-	for _, a := range []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckk),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
-	} {
-		add(a)
-	}
-	for _, a := range extra {
-		add(a)
-	}
-	tmpl := make([]*pkcs11.Attribute, 0, len(order))
-	for _, typ := range order {
-		tmpl = append(tmpl, set[typ])
-	}
+	tmpl := lab.SecretKeyTemplate(ckk, value, append(lab.KnownUses(), extra...)...)
 	var h pkcs11.ObjectHandle
 	require.NoError(t, withSession(lt.tok, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
 		var err error
@@ -110,34 +86,16 @@ func (lt *labToken) importKey(t testing.TB, ckk uint, value []byte, extra ...*pk
 	return k
 }
 
-// objects counts the objects the token's sessions can see.
-func (lt *labToken) objects(t *testing.T) int {
+// objects counts the objects the token's sessions can see (in a session of
+// the Token's pool, as importKey).
+func (lt *labToken) objects(t testing.TB) int {
 	t.Helper()
 	var n int
 	require.NoError(t, withSession(lt.tok, func(ctx *pkcs11.Ctx, s pkcs11.SessionHandle) error {
-		if err := ctx.FindObjectsInit(s, nil); err != nil {
-			return err
-		}
-		defer ctx.FindObjectsFinal(s)
-		for {
-			hs, _, err := ctx.FindObjects(s, 100)
-			if err != nil {
-				return err
-			}
-			if len(hs) == 0 {
-				return nil
-			}
-			n += len(hs)
-		}
+		n = lab.CountObjects(t, ctx, s)
+		return nil
 	}))
 	return n
-}
-
-func randomBytes(t testing.TB, n int) []byte {
-	b := make([]byte, n)
-	_, err := rand.Read(b)
-	require.NoError(t, err)
-	return b
 }
 
 // The PKCS#11 calls of the steps counted by the tests: reading DK's

@@ -124,9 +124,9 @@ func TestSoftHSM2WithoutEncryptData(t *testing.T) {
 	require.NoError(t, err)
 	defer tok.Close()
 	lt := &labToken{kind: "softhsm2-hidden", lab: l, tok: tok}
-	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+	base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
 	objects := lt.objects(t)
-	_, err = tok.Derive(context.Background(), base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+	_, err = tok.Derive(context.Background(), base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128})
 	require.Error(t, err)
 	assert.ErrorIs(t, err, ErrUnsupported)
 	assert.Contains(t, err.Error(), "does not list CKM_AES_ECB_ENCRYPT_DATA")

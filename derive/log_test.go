@@ -105,8 +105,8 @@ func TestLogger(t *testing.T) {
 func TestNilLoggerCostsNothing(t *testing.T) {
 	lt := tokens(t)[1] // NSS softoken: the fastest token, where allocations show
 	ctx := context.Background()
-	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-	r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128, Strategy: Native}
+	base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
+	r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128, Strategy: Native}
 	allocs := func(derive func(context.Context, *Key, Request) (*Result, error)) float64 {
 		return testing.AllocsPerRun(200, func() {
 			res, err := derive(ctx, base, r)

@@ -8,6 +8,8 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // macUnwrapTokens are the lab tokens where the encrypt-as-decrypt strategies
@@ -76,14 +78,14 @@ func TestCrossStrategy(t *testing.T) {
 				data int
 				out  KeyType
 			}{
-				{KeyAES256, Encrypt{Cipher: AES, Mode: CBC, IV: randomBytes(t, 16)}, 48, KeyAES256},
+				{KeyAES256, Encrypt{Cipher: AES, Mode: CBC, IV: lab.Random(t, 16)}, 48, KeyAES256},
 				{KeyAES128, Encrypt{Cipher: AES, Mode: ECB}, 32, KeyAES128},
-				{KeyDES3, Encrypt{Cipher: DES3, Mode: CBC, IV: randomBytes(t, 8)}, 24, KeyDES3},
+				{KeyDES3, Encrypt{Cipher: DES3, Mode: CBC, IV: lab.Random(t, 8)}, 24, KeyDES3},
 				{KeyDES2, Encrypt{Cipher: DES3, Mode: ECB}, 16, KeyDES2},
 			} {
 				base, err := lt.tok.Generate(ctx, KeySpec{Type: c.base, Usage: UseDerive | UseSign | UseUnwrap | UseEncrypt})
 				require.NoError(t, err)
-				data := randomBytes(t, c.data)
+				data := lab.Random(t, c.data)
 				var kcvs []string
 				for _, st := range []Strategy{Native, MACUnwrap, CMACUnwrap} {
 					if st == CMACUnwrap && c.f.Cipher == DES3 && !lt.tok.Lists(pkcs11.CKM_DES3_CMAC) {
@@ -110,8 +112,8 @@ func TestCrossStrategy(t *testing.T) {
 func TestMACUnwrapNeedsAttributes(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
 		ctx := context.Background()
-		r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128, Strategy: MACUnwrap}
-		noSign := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_SIGN, false))
+		r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128, Strategy: MACUnwrap}
+		noSign := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16), pkcs11.NewAttribute(pkcs11.CKA_SIGN, false))
 		objects := lt.objects(t)
 		calls := lt.tok.calls.Load()
 		_, err := lt.tok.Derive(ctx, noSign, r)
@@ -119,13 +121,13 @@ func TestMACUnwrapNeedsAttributes(t *testing.T) {
 		assert.Contains(t, err.Error(), "CKA_SIGN")
 		assert.Equal(t, calls, lt.tok.calls.Load())
 		r.Strategy = CMACUnwrap
-		noEnc := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false))
+		noEnc := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16), pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false))
 		_, err = lt.tok.Derive(ctx, noEnc, r)
 		assert.ErrorIs(t, err, ErrMissingAttribute)
 		assert.Contains(t, err.Error(), "CKA_ENCRYPT")
 		objects = lt.objects(t)
 		if lt.kind == "softhsm2" {
-			good := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+			good := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
 			objects = lt.objects(t)
 			_, err = lt.tok.Derive(ctx, good, r)
 			require.Error(t, err, "SoftHSM2 does not unwrap with ECB")

@@ -129,9 +129,9 @@ func TestTightenRefusedIsWeak(t *testing.T) {
 	cfg := fwd.Config{WeakTemplates: true, Faults: []fwd.Fault{{Func: "C_SetAttributeValue", N: 1, From: true, CKR: pkcs11.CKR_ATTRIBUTE_READ_ONLY}}}
 	misbehaving(t, cfg, func(t *testing.T, lt *labToken) {
 		ctx := context.Background()
-		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+		base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
 		objects := lt.objects(t)
-		_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+		_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128})
 		var we *WeakKeyError
 		require.ErrorAs(t, err, &we)
 		assert.ErrorIs(t, err, pkcs11.Error(pkcs11.CKR_ATTRIBUTE_READ_ONLY))
@@ -149,8 +149,8 @@ func TestLeftBehindIsReported(t *testing.T) {
 		{Func: "C_SetAttributeValue", N: 1, From: true, CKR: pkcs11.CKR_ATTRIBUTE_READ_ONLY},
 		{Func: "C_DestroyObject", N: 1, From: true, CKR: pkcs11.CKR_DEVICE_ERROR}}})
 	ctx := context.Background()
-	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-	_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+	base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
+	_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128})
 	var lb *LeftBehindError
 	require.ErrorAs(t, err, &lb)
 	assert.ErrorIs(t, err, ErrWeakKey)
@@ -211,10 +211,10 @@ func TestListedNeedsTheFlag(t *testing.T) {
 func TestErrorsRankMechanismFirst(t *testing.T) {
 	lt, _ := wrapped(t, fwd.Config{Hide: encryptData})
 	ctx := context.Background()
-	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16),
+	base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16),
 		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false), pkcs11.NewAttribute(pkcs11.CKA_SIGN, false), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false))
 	calls := lt.tok.calls.Load()
-	_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+	_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128})
 	require.Error(t, err)
 	assert.ErrorIs(t, err, ErrMissingAttribute)
 	assert.Equal(t, calls, lt.tok.calls.Load(), "refused before any call")

@@ -46,7 +46,7 @@ func TestPoolBoundFromToken(t *testing.T) {
 	lt, w := softHSM2Wrapped(t, fwd.Config{MaxSessions: 3})
 	tok := lt.tok
 	require.Equal(t, 2, tok.MaxSessions())
-	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+	base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
 	waiting := waitHook(tok)
 	ctx := context.Background()
 
@@ -101,7 +101,7 @@ func TestPoolSessionCountShrinks(t *testing.T) {
 	t.Cleanup(func() { tok.Close() })
 	lt := &labToken{kind: "softhsm2+fwd", lab: w, tok: tok}
 	require.Equal(t, 10, tok.MaxSessions(), "the configured bound wins over the token's")
-	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
+	base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
 	waiting := waitHook(tok)
 	ctx := context.Background()
 
@@ -148,7 +148,7 @@ func TestPoolBoundSoftHSM2(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { tok.Close() })
 	lt := &labToken{kind: "softhsm2", lab: l, tok: tok}
-	key := randomBytes(t, 16)
+	key := lab.Random(t, 16)
 	base := lt.importKey(t, pkcs11.CKK_AES, key)
 	ctx := context.Background()
 	var wg sync.WaitGroup

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/p11derive/p11derive/internal/fwd"
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // TestStreamUnwrapOnLabTokens records what the lab tokens do with
@@ -17,14 +18,14 @@ import (
 func TestStreamUnwrapOnLabTokens(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
 		ctx := context.Background()
-		key := randomBytes(t, 16)
+		key := lab.Random(t, 16)
 		base := lt.importKey(t, pkcs11.CKK_AES, key)
 		for _, c := range []struct {
 			name string
 			r    Request
 		}{
-			{"one block", Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128, Strategy: StreamUnwrap}},
-			{"two blocks joined", Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 32), KeyType: KeyAES256, Strategy: StreamUnwrap}},
+			{"one block", Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128, Strategy: StreamUnwrap}},
+			{"two blocks joined", Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 32), KeyType: KeyAES256, Strategy: StreamUnwrap}},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				objects := lt.objects(t)
@@ -48,7 +49,7 @@ func TestStreamUnwrapOnLabTokens(t *testing.T) {
 		// CBC over more than one block is not computable this way: refused
 		// before any call.
 		calls := lt.tok.calls.Load()
-		_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: CBC, IV: randomBytes(t, 16)}, Data: randomBytes(t, 32), KeyType: KeyAES256, Strategy: StreamUnwrap})
+		_, err := lt.tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: CBC, IV: lab.Random(t, 16)}, Data: lab.Random(t, 32), KeyType: KeyAES256, Strategy: StreamUnwrap})
 		require.Error(t, err)
 		assert.ErrorIs(t, err, ErrUnsupported)
 		assert.Equal(t, calls, lt.tok.calls.Load())
@@ -71,9 +72,9 @@ func TestStreamUnwrapEmulated(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			lt, _ := wrapped(t, fwd.Config{Hide: mode.hide, EmulateStreamUnwrap: true})
 			ctx := context.Background()
-			key := randomBytes(t, 32)
+			key := lab.Random(t, 32)
 			base := lt.importKey(t, pkcs11.CKK_AES, key)
-			iv := randomBytes(t, 16)
+			iv := lab.Random(t, 16)
 			for _, c := range []struct {
 				name string
 				f    Encrypt
@@ -88,7 +89,7 @@ func TestStreamUnwrapEmulated(t *testing.T) {
 				{"ecb 1 block into des2", Encrypt{Cipher: AES, Mode: ECB}, 16, KeyDES2},
 			} {
 				t.Run(c.name, func(t *testing.T) {
-					data := randomBytes(t, c.data)
+					data := lab.Random(t, c.data)
 					objects := lt.objects(t)
 					res, err := lt.tok.Derive(ctx, base, Request{Function: c.f, Data: data, KeyType: c.out, Strategy: StreamUnwrap})
 					require.NoError(t, err)
@@ -116,8 +117,8 @@ func TestStreamUnwrapEmulated(t *testing.T) {
 func TestStreamUnwrapFaults(t *testing.T) {
 	lt, w := wrapped(t, fwd.Config{EmulateStreamUnwrap: true})
 	ctx := context.Background()
-	base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-	r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 48), KeyType: KeyGeneric(48), Strategy: StreamUnwrap}
+	base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
+	r := Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 48), KeyType: KeyGeneric(48), Strategy: StreamUnwrap}
 	objects := lt.objects(t)
 	for _, fn := range []string{"C_UnwrapKey", "C_DeriveKey", "C_GetAttributeValue"} {
 		for n := 1; n <= 3; n++ {

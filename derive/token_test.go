@@ -7,6 +7,8 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 func TestSelection(t *testing.T) {
@@ -63,8 +65,8 @@ func TestReadOnly(t *testing.T) {
 			require.NoError(t, err)
 			defer tok.Close()
 			ctx := context.Background()
-			base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16))
-			res, err := tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128})
+			base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16))
+			res, err := tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128})
 			require.NoError(t, err)
 			require.NoError(t, tok.Destroy(ctx, res.Key))
 			require.NoError(t, withSession(tok, func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error {
@@ -74,7 +76,7 @@ func TestReadOnly(t *testing.T) {
 				}
 				return err
 			}))
-			_, err = tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128, Label: "x", Persistent: true})
+			_, err = tok.Derive(ctx, base, Request{Function: Encrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128, Label: "x", Persistent: true})
 			assert.ErrorIs(t, err, ErrInvalidInput)
 		})
 	}

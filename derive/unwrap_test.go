@@ -8,6 +8,8 @@ import (
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/p11derive/p11derive/internal/lab"
 )
 
 // TestUnwrapKnownAnswers computes Decrypt with the unwrap strategy on the
@@ -57,10 +59,10 @@ func TestUnwrapKnownAnswers(t *testing.T) {
 // any call, naming the mechanism and the attribute.
 func TestUnwrapNeedsAttribute(t *testing.T) {
 	forEachToken(t, func(t *testing.T, lt *labToken) {
-		base := lt.importKey(t, pkcs11.CKK_AES, randomBytes(t, 16), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false))
+		base := lt.importKey(t, pkcs11.CKK_AES, lab.Random(t, 16), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false))
 		calls := lt.tok.calls.Load()
 		_, err := lt.tok.Derive(context.Background(), base,
-			Request{Function: Decrypt{Cipher: AES, Mode: ECB}, Data: randomBytes(t, 16), KeyType: KeyAES128, Strategy: Unwrap})
+			Request{Function: Decrypt{Cipher: AES, Mode: ECB}, Data: lab.Random(t, 16), KeyType: KeyAES128, Strategy: Unwrap})
 		assert.ErrorIs(t, err, ErrMissingAttribute)
 		assert.Contains(t, err.Error(), "CKM_AES_ECB unwrap needs CKA_UNWRAP on the base key")
 		assert.Equal(t, calls, lt.tok.calls.Load(), "no call")

@@ -36,7 +36,7 @@ func countedToken(tb testing.TB, kind string) *counted {
 	if c := countedToks[kind]; c != nil {
 		return c
 	}
-	ft := fwd.Wrap(tb, labtok.Lab(tb, kind), fwd.Config{})
+	ft := fwd.Wrap(tb, lab.Shared(tb, kind), fwd.Config{})
 	c := &counted{Token: labtok.New(tb, kind, ft), fwd: ft}
 	countedToks[kind] = c
 	return c

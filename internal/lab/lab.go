@@ -225,6 +225,31 @@ func NSSDB(tb testing.TB) *Token {
 	return nssToken(tb, nssDBSlot, nssDBLabel, true)
 }
 
+// The shared lab tokens, by name: what every package's tests run on.
+const (
+	SharedSoftHSM2Name = "softhsm2" // SharedSoftHSM2
+	NSSName            = "nss"      // NSS: the crypto slot
+	NSSDBName          = "nssdb"    // NSSDB: the key database slot
+)
+
+// SharedNames lists the shared lab tokens.
+var SharedNames = []string{SharedSoftHSM2Name, NSSName, NSSDBName}
+
+// Shared is the shared lab token named name (one of SharedNames).
+func Shared(tb testing.TB, name string) *Token {
+	tb.Helper()
+	switch name {
+	case SharedSoftHSM2Name:
+		return SharedSoftHSM2(tb)
+	case NSSName:
+		return NSS(tb)
+	case NSSDBName:
+		return NSSDB(tb)
+	}
+	tb.Fatalf("lab: no shared lab token %q", name)
+	return nil
+}
+
 func nssToken(tb testing.TB, slot uint, label string, login bool) *Token {
 	tb.Helper()
 	skipIfAsked(tb)

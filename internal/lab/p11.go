@@ -6,6 +6,7 @@ package lab
 import "C"
 
 import (
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -180,23 +181,16 @@ func isCKR(err error, codes ...uint) bool {
 	return false
 }
 
-// ImportSecretKey creates a session secret key (CKO_SECRET_KEY, CKA_TOKEN
-// false) of type keyType with CKA_VALUE value and CKA_LABEL label, usable for
-// CKA_DERIVE, CKA_ENCRYPT, CKA_SIGN and CKA_UNWRAP. attrs are added to the
-// template, replacing any attribute of the same type (e.g. CKA_TOKEN true for
-// a token object, CKA_DERIVE false).
-func ImportSecretKey(tb testing.TB, ctx *pkcs11.Ctx, sess pkcs11.SessionHandle, keyType uint, value []byte, label string, attrs ...*pkcs11.Attribute) pkcs11.ObjectHandle {
-	tb.Helper()
+// SecretKeyTemplate is the template of a session secret key of type
+// keyType and value: CKA_CLASS CKO_SECRET_KEY, CKA_KEY_TYPE, CKA_TOKEN
+// false, CKA_VALUE, then attrs, an attribute replacing in its place any
+// earlier one of the same type (CKA_TOKEN true for a token object, say).
+func SecretKeyTemplate(keyType uint, value []byte, attrs ...*pkcs11.Attribute) []*pkcs11.Attribute {
 	tmpl := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
 	}
 next:
 	for _, a := range attrs {
@@ -208,12 +202,40 @@ next:
 		}
 		tmpl = append(tmpl, a)
 	}
-	h, err := ctx.CreateObject(sess, tmpl)
+	return tmpl
+}
+
+// KnownUses are the usages of ImportSecretKey's keys, a key every
+// strategy's test can use: CKA_DERIVE, CKA_ENCRYPT, CKA_SIGN, CKA_UNWRAP.
+func KnownUses() []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
+	}
+}
+
+// CreateSecretKey creates the key of SecretKeyTemplate(keyType, value,
+// attrs...) in the session.
+func CreateSecretKey(tb testing.TB, ctx *pkcs11.Ctx, sess pkcs11.SessionHandle, keyType uint, value []byte, attrs ...*pkcs11.Attribute) pkcs11.ObjectHandle {
+	tb.Helper()
+	h, err := ctx.CreateObject(sess, SecretKeyTemplate(keyType, value, attrs...))
 	if err != nil {
 		// Never print the key value.
-		tb.Fatalf("lab: C_CreateObject of secret key %q (key type %#x, %d bytes): %v", label, keyType, len(value), err)
+		tb.Fatalf("lab: C_CreateObject of a secret key (key type %#x, %d bytes): %v", keyType, len(value), err)
 	}
 	return h
+}
+
+// ImportSecretKey creates a session secret key of type keyType with
+// CKA_VALUE value and CKA_LABEL label, with KnownUses. attrs are added to
+// the template, replacing any attribute of the same type (e.g. CKA_TOKEN
+// true for a token object, CKA_DERIVE false).
+func ImportSecretKey(tb testing.TB, ctx *pkcs11.Ctx, sess pkcs11.SessionHandle, keyType uint, value []byte, label string, attrs ...*pkcs11.Attribute) pkcs11.ObjectHandle {
+	tb.Helper()
+	uses := append([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}, KnownUses()...)
+	return CreateSecretKey(tb, ctx, sess, keyType, value, append(uses, attrs...)...)
 }
 
 // CountObjects returns the number of objects the session sees: C_FindObjects
@@ -247,6 +269,16 @@ func Unhex(s string) []byte {
 	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
 	if err != nil {
 		panic(err)
+	}
+	return b
+}
+
+// Random is n random bytes, a key value or data no other test uses.
+func Random(tb testing.TB, n int) []byte {
+	tb.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		tb.Fatalf("lab: random: %v", err)
 	}
 	return b
 }

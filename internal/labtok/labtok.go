@@ -19,7 +19,6 @@ package labtok
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"sync"
 	"testing"
@@ -31,15 +30,15 @@ import (
 	"github.com/p11derive/p11derive/internal/lab"
 )
 
-// The kinds of shared lab token.
+// The kinds of shared lab token (lab.SharedNames).
 const (
-	SoftHSM2 = "softhsm2" // lab.SharedSoftHSM2
-	NSS      = "nss"      // lab.NSS: the crypto slot
-	NSSDB    = "nssdb"    // lab.NSSDB: the key database slot
+	SoftHSM2 = lab.SharedSoftHSM2Name // lab.SharedSoftHSM2
+	NSS      = lab.NSSName            // lab.NSS: the crypto slot
+	NSSDB    = lab.NSSDBName          // lab.NSSDB: the key database slot
 )
 
 // Kinds lists every kind of shared lab token.
-var Kinds = []string{SoftHSM2, NSS, NSSDB}
+var Kinds = lab.SharedNames
 
 // Token is a lab token opened with derive.Open.
 type Token struct {
@@ -98,24 +97,8 @@ func Shared(t testing.TB, kind string) *Token {
 	if lt := shared[kind]; lt != nil {
 		return lt
 	}
-	shared[kind] = New(t, kind, Lab(t, kind))
+	shared[kind] = New(t, kind, lab.Shared(t, kind))
 	return shared[kind]
-}
-
-// Lab is the shared lab token of the kind (lab.SharedSoftHSM2, lab.NSS or
-// lab.NSSDB), not opened.
-func Lab(t testing.TB, kind string) *lab.Token {
-	t.Helper()
-	switch kind {
-	case SoftHSM2:
-		return lab.SharedSoftHSM2(t)
-	case NSS:
-		return lab.NSS(t)
-	case NSSDB:
-		return lab.NSSDB(t)
-	}
-	t.Fatalf("labtok: no shared lab token %q", kind)
-	return nil
 }
 
 // All returns the shared lab tokens of every kind.
@@ -144,26 +127,8 @@ func ForKinds(t *testing.T, kinds []string, f func(t *testing.T, lt *Token)) {
 // place). It is destroyed when the test ends.
 func (lt *Token) Create(t testing.TB, ckk uint, value []byte, attrs ...*pkcs11.Attribute) *derive.Key {
 	t.Helper()
-	set := map[uint]*pkcs11.Attribute{}
-	var order []uint
-	for _, a := range append([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckk),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
-	}, attrs...) {
-		if _, ok := set[a.Type]; !ok {
-			order = append(order, a.Type)
-		}
-		set[a.Type] = a
-	}
-	tmpl := make([]*pkcs11.Attribute, len(order))
-	for i, typ := range order {
-		tmpl[i] = set[typ]
-	}
 	ctx, s := lab.Open(t, lt.Lab)
-	h, err := ctx.CreateObject(s, tmpl)
-	require.NoError(t, err)
+	h := lab.CreateSecretKey(t, ctx, s, ckk, value, attrs...)
 	t.Cleanup(func() { ctx.DestroyObject(s, h) })
 	k, err := lt.Tok.Key(context.Background(), h)
 	require.NoError(t, err)
@@ -240,23 +205,9 @@ func (lt *Token) Base(t testing.TB, ckk uint, value []byte, extra ...*pkcs11.Att
 	return lt.Create(t, ckk, value, append([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true)}, extra...)...)
 }
 
-// Known is Create of a key for every test's use: CKA_DERIVE, CKA_ENCRYPT,
-// CKA_SIGN and CKA_UNWRAP true, then extra.
+// Known is Create of a key for every test's use (lab.KnownUses:
+// CKA_DERIVE, CKA_ENCRYPT, CKA_SIGN and CKA_UNWRAP true), then extra.
 func (lt *Token) Known(t testing.TB, ckk uint, value []byte, extra ...*pkcs11.Attribute) *derive.Key {
 	t.Helper()
-	return lt.Create(t, ckk, value, append([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
-	}, extra...)...)
-}
-
-// Random is n random bytes, a key value no other test uses.
-func Random(t testing.TB, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	_, err := rand.Read(b)
-	require.NoError(t, err)
-	return b
+	return lt.Create(t, ckk, value, append(lab.KnownUses(), extra...)...)
 }
