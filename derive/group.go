@@ -454,17 +454,17 @@ func (g *Group) noMember(not *member) error {
 	return fmt.Errorf("p11derive: group of %d tokens: %w (%s)", len(g.members), ErrNoMember, strings.Join(parts, "; "))
 }
 
-// Failed tells the Group that err came from an operation on the member
-// holding res's key after Derive (its check value, a wrap, ...): if err is
-// a member fault, the member is taken out as Derive would have done, and
+// Failed tells the Group that err came from an operation on member after
+// Derive gave it a key there (its check value, a wrap, ...): if err is a
+// member fault, the member is taken out as Derive would have done, and
 // Failed reports true — the caller may derive again, and Derive goes to
 // another member. Otherwise it changes nothing and reports false.
-func (g *Group) Failed(res *GroupResult, err error) bool {
-	if res == nil || err == nil || !memberFault(err) {
+func (g *Group) Failed(member *Token, err error) bool {
+	if member == nil || err == nil || !memberFault(err) {
 		return false
 	}
 	for _, m := range g.members {
-		if m.tok == res.Member {
+		if m.tok == member {
 			g.takeOut(m, err)
 			return true
 		}

@@ -145,7 +145,7 @@ func deriveRow(ctx context.Context, g *Group, data []byte) ([]byte, *Token, erro
 		if err == nil {
 			return kcv, res.Member, nil
 		}
-		if attempt > 0 || !g.Failed(res, err) {
+		if attempt > 0 || !g.Failed(res.Member, err) {
 			return nil, nil, err
 		}
 	}

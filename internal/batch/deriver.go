@@ -87,6 +87,11 @@ func ParseWrapMech(name string) (WrapMech, error) {
 type Wrap struct {
 	Key  *derive.Key // the transport key: CKA_WRAP, of the mechanism's cipher
 	Mech WrapMech
+	// Keys is the transport key on each member of the Deriver's Group
+	// (group mode): the same key, proven by check value by whoever found
+	// them (the command does). Key is then any one of them, for the
+	// checks of Check.
+	Keys map[*derive.Token]*derive.Key
 	// IV is des3-cbc's IV, 8 bytes; nil means 8 zero bytes. A fixed IV
 	// (rather than a random one per row) keeps the output a pure function of
 	// the input, as the partner who unwraps expects one agreed IV; DK is a
@@ -101,9 +106,21 @@ type Wrap struct {
 // destroys it (wrap mode, when Wrap is set). DK is never in the clear on the
 // host: in wrap mode it is made sensitive and extractable, wrapped by
 // C_WrapKey, and destroyed on every path.
+//
+// With a Group (wrap mode only), rows are derived on its members, each on
+// the least busy (see derive.Group): a member that fails as a device is
+// taken out, and its row derived again on another member — by the Group
+// when the derivation failed, here, once, when the check value or the
+// wrap did after DK was made (DK is destroyed first, so a row's key is
+// made once and written once). Keep mode refuses a Group: a token object
+// would exist on one member alone, and a retry after a failure of
+// unknown outcome could make it twice.
 type Deriver struct {
 	Token *derive.Token
 	Base  *derive.Key
+	// Group, when set, derives on its members instead of Token and Base
+	// (which are then unused); Wrap.Keys holds the transport key of each.
+	Group *derive.Group
 	Spec  Spec
 	// LabelTemplate is DK's label in keep mode: "{id}" is replaced by the
 	// row's id (e.g. "dk-{id}").
@@ -154,7 +171,11 @@ func (d *Deriver) Header() []string {
 func (d *Deriver) Check() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.Token == nil || d.Base == nil {
+	if d.Group != nil {
+		if err := d.checkGroup(); err != nil {
+			return err
+		}
+	} else if d.Token == nil || d.Base == nil {
 		return errors.New("batch: no token or base key")
 	}
 	fn, allow, err := d.parse(nil)
@@ -170,11 +191,17 @@ func (d *Deriver) Check() error {
 			return errors.New("batch: no transport key")
 		}
 		m := w.Mech
-		if w.Key.Cipher() != m.transport {
-			return fmt.Errorf("--wrap-mech %s needs a transport key of type %s; %q is not one", m.Name, strings.ToUpper(m.transport.String()), w.Key.Label)
+		keys := []*derive.Key{w.Key}
+		for _, k := range w.Keys {
+			keys = append(keys, k)
 		}
-		if !w.Key.Wrap {
-			return fmt.Errorf("transport key %q lacks CKA_WRAP", w.Key.Label)
+		for _, k := range keys {
+			if k.Cipher() != m.transport {
+				return fmt.Errorf("--wrap-mech %s needs a transport key of type %s; %q is not one", m.Name, strings.ToUpper(m.transport.String()), k.Label)
+			}
+			if !k.Wrap {
+				return fmt.Errorf("transport key %q lacks CKA_WRAP", k.Label)
+			}
 		}
 		n := d.Spec.KeyType.Len()
 		if n < m.min || (m.multiple > 0 && n%m.multiple != 0) {
@@ -202,6 +229,20 @@ func (d *Deriver) Check() error {
 	}
 	d.checked = true
 	d.plan.Store(&plan{fn: d.fn, allow: d.allow})
+	return nil
+}
+
+// checkGroup checks a Deriver of a Group: wrap mode, with a transport key
+// on every member. The caller holds mu.
+func (d *Deriver) checkGroup() error {
+	if d.Wrap == nil {
+		return errors.New("keep mode takes one token: a key kept on one member of a group exists on that member alone (derive with several tokens in wrap mode)")
+	}
+	for _, m := range d.Group.Members() {
+		if d.Wrap.Keys[m.Token] == nil {
+			return fmt.Errorf("batch: no transport key on group member %s", m.Name)
+		}
+	}
 	return nil
 }
 
@@ -296,20 +337,40 @@ func (d *Deriver) Do(ctx context.Context, row *Row) (Out, func(), error) {
 }
 
 // derive runs one derivation, and holds the batch to one function: the
-// first row's (a substitute, if it ran one, is pinned for the others).
-func (d *Deriver) derive(ctx context.Context, req derive.Request) (*derive.Result, error) {
-	res, err := d.Token.Derive(ctx, d.Base, req)
-	if err != nil {
-		return nil, err
+// first row's (a substitute, if it ran one, is pinned for the others). on
+// is the token that holds DK (a member of the Group, if there is one).
+func (d *Deriver) derive(ctx context.Context, req derive.Request) (res *derive.Result, on *derive.Token, err error) {
+	if res, on, err = d.deriveOn(ctx, req); err != nil {
+		return nil, on, err
 	}
+	return d.pin(ctx, res, on)
+}
+
+// deriveOn derives DK on the Token, or on a member of the Group.
+func (d *Deriver) deriveOn(ctx context.Context, req derive.Request) (*derive.Result, *derive.Token, error) {
+	if d.Group == nil {
+		res, err := d.Token.Derive(ctx, d.Base, req)
+		return res, d.Token, err
+	}
+	gr, err := d.Group.Derive(ctx, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	return gr.Result, gr.Member, nil
+}
+
+// pin holds the batch to the first row's function: a row that computed
+// another is destroyed (on on) and fails.
+func (d *Deriver) pin(ctx context.Context, res *derive.Result, on *derive.Token) (*derive.Result, *derive.Token, error) {
+	var err error
 	name := res.Function.Name()
 	if p := d.plan.Load(); p != nil && p.kdf != "" {
 		// The batch's function is known: no lock.
 		if name == p.kdf {
-			return res, nil
+			return res, on, nil
 		}
-		d.Token.Destroy(context.WithoutCancel(ctx), res.Key)
-		return nil, fmt.Errorf("computed %s, but this batch computes %s", name, p.kdf)
+		on.Destroy(context.WithoutCancel(ctx), res.Key)
+		return nil, on, fmt.Errorf("computed %s, but this batch computes %s", name, p.kdf)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -328,49 +389,70 @@ func (d *Deriver) derive(ctx context.Context, req derive.Request) (*derive.Resul
 		err = fmt.Errorf("computed %s, but this batch computes %s", name, d.profile.KDF)
 	}
 	if err != nil {
-		d.Token.Destroy(context.WithoutCancel(ctx), res.Key)
-		return nil, err
+		on.Destroy(context.WithoutCancel(ctx), res.Key)
+		return nil, on, err
 	}
-	return res, nil
+	return res, on, nil
 }
 
 // wrapRow derives DK sensitive and extractable, computes its check value,
-// wraps it under the transport key and destroys it.
-func (d *Deriver) wrapRow(ctx context.Context, row *Row, req derive.Request) (out Out, undo func(), err error) {
+// wraps it under the transport key and destroys it. With a Group, a
+// member fault after DK was made there takes the member out, and the row
+// is derived again, once, on another member.
+func (d *Deriver) wrapRow(ctx context.Context, row *Row, req derive.Request) (Out, func(), error) {
 	req.Extractable = true        // to be wrapped; it stays sensitive
 	req.Usage = derive.UseEncrypt // for its check value, computed in the token
-	res, err := d.derive(ctx, req)
+	out, on, err := d.wrapOnce(ctx, row, req)
+	if err != nil && d.Group != nil && ctx.Err() == nil && d.Group.Failed(on, err) {
+		out, _, err = d.wrapOnce(ctx, row, req)
+	}
+	return out, nil, err
+}
+
+// wrapOnce is wrapRow on the token the derivation lands on (on; nil if it
+// failed there, or found none).
+func (d *Deriver) wrapOnce(ctx context.Context, row *Row, req derive.Request) (out Out, on *derive.Token, err error) {
+	res, on, err := d.derive(ctx, req)
 	if err != nil {
 		return Out{}, nil, err
 	}
 	defer func() {
 		// Destroy DK on every path, panics and cancellation included.
-		if derr := d.Token.Destroy(context.WithoutCancel(ctx), res.Key); derr != nil && err == nil {
+		if derr := on.Destroy(context.WithoutCancel(ctx), res.Key); derr != nil && err == nil {
 			err = derr
 		}
 		if err != nil {
 			out = Out{}
 		}
 	}()
-	kcv, err := d.Token.CheckValue(ctx, res.Key)
+	kcv, err := on.CheckValue(ctx, res.Key)
 	if err != nil {
-		return Out{}, nil, err
+		return Out{}, on, err
 	}
 	if err := ctx.Err(); err != nil {
-		return Out{}, nil, err
+		return Out{}, on, err
 	}
-	wrapped, err := WrapKey(ctx, d.Token, d.Wrap, res.Key)
+	tk := d.Wrap.Key
+	if d.Group != nil {
+		tk = d.Wrap.Keys[on]
+	}
+	wrapped, err := wrapWith(ctx, on, d.Wrap, tk, res.Key)
 	if err != nil {
-		return Out{}, nil, err
+		return Out{}, on, err
 	}
 	return Out{ID: row.ID, Key: hex.EncodeToString(wrapped), KCV: hex.EncodeToString(kcv),
-		Strategy: string(res.Strategy), KDF: res.Function.Name()}, nil, nil
+		Strategy: string(res.Strategy), KDF: res.Function.Name()}, on, nil
 }
 
 // WrapKey wraps k under w.Key with w's mechanism (C_WrapKey, in a session of
 // the token's pool). k must be extractable; its value never reaches the host
 // in the clear.
 func WrapKey(ctx context.Context, tok *derive.Token, w *Wrap, k *derive.Key) ([]byte, error) {
+	return wrapWith(ctx, tok, w, w.Key, k)
+}
+
+// wrapWith is WrapKey under the transport key tk (w.Key, or a member's).
+func wrapWith(ctx context.Context, tok *derive.Token, w *Wrap, tk, k *derive.Key) ([]byte, error) {
 	var param []byte
 	if w.Mech.iv {
 		param = w.IV
@@ -378,7 +460,7 @@ func WrapKey(ctx context.Context, tok *derive.Token, w *Wrap, k *derive.Key) ([]
 			param = make([]byte, 8)
 		}
 	}
-	wrapped, err := tok.Wrap(ctx, w.Key, k, w.Mech.CKM, param)
+	wrapped, err := tok.Wrap(ctx, tk, k, w.Mech.CKM, param)
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +515,7 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Ou
 	// one while another is made included. The look-ups and check values
 	// still run in parallel.
 	d.create.Lock()
-	res, err := d.derive(ctx, req)
+	res, _, err := d.derive(ctx, req)
 	d.create.Unlock()
 	if err != nil {
 		return Out{}, nil, err
@@ -619,7 +701,7 @@ func (d *Deriver) adopt(ctx context.Context, row *Row, req derive.Request, k *de
 	if !k.Token || !k.Sensitive || k.Extractable || k.Type != kt.CKK() || k.Len != kt.Len() || !k.Encrypt {
 		return Out{}, nil, fmt.Errorf("a key labelled %q exists already and is not one this batch makes", k.Label)
 	}
-	res, err := d.derive(ctx, req) // a session object: it is only compared
+	res, _, err := d.derive(ctx, req) // a session object: it is only compared
 	if err != nil {
 		return Out{}, nil, err
 	}
