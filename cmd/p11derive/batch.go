@@ -48,6 +48,11 @@ is an output of the same run: anything else is refused and left as it was
 (--new-output moves an output of other parameters aside to OUT.csv.N and
 starts afresh). --output - writes to stdout.
 
+Several tokens (wrap mode only): repeat --uri, one per token holding the
+same base and transport keys (proven by check value before any row); rows
+go to the least busy token, and a token that fails as a device is taken
+out and its rows derived on the others. Keep mode takes one token.
+
 A bad row (an id that repeats an earlier row's, a line over 64 KiB among
 them) is reported with its line and skipped (the batch stops at the first
 failure with --fail-fast). Rerunning the same command after an interruption
@@ -72,7 +77,13 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	}
 	defer s.Close()
 	prog := &batch.Progress{W: batchLog, Prefix: "p11derive batch", Every: o.every}
-	d, m, err := newBatchDeriver(s, o.spec, wrap, o.wrapSel, *bf.template, o.sessionCopy, prog)
+	var d *batch.Deriver
+	var m *batch.Manifest
+	if s.group != nil {
+		d, m, err = newGroupDeriver(s, o.spec, wrap, o.wrapSel, prog)
+	} else {
+		d, m, err = newBatchDeriver(s, o.spec, wrap, o.wrapSel, *bf.template, o.sessionCopy, prog)
+	}
 	if err != nil {
 		return err
 	}
@@ -103,7 +114,7 @@ func cmdBatch(args []string, stdout io.Writer) error {
 		prog.Bar = true
 		prog.Width = func() int { return termWidth(fd) }
 	}
-	calls0 := s.tok.Calls()
+	calls0 := s.calls()
 	st, runErr := bf.run(s, out, d, prog)
 	if err := out.Close(); err != nil && runErr == nil && st.Stopped != "output" {
 		runErr = err
@@ -112,7 +123,10 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	if err := writeProfile(d, ff.profileOut); err != nil && runErr == nil {
 		runErr = fmt.Errorf("p11derive: writing the profile: %w", err)
 	}
-	prog.Printf("%s", summary(st, *bf.workers, d.Adopted(), s.tok.Calls()-calls0))
+	prog.Printf("%s", summary(st, *bf.workers, d.Adopted(), s.calls()-calls0))
+	if s.group != nil {
+		prog.Printf("%s", groupSummary(s.group))
+	}
 	if st.Stopped == "max-rows" {
 		prog.Printf("stopped after --max-rows %d new rows: run the same command again to go on", *bf.maxRows)
 	}
@@ -169,6 +183,14 @@ func (o *batchOptions) parse(args []string) error {
 	if *bf.maxRows < 0 {
 		return usageError{errors.New("--max-rows must not be negative")}
 	}
+	if n := len(bf.tf.uris); n > 1 {
+		if o.wrap == nil {
+			return usageError{fmt.Errorf("keep mode takes one token, and --uri was given %d times: a key kept on one of several tokens would exist there alone (give one --uri, or --wrap-key for wrap mode)", n)}
+		}
+		if bf.tf.label != "" || bf.tf.slot >= 0 {
+			return usageError{errors.New("--token and --slot select one token: with several --uri, select each token in its URI")}
+		}
+	}
 	o.spec, err = ff.spec()
 	return err
 }
@@ -220,6 +242,66 @@ func newBatchDeriver(s *batchSetup, spec *funcSpec, wrap *batch.Wrap, wrapSel de
 		return nil, nil, fmt.Errorf("p11derive: %w", err)
 	}
 	return d, m, nil
+}
+
+// newGroupDeriver is newBatchDeriver for a group of tokens (wrap mode):
+// the transport key is found on every token and proven the same by its
+// check value, and the keys are used as they are (no session copies: a
+// token back from a fault would have lost them).
+func newGroupDeriver(s *batchSetup, spec *funcSpec, wrap *batch.Wrap, wrapSel derive.Selector, prog *batch.Progress) (*batch.Deriver, *batch.Manifest, error) {
+	ctx := s.ctx
+	m := &batch.Manifest{Version: version, Mode: "wrap", KDF: spec.kdf, Params: spec.params, Allow: spec.allow,
+		Strategy: string(spec.strategy), KeyType: derive.KeyTypeName(spec.kt.CKK()), Len: spec.kt.Len(),
+		Base: batch.KeyRef{Label: s.base.Label, ID: hex.EncodeToString(s.base.ID), KCV: hex.EncodeToString(s.group.CheckValue())}}
+	if m.Strategy == "" {
+		m.Strategy = "auto"
+	}
+	members := s.group.Members()
+	wrap.Keys = map[*derive.Token]*derive.Key{}
+	var kcv []byte
+	for i, st := range members {
+		k, err := findKey(ctx, st.Token, wrapSel)
+		if err != nil {
+			return nil, nil, fmt.Errorf("p11derive: transport key on %s: %w", st.Name, err)
+		}
+		c, err := st.Token.CheckValueBy(ctx, k, derive.KCVECB)
+		if err != nil {
+			return nil, nil, fmt.Errorf("p11derive: transport key on %s: its check value, which proves it the same on every token: %w", st.Name, err)
+		}
+		if i == 0 {
+			kcv, wrap.Key = c.Value, k
+			if !k.Sensitive {
+				prog.Printf("warning: transport key %q is not sensitive: whoever can read its value can unwrap every key of this batch", k.Label)
+			}
+		} else if !bytes.Equal(c.Value, kcv) {
+			return nil, nil, fmt.Errorf("p11derive: the transport keys differ: check value %x on %s, %x on %s", kcv, members[0].Name, c.Value, st.Name)
+		}
+		wrap.Keys[st.Token] = k
+		info := st.Token.Info()
+		m.Tokens = append(m.Tokens, fmt.Sprintf("%s (serial %s)", strings.TrimSpace(info.Label), strings.TrimSpace(info.SerialNumber)))
+	}
+	m.Wrap = &batch.WrapRef{Key: batch.KeyRef{Label: wrap.Key.Label, ID: hex.EncodeToString(wrap.Key.ID), KCV: hex.EncodeToString(kcv)},
+		Mech: wrap.Mech.Name, IV: hex.EncodeToString(wrap.IV)}
+	d := &batch.Deriver{Group: s.group, Wrap: wrap, RowIVs: s.rows.HasIV(),
+		Spec: batch.Spec{KDF: spec.kdf, Params: spec.params, KeyType: spec.kt, Strategy: spec.strategy, Allow: spec.allow}}
+	if err := d.Check(); err != nil {
+		return nil, nil, fmt.Errorf("p11derive: %w", err)
+	}
+	return d, m, nil
+}
+
+// groupSummary is a line on the tokens of a group run: the rows each
+// derived, and why a token is out.
+func groupSummary(g *derive.Group) string {
+	var parts []string
+	for _, st := range g.Members() {
+		p := fmt.Sprintf("%s: %d derivations", st.Name, st.Derived)
+		if !st.Up {
+			p += ", out (" + strings.TrimPrefix(st.Err.Error(), "p11derive: ") + ")"
+		}
+		parts = append(parts, p)
+	}
+	return "tokens: " + strings.Join(parts, "; ")
 }
 
 // openBatchOutput opens the output of a batch: path, or stdout for "-"

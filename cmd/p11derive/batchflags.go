@@ -109,7 +109,11 @@ type batchSetup struct {
 	in    io.ReadCloser
 	total int // the input's rows, or 0 if unknown
 	rows  *batch.Input
-	tok   *derive.Token
+	tok   *derive.Token // the token, or the group's first
+	// toks and group: the tokens of several --uri, and their Group
+	// (wrap mode); nil with one token.
+	toks  []*derive.Token
+	group *derive.Group
 	ctx   context.Context // cancelled by Ctrl-C and SIGTERM, or by stop
 	stop  context.CancelFunc
 	base  *derive.Key
@@ -129,6 +133,13 @@ func (b *batchFlags) open(baseSel derive.Selector, newInput func(io.Reader) (*ba
 	if s.rows, err = newInput(s.in); err != nil {
 		return nil, fmt.Errorf("p11derive: %s: %w", *b.input, err)
 	}
+	if len(b.tf.uris) > 1 {
+		s.ctx, s.stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		if err := s.openGroup(&b.tf, baseSel); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	if s.tok, err = b.tf.open(); err != nil {
 		return nil, err
 	}
@@ -139,10 +150,45 @@ func (b *batchFlags) open(baseSel derive.Selector, newInput func(io.Reader) (*ba
 	return s, nil
 }
 
-// Close stops listening for signals and closes the token and the input.
+// openGroup opens the tokens of every --uri and makes their Group: the
+// base key found on each and proven the same by its check value. s.base
+// is the first token's, for the manifest.
+func (s *batchSetup) openGroup(tf *tokenFlags, baseSel derive.Selector) error {
+	toks, err := tf.openAll(false, tf.uris)
+	if err != nil {
+		return err
+	}
+	s.toks, s.tok = toks, toks[0]
+	if s.base, err = findKey(s.ctx, s.tok, baseSel); err != nil {
+		return err
+	}
+	s.group, err = derive.NewGroup(s.ctx, derive.GroupConfig{Members: toks, Base: baseSel})
+	return err
+}
+
+// calls is the PKCS#11 calls made so far on the token, or the tokens.
+func (s *batchSetup) calls() int64 {
+	if s.group == nil {
+		return s.tok.Calls()
+	}
+	var n int64
+	for _, t := range s.toks {
+		n += t.Calls()
+	}
+	return n
+}
+
+// Close stops listening for signals and closes the token (or the group
+// and its tokens) and the input.
 func (s *batchSetup) Close() {
 	if s.stop != nil {
 		s.stop()
+	}
+	if s.group != nil {
+		s.group.Close()
+	}
+	for _, t := range s.toks {
+		t.Close()
 	}
 	if s.tok != nil {
 		s.tok.Close()

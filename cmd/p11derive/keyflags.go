@@ -85,6 +85,7 @@ func (k *keyFlags) required(fromURI *derive.Selector) (derive.Selector, error) {
 
 // uriKey is the key the --uri names (object=, id=), parsed before any
 // token call: an empty Selector without a URI.
+// Several URIs (a batch over a group) must name the same key, or none.
 func (f *tokenFlags) uriKey() (*derive.Selector, error) {
 	if f.uri == "" {
 		return &derive.Selector{}, nil
@@ -92,6 +93,15 @@ func (f *tokenFlags) uriKey() (*derive.Selector, error) {
 	u, err := derive.ParseURI(f.uri)
 	if err != nil {
 		return nil, err
+	}
+	for _, other := range f.uris[1:] {
+		o, err := derive.ParseURI(other)
+		if err != nil {
+			return nil, err
+		}
+		if o.Key.Label != u.Key.Label || string(o.Key.ID) != string(u.Key.ID) {
+			return nil, usageError{fmt.Errorf("the --uri flags name different keys (%s; %s): the tokens of a group hold one base key", u.Key, o.Key)}
+		}
 	}
 	return &u.Key, nil
 }

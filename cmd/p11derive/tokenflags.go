@@ -22,6 +22,7 @@ type tokenFlags struct {
 	nssDB            string // --nss-db: NSS softoken's database directory
 	logLevel         string
 	label, uri       string
+	uris             []string // every --uri given: several for a batch over a group
 	slot             int
 	pinEnv, pinFile  string
 	pinPrompt        bool
@@ -41,7 +42,11 @@ func (f *tokenFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "off", "log what p11derive does to stderr at `level` debug, info, warn, error or off (never a PIN or key material)")
 	fs.StringVar(&f.label, "token", "", "token `label`")
 	fs.IntVar(&f.slot, "slot", -1, "slot `ID`")
-	fs.StringVar(&f.uri, "uri", "", "RFC 7512 PKCS#11 `URI` selecting the token")
+	fs.Func("uri", "RFC 7512 PKCS#11 `URI` selecting the token (batch in wrap mode: repeat it for several tokens holding the same base key)", func(v string) error {
+		f.uris = append(f.uris, v)
+		f.uri = f.uris[0]
+		return nil
+	})
 	fs.StringVar(&f.pinEnv, "pin-env", defaultPINEnv, "environment `variable` holding the user PIN (an unset default means no PIN)")
 	fs.StringVar(&f.pinFile, "pin-file", "", "`file` holding the user PIN (its first line)")
 	fs.BoolVar(&f.pinPrompt, "pin-prompt", false, "ask for the user PIN on the terminal, without echo (stdin must be a terminal)")
@@ -148,6 +153,20 @@ func (f *tokenFlags) open() (*derive.Token, error) { return f.openWith(false) }
 // naming where the PIN was looked for, except read-only (the probe, which
 // needs no login for session objects where the token allows it).
 func (f *tokenFlags) openWith(readOnly bool) (*derive.Token, error) {
+	if len(f.uris) > 1 {
+		return nil, usageError{fmt.Errorf("--uri given %d times: only batch, in wrap mode, takes several tokens", len(f.uris))}
+	}
+	toks, err := f.openAll(readOnly, []string{f.uri})
+	if err != nil {
+		return nil, err
+	}
+	return toks[0], nil
+}
+
+// openAll opens the token of each URI ("" for the one the other flags
+// select) with the same module, init args and PIN, read once: the tokens
+// of a batch over a group. On error, none is left open.
+func (f *tokenFlags) openAll(readOnly bool, uris []string) (_ []*derive.Token, err error) {
 	logger, err := newLogger(f.logLevel, diag)
 	if err != nil {
 		return nil, err
@@ -161,7 +180,7 @@ func (f *tokenFlags) openWith(readOnly bool) (*derive.Token, error) {
 			return nil, err
 		}
 	}
-	cfg := derive.Config{Module: f.module, InitArgs: initArgs, Label: f.label, URI: f.uri, ReadOnly: readOnly, Logger: logger}
+	cfg := derive.Config{Module: f.module, InitArgs: initArgs, Label: f.label, ReadOnly: readOnly, Logger: logger}
 	if f.slot >= 0 {
 		slot := uint(f.slot)
 		cfg.Slot = &slot
@@ -171,20 +190,31 @@ func (f *tokenFlags) openWith(readOnly bool) (*derive.Token, error) {
 		return nil, err
 	}
 	cfg.PIN = src.pin
-	tok, err := derive.Open(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if src.pin == "" && tok.Info().Flags&pkcs11.CKF_LOGIN_REQUIRED != 0 {
-		msg := fmt.Sprintf("token %q requires a login (CKF_LOGIN_REQUIRED) and no PIN was given: %s is not set; give the PIN there, or with --pin-env NAME, --pin-file PATH or --pin-prompt",
-			strings.TrimSpace(tok.Info().Label), src.from)
-		if !readOnly {
-			tok.Close()
-			return nil, usageError{errors.New(msg)}
+	var toks []*derive.Token
+	defer func() {
+		if err != nil {
+			for _, t := range toks {
+				t.Close()
+			}
 		}
-		loginHint = msg
+	}()
+	for _, uri := range uris {
+		cfg.URI = uri
+		tok, err := derive.Open(cfg)
+		if err != nil {
+			return nil, err
+		}
+		toks = append(toks, tok)
+		if src.pin == "" && tok.Info().Flags&pkcs11.CKF_LOGIN_REQUIRED != 0 {
+			msg := fmt.Sprintf("token %q requires a login (CKF_LOGIN_REQUIRED) and no PIN was given: %s is not set; give the PIN there, or with --pin-env NAME, --pin-file PATH or --pin-prompt",
+				strings.TrimSpace(tok.Info().Label), src.from)
+			if !readOnly {
+				return nil, usageError{errors.New(msg)}
+			}
+			loginHint = msg
+		}
 	}
-	return tok, nil
+	return toks, nil
 }
 
 // nssInitArgs is the C_Initialize pReserved string NSS softoken needs for

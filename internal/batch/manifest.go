@@ -41,6 +41,16 @@ type Manifest struct {
 
 	Wrap          *WrapRef `json:"wrap,omitempty"`
 	LabelTemplate string   `json:"label_template,omitempty"`
+
+	// Tokens names the tokens of a run over several (a group, wrap mode),
+	// by label and serial; empty for one token. It is a record, not a
+	// parameter: a rerun compares everything else but not it. The rows
+	// are a function of the base key — proven the same on every token by
+	// its check value, which Base holds and a rerun compares — and of the
+	// input, not of which tokens computed them, so a run resumed with a
+	// token less (one out of service) or another one appends to the same
+	// output.
+	Tokens []string `json:"tokens,omitempty"`
 }
 
 // KeyRef names a key of the token: its label, CKA_ID and check value (hex).
@@ -119,7 +129,7 @@ func (m *Manifest) compare(old *Manifest) error {
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		if k == "run" || k == "format" {
+		if k == "run" || k == "format" || k == "tokens" {
 			continue
 		}
 		if a[k] != b[k] {
