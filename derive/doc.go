@@ -93,13 +93,35 @@
 //   - Find a base key: [Token.FindKey] by label, [Token.Find] or
 //     [Token.Keys] by label and/or CKA_ID.
 //   - Derive: [Token.Derive]; before deriving, [Token.Plan] says what each
-//     strategy needs and whether this token and key have it.
+//     strategy needs and whether this token and key have it. On several
+//     tokens holding the same base key: [NewGroup], [Group.Derive].
 //   - Compare keys without seeing them: [Token.CheckValue],
 //     [Token.CheckValueBy] (ECB or CMAC convention).
 //   - Make keys: [Token.Generate] (base keys), [Token.Import] (keys of
 //     known value, for tests and known-answer checks), [Token.Unwrap];
 //     export DK wrapped: [Token.Wrap]; remove one: [Token.Destroy].
 //   - What can this token do, verified? Package probe.
+//
+// # Several tokens: Group
+//
+// Two HSMs, or more, holding the same base key work as one through a
+// [Group] ([NewGroup] with a [GroupConfig]: the open Tokens and the key's
+// [Selector]). NewGroup finds the key on every member and proves it is the
+// same by its check value, computed in each token; a member whose key
+// differs is a [*MismatchError] naming both tokens. [Group.Derive] sends
+// each request to the member with the fewest derivations in flight. A
+// member fault — CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_DEVICE_MEMORY,
+// CKR_TOKEN_NOT_PRESENT, CKR_SESSION_CLOSED, CKR_SESSION_HANDLE_INVALID
+// and the like, not a refusal of the request — takes the member out, and
+// the request is derived again, once, on another member; a health check
+// (its session state, the base key found again and its check value
+// matching) brings it back, RetryAfter (5 s by default) after the fault,
+// started by the first Derive due. With no member up, the error matches
+// [ErrNoMember]. The result's Member is the token that holds DK; a caller
+// whose next call on DK there fails reports it with [Group.Failed], and
+// may derive again. A Group derives session keys only: a Request with
+// Persistent is refused before any call, since a token object on one
+// member alone, or made twice by a retry, is what a group must not make.
 //
 // # Safety
 //
