@@ -405,6 +405,12 @@ func (g *Group) check(ctx context.Context, m *member) {
 	if err == nil {
 		k, _, err = g.prove(ctx, t)
 	}
+	if err != nil && ctx.Err() != nil {
+		// The caller gave up (or the Group closed): no verdict, the check
+		// is due again at once.
+		g.checked(m, nil, ErrNoMember)
+		return
+	}
 	var me *MismatchError
 	if errors.As(err, &me) {
 		me.First, me.FirstN, me.Other = g.members[0].name, 1, m.name

@@ -481,3 +481,18 @@ func runFake(t *testing.T, fn func(testing.TB)) *fakeTB {
 	<-done
 	return f
 }
+
+// TestNSSDBInstance: an NSS instance of its own holds its own objects (a
+// token object in its database), apart from the process's shared NSS
+// database, both in use at once.
+func TestNSSDBInstance(t *testing.T) {
+	sctx, ss := lab.Open(t, lab.NSSDB(t))
+	octx, osess := lab.Open(t, lab.NSSDBInstance(t))
+	label := lab.UniqueLabel("instance")
+	n := lab.CountObjects(t, sctx, ss)
+	k := lab.ImportSecretKey(t, octx, osess, pkcs11.CKK_AES, make([]byte, 16), label, pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true))
+	require.Equal(t, n, lab.CountObjects(t, sctx, ss), "the shared database does not see the instance's key")
+	require.Len(t, findLabel(t, octx, osess, label), 1)
+	require.Empty(t, findLabel(t, sctx, ss, label))
+	require.NoError(t, octx.DestroyObject(osess, k))
+}
