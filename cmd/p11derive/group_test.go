@@ -59,10 +59,12 @@ func groupEnv(l *lab.Token) []string {
 // rows derived on the first; every row is written once, with the right
 // wrapped key and check value (software reference), the manifest holds
 // the base key's check value and the tokens, and no DK is left on either
-// token. Keep mode with two --uri is a usage error (exit 2).
+// token. Keep mode with two --uri is a usage error (exit 2); a token whose
+// K differs is refused before any row, naming both tokens (exit 1).
 func TestBatchGroup(t *testing.T) {
 	a := lab.SoftHSM2(t)
 	b := secondSoftHSM2Token(t, a, "second")
+	c := secondSoftHSM2Token(t, a, "third") // made before the module is loaded here, which sees the slots of its C_Initialize
 	kValue, tValue := make([]byte, 16), make([]byte, 16)
 	rand.Read(kValue)
 	rand.Read(tValue)
@@ -136,6 +138,19 @@ func TestBatchGroup(t *testing.T) {
 	assert.Contains(t, string(got), "keep mode takes one token, and --uri was given 2 times")
 	_, err = os.Stat(filepath.Join(dir, "keep.csv"))
 	assert.True(t, os.IsNotExist(err), "nothing written")
+
+	// A token whose K is another key: refused at open, naming both tokens.
+	other := make([]byte, 16)
+	rand.Read(other)
+	cctx, cs := lab.Open(t, c)
+	lab.ImportSecretKey(t, cctx, cs, pkcs11.CKK_AES, other, "K", token)
+	lab.ImportSecretKey(t, cctx, cs, pkcs11.CKK_AES, tValue, "T", token, pkcs11.NewAttribute(pkcs11.CKA_WRAP, true))
+	cmd = run("batch", "--uri", uriA, "--uri", "pkcs11:token=third?module-path="+a.Module, "--base", "K", "--kdf", "aes-ecb",
+		"--key-type", "aes", "--len", "16", "--input", "in.csv", "--output", "mismatch.csv", "--wrap-key", "T")
+	got, err = cmd.CombinedOutput()
+	require.Error(t, err)
+	assert.Equal(t, 1, cmd.ProcessState.ExitCode(), "%s", got)
+	assert.Regexp(t, `group: members 1 \(token "p11derive-lab" .*\) and 2 \(token "third" .*\) hold different keys as the secret key labelled "K": check value [0-9a-f]{6} on member 1, [0-9a-f]{6} on member 2`, string(got))
 
 	// Another command with several --uri: refused, exit code 2.
 	cmd = run("kcv", "--uri", uriA, "--uri", uriB, "--key", "K")
