@@ -139,8 +139,9 @@ func (e *MismatchError) Error() string {
 // Is makes errors.Is(err, ErrMismatch) true.
 func (e *MismatchError) Is(target error) bool { return target == ErrMismatch }
 
-// MemberError is a member fault: the member it took out, and the error.
-// It unwraps to the error (so errors.Is finds the CKR code).
+// MemberError is the error of one member of a Group: a member fault that
+// took it out, or what NewGroup met there (a base key not found, say). It
+// unwraps to the error (so errors.Is finds the CKR code or the sentinel).
 type MemberError struct {
 	Member string // the token, by label, serial and slot
 	Err    error
@@ -206,7 +207,7 @@ func NewGroup(ctx context.Context, cfg GroupConfig) (*Group, error) {
 				me.First, me.FirstN, me.Other, me.OtherN = g.members[0].name, 1, m.name, i+1
 				return nil, me
 			}
-			return nil, fmt.Errorf("p11derive: group member %d, %s: %w", i+1, m.name, err)
+			return nil, &MemberError{Member: m.name, Err: err}
 		}
 		if i == 0 {
 			g.kcv, g.first = kcv, k

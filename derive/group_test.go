@@ -285,7 +285,7 @@ func TestGroupMismatch(t *testing.T) {
 	// A key missing on one member is an error naming it.
 	_, err = NewGroup(context.Background(), GroupConfig{Members: []*Token{ms[0].tok, ms[1].tok}, Base: Selector{Label: label, ID: []byte{1}}})
 	require.ErrorIs(t, err, ErrNotFound)
-	require.Contains(t, err.Error(), "group member 1")
+	require.Contains(t, err.Error(), "group member "+memberName(ms[0].tok)+": no secret key labelled")
 }
 
 // TestGroupInputRefused: bad configurations and persistent requests are
