@@ -169,7 +169,7 @@ func TestGroupKillMidRun(t *testing.T) {
 
 func testGroupKill(t *testing.T, kind string, ckr uint) {
 	ms := groupPair(t, kind)
-	value := randomBytes(t, 16)
+	value := lab.Random(t, 16)
 	label := lab.UniqueLabel("group-base")
 	before := [2]int{ms[0].objects(t), ms[1].objects(t)}
 	for _, m := range ms {
@@ -269,8 +269,8 @@ func testGroupKill(t *testing.T, kind string, ckr uint) {
 func TestGroupMismatch(t *testing.T) {
 	ms := groupPair(t, "softhsm2")
 	label := lab.UniqueLabel("group-base")
-	ms[0].importBase(t, label, randomBytes(t, 16))
-	ms[1].importBase(t, label, randomBytes(t, 16))
+	ms[0].importBase(t, label, lab.Random(t, 16))
+	ms[1].importBase(t, label, lab.Random(t, 16))
 	_, err := NewGroup(context.Background(), GroupConfig{Members: []*Token{ms[0].tok, ms[1].tok}, Base: Selector{Label: label}})
 	require.ErrorIs(t, err, ErrMismatch)
 	var me *MismatchError
@@ -293,7 +293,7 @@ func TestGroupMismatch(t *testing.T) {
 func TestGroupInputRefused(t *testing.T) {
 	ms := groupPair(t, "softhsm2")
 	label := lab.UniqueLabel("group-base")
-	v := randomBytes(t, 16)
+	v := lab.Random(t, 16)
 	ms[0].importBase(t, label, v)
 	ms[1].importBase(t, label, v)
 	ctx := context.Background()
@@ -332,7 +332,7 @@ func TestGroupAllDown(t *testing.T) {
 	b.Setenv(t)
 	mb := openMember(t, b, true)
 	label := lab.UniqueLabel("group-base")
-	v := randomBytes(t, 16)
+	v := lab.Random(t, 16)
 	ma.importBase(t, label, v)
 	mb.importBase(t, label, v)
 	ctx := context.Background()
@@ -375,7 +375,7 @@ func TestGroupAllDown(t *testing.T) {
 func TestGroupSpreads(t *testing.T) {
 	ms := groupPair(t, "nss")
 	label := lab.UniqueLabel("group-base")
-	v := randomBytes(t, 16)
+	v := lab.Random(t, 16)
 	for _, m := range ms {
 		m.importBase(t, label, v)
 	}
