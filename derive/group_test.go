@@ -2,7 +2,6 @@ package derive
 
 import (
 	"context"
-	"crypto/aes"
 	"errors"
 	"fmt"
 	"sync"
@@ -108,15 +107,6 @@ func killFaults(ckr uint) fwd.Config {
 	return cfg
 }
 
-// aesBlock is AES_k(in), one block, in software: the reference.
-func aesBlock(t *testing.T, k, in []byte) []byte {
-	t.Helper()
-	c, err := aes.NewCipher(k)
-	require.NoError(t, err)
-	out := make([]byte, 16)
-	c.Encrypt(out, in)
-	return out
-}
 
 // rowData is row i's derivation data.
 func rowData(i int) []byte {
@@ -179,7 +169,7 @@ func testGroupKill(t *testing.T, kind string, ckr uint) {
 	g, err := NewGroup(ctx, GroupConfig{Members: []*Token{ms[0].tok, ms[1].tok}, Base: Selector{Label: label}, RetryAfter: 20 * time.Millisecond})
 	require.NoError(t, err)
 	defer g.Close()
-	require.Equal(t, aesBlock(t, value, make([]byte, 16))[:3], g.CheckValue())
+	require.Equal(t, lab.AESBlock(t, value, make([]byte, 16))[:3], g.CheckValue())
 
 	const rows, workers = 120, 4
 	var (
@@ -224,8 +214,8 @@ func testGroupKill(t *testing.T, kind string, ckr uint) {
 	<-killed
 	require.Len(t, got, rows)
 	for i := range rows {
-		dk := aesBlock(t, value, rowData(i))
-		require.Equal(t, aesBlock(t, dk, make([]byte, 16))[:3], got[i], "row %d", i)
+		dk := lab.AESBlock(t, value, rowData(i))
+		require.Equal(t, lab.AESBlock(t, dk, make([]byte, 16))[:3], got[i], "row %d", i)
 	}
 	require.Positive(t, by[ms[0].tok])
 	require.Positive(t, by[ms[1].tok], "the second member served rows before the fault")

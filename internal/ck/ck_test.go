@@ -172,15 +172,6 @@ func requireRV(tb testing.TB, want, got uint, what string) {
 	}
 }
 
-// aesBlock is E_key(block) computed by crypto/aes.
-func aesBlock(tb testing.TB, key, block []byte) []byte {
-	tb.Helper()
-	c, err := aes.NewCipher(key)
-	require.NoError(tb, err)
-	out := make([]byte, 16)
-	c.Encrypt(out, block)
-	return out
-}
 
 // cbcMAC is the AES CBC-MAC of in (a multiple of 16 bytes), zero IV.
 func cbcMAC(tb testing.TB, key, in []byte) []byte {
@@ -279,7 +270,7 @@ func TestDeriveKey(t *testing.T) {
 			dk, rv := e.deriveECB(t, k, data, tmpl)
 			requireOK(t, rv, "C_DeriveKey")
 			require.NotZero(t, dk)
-			want := aesBlock(t, aesBlock(t, keyValue, data), make([]byte, 16))
+			want := lab.AESBlock(t, lab.AESBlock(t, keyValue, data), make([]byte, 16))
 			require.Equal(t, want, e.checkValue(t, dk), "DK = AES_K(data)")
 			e.destroy(t, dk)
 			require.NotEqual(t, uint(pkcs11.CKR_OK), e.m.EncryptInit(e.sess, pkcs11.CKM_AES_ECB, nil, dk), "DK is gone")
@@ -468,7 +459,7 @@ func TestUnwrapKeyNSS(t *testing.T) {
 	}
 	h, rv := e.m.UnwrapKey(e.sess, pkcs11.CKM_AES_ECB, nil, k, wrapped, tmpl)
 	requireOK(t, rv, "C_UnwrapKey")
-	require.Equal(t, aesBlock(t, value, make([]byte, 16)), e.checkValue(t, h))
+	require.Equal(t, lab.AESBlock(t, value, make([]byte, 16)), e.checkValue(t, h))
 	e.destroy(t, h)
 
 	_, rv = e.m.UnwrapKey(e.sess, pkcs11.CKM_AES_ECB, nil, k, wrapped[:5], tmpl)
@@ -480,7 +471,7 @@ func TestEncrypt(t *testing.T) {
 	forEachToken(t, func(t *testing.T, tok *lab.Token) {
 		e := open(t, tok)
 		k := e.importAES(t, keyValue, "ck-encrypt")
-		require.Equal(t, aesBlock(t, keyValue, make([]byte, 16)), e.checkValue(t, k))
+		require.Equal(t, lab.AESBlock(t, keyValue, make([]byte, 16)), e.checkValue(t, k))
 
 		// A length query (empty out) keeps the operation. NSS answers an
 		// upper bound (48 for one block), SoftHSM2 the exact length.
@@ -492,7 +483,7 @@ func TestEncrypt(t *testing.T) {
 		out := make([]byte, 16)
 		n, rv = e.m.Encrypt(e.sess, data, out)
 		requireOK(t, rv, "C_Encrypt")
-		require.Equal(t, aesBlock(t, keyValue, data), out[:n])
+		require.Equal(t, lab.AESBlock(t, keyValue, data), out[:n])
 
 		// Too small a buffer. SoftHSM2 follows the spec: the length needed,
 		// and the operation stays for the retry. NSS leaves the length
@@ -507,7 +498,7 @@ func TestEncrypt(t *testing.T) {
 		} else {
 			require.Equal(t, 16, n)
 			requireOK(t, rv, "C_Encrypt retried")
-			require.Equal(t, aesBlock(t, keyValue, data), out[:n2])
+			require.Equal(t, lab.AESBlock(t, keyValue, data), out[:n2])
 		}
 
 		// Encrypt without EncryptInit.
@@ -735,7 +726,7 @@ func TestAllocs(t *testing.T) {
 	in, out := make([]byte, 32), make([]byte, 16)
 	var wrapped []byte
 	withParam(t, pkcs11.CKM_AES_ECB_ENCRYPT_DATA, &mechanisms.KeyDerivationStringData{Data: data}, func(param []byte) {
-		wrapped = aesBlock(t, keyValue, data)
+		wrapped = lab.AESBlock(t, keyValue, data)
 		derive := testing.AllocsPerRun(100, func() {
 			dk, rv := e.m.DeriveKey(e.sess, pkcs11.CKM_AES_ECB_ENCRYPT_DATA, param, k, tmpl)
 			requireOK(t, rv, "C_DeriveKey")
@@ -950,7 +941,7 @@ func TestDeriveKeyData(t *testing.T) {
 		k := e.importAES(t, keyValue, "ck-derive-data-base")
 		dk, rv := e.m.DeriveKeyData(e.sess, pkcs11.CKM_AES_ECB_ENCRYPT_DATA, nil, data, k, keyTemplate("ck-dd"))
 		requireOK(t, rv, "C_DeriveKey (ECB)")
-		require.Equal(t, aesBlock(t, aesBlock(t, keyValue, data), make([]byte, 16)), e.checkValue(t, dk), "DK = AES_K(data)")
+		require.Equal(t, lab.AESBlock(t, lab.AESBlock(t, keyValue, data), make([]byte, 16)), e.checkValue(t, dk), "DK = AES_K(data)")
 		e.destroy(t, dk)
 
 		iv := make([]byte, 16)
@@ -963,7 +954,7 @@ func TestDeriveKeyData(t *testing.T) {
 		}
 		dk, rv = e.m.DeriveKeyData(e.sess, pkcs11.CKM_AES_CBC_ENCRYPT_DATA, iv, data, k, keyTemplate("ck-dd-cbc"))
 		requireOK(t, rv, "C_DeriveKey (CBC)")
-		require.Equal(t, aesBlock(t, aesBlock(t, keyValue, x), make([]byte, 16)), e.checkValue(t, dk), "DK = AES-CBC_K(iv, data)")
+		require.Equal(t, lab.AESBlock(t, lab.AESBlock(t, keyValue, x), make([]byte, 16)), e.checkValue(t, dk), "DK = AES-CBC_K(iv, data)")
 		e.destroy(t, dk)
 
 		_, rv = e.m.DeriveKeyData(e.sess, pkcs11.CKM_AES_CBC_ENCRYPT_DATA, iv[:5], data, k, keyTemplate("ck-dd-bad"))
@@ -1016,7 +1007,7 @@ func TestGetFixedAttributes(t *testing.T) {
 		}
 		e.destroy(t, dk2)
 		if tok.Kind == lab.KindNSS { // SoftHSM2 does not unwrap with CKM_AES_ECB
-			wrapped := aesBlock(t, keyValue, data)
+			wrapped := lab.AESBlock(t, keyValue, data)
 			uk, rv, readRv := e.m.UnwrapKeyRead(e.sess, pkcs11.CKM_AES_ECB, nil, k, wrapped, keyTemplate("ck-fixed-uk"), x)
 			requireOK(t, rv, "C_UnwrapKey")
 			requireOK(t, readRv, "C_GetAttributeValue")

@@ -54,15 +54,6 @@ func requireCKR(t *testing.T, err error, code uint, msgAndArgs ...any) {
 	require.Truef(t, isCKR(err, code), "got %v, want %v", err, pkcs11.Error(code))
 }
 
-// aesBlock is E_key(block) computed by crypto/aes.
-func aesBlock(t *testing.T, key, block []byte) []byte {
-	t.Helper()
-	c, err := aes.NewCipher(key)
-	require.NoError(t, err)
-	out := make([]byte, 16)
-	c.Encrypt(out, block)
-	return out
-}
 
 func xor(a, b []byte) []byte {
 	out := make([]byte, len(a))
@@ -179,13 +170,13 @@ func TestHide(t *testing.T) {
 		// ...while the real token, same instance and same key, does it.
 		dk, err := deriveECB(rctx, rsess, k)
 		require.NoError(t, err)
-		require.Equal(t, aesBlock(t, aesBlock(t, keyValue, data), make([]byte, 16)), encryptZero(t, rctx, rsess, dk))
+		require.Equal(t, lab.AESBlock(t, lab.AESBlock(t, keyValue, data), make([]byte, 16)), encryptZero(t, rctx, rsess, dk))
 		require.NoError(t, rctx.DestroyObject(rsess, dk))
 
 		// Unhidden mechanisms work through the forwarder.
 		got, err := encrypt(ctx, sess, k, data)
 		require.NoError(t, err)
-		require.Equal(t, aesBlock(t, keyValue, data), got)
+		require.Equal(t, lab.AESBlock(t, keyValue, data), got)
 		require.NoError(t, ctx.DestroyObject(sess, k))
 	})
 }
@@ -209,7 +200,7 @@ func TestFaults(t *testing.T) {
 		// C_EncryptInit works, and the 3rd and 4th calls are forwarded.
 		got, err := encrypt(ctx, sess, k, data)
 		require.NoError(t, err)
-		require.Equal(t, aesBlock(t, keyValue, data), got)
+		require.Equal(t, lab.AESBlock(t, keyValue, data), got)
 		require.Equal(t, 4, fwd.Calls(t, ft, "C_Encrypt"))
 		require.Equal(t, 2, fwd.Calls(t, ft, "C_EncryptInit"))
 
@@ -277,7 +268,7 @@ func TestFaultBufferTooSmallKeepsOperation(t *testing.T) {
 		requireCKR(t, ctx.EncryptInit(sess, ecb(), k), pkcs11.CKR_OPERATION_ACTIVE)
 		got, err := ctx.Encrypt(sess, data)
 		require.NoError(t, err)
-		require.Equal(t, aesBlock(t, keyValue, data), got)
+		require.Equal(t, lab.AESBlock(t, keyValue, data), got)
 	})
 }
 
@@ -286,7 +277,7 @@ func TestCorrupt(t *testing.T) {
 		ft := fwd.Wrap(t, real, fwd.Config{Corrupt: []string{"C_Encrypt:4", "C_DeriveKey", "C_Sign:2+"}})
 		ctx, sess := lab.Open(t, ft)
 		k := lab.ImportSecretKey(t, ctx, sess, pkcs11.CKK_AES, keyValue, "fwd-corrupt")
-		ek := aesBlock(t, keyValue, data)
+		ek := lab.AESBlock(t, keyValue, data)
 
 		// C_Encrypt:4 is the second encryption's real call.
 		got, err := encrypt(ctx, sess, k, data)
@@ -302,12 +293,12 @@ func TestCorrupt(t *testing.T) {
 		// C_DeriveKey, ECB: DK = E_K(data with one bit flipped).
 		dk, err := deriveECB(ctx, sess, k)
 		require.NoError(t, err)
-		require.Equal(t, aesBlock(t, aesBlock(t, keyValue, flipped(data)), make([]byte, 16)), encryptZero(t, ctx, sess, dk))
+		require.Equal(t, lab.AESBlock(t, lab.AESBlock(t, keyValue, flipped(data)), make([]byte, 16)), encryptZero(t, ctx, sess, dk))
 		// CBC: DK = E_K(iv XOR data), the iv with one bit flipped.
 		iv := [16]byte{0xa0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 		cbc, err := derive(ctx, sess, k, pkcs11.CKM_AES_CBC_ENCRYPT_DATA, &mechanisms.AESCBCEncryptDataParams{IV: iv, Data: data})
 		require.NoError(t, err)
-		require.Equal(t, aesBlock(t, aesBlock(t, keyValue, xor(flipped(iv[:]), data)), make([]byte, 16)), encryptZero(t, ctx, sess, cbc))
+		require.Equal(t, lab.AESBlock(t, lab.AESBlock(t, keyValue, xor(flipped(iv[:]), data)), make([]byte, 16)), encryptZero(t, ctx, sess, cbc))
 
 		// C_Sign:2+: the first MAC (calls 1, 2) is already corrupted.
 		cmac := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_CMAC, nil)}
@@ -323,7 +314,7 @@ func TestCorrupt(t *testing.T) {
 		require.Equal(t, flipped(good), bad)
 		dk2, err := deriveECB(ctx, sess, k)
 		require.NoError(t, err)
-		require.Equal(t, aesBlock(t, ek, make([]byte, 16)), encryptZero(t, ctx, sess, dk2))
+		require.Equal(t, lab.AESBlock(t, ek, make([]byte, 16)), encryptZero(t, ctx, sess, dk2))
 		for _, h := range []pkcs11.ObjectHandle{dk, cbc, dk2, k} {
 			require.NoError(t, ctx.DestroyObject(sess, h))
 		}
@@ -336,21 +327,21 @@ func TestCorruptUnwrapNSS(t *testing.T) {
 	ft := fwd.Wrap(t, lab.NSS(t), fwd.Config{Corrupt: []string{"C_UnwrapKey:2"}})
 	ctx, sess := lab.Open(t, ft)
 	k := lab.ImportSecretKey(t, ctx, sess, pkcs11.CKK_AES, keyValue, "fwd-unwrap")
-	wrapped := aesBlock(t, keyValue, data) // data wrapped under K: unwraps to the key value data
+	wrapped := lab.AESBlock(t, keyValue, data) // data wrapped under K: unwraps to the key value data
 	unwrap := func() []byte {
 		h, err := ctx.UnwrapKey(sess, ecb(), k, wrapped, unwrapTemplate())
 		require.NoError(t, err)
 		defer ctx.DestroyObject(sess, h)
 		return encryptZero(t, ctx, sess, h)
 	}
-	require.Equal(t, aesBlock(t, data, make([]byte, 16)), unwrap())
+	require.Equal(t, lab.AESBlock(t, data, make([]byte, 16)), unwrap())
 	c, err := aes.NewCipher(keyValue)
 	require.NoError(t, err)
 	value := make([]byte, 16)
 	c.Decrypt(value, flipped(wrapped))
-	require.Equal(t, aesBlock(t, value, make([]byte, 16)), unwrap(), "unwrapped D_K(wrapped with one bit flipped)")
-	require.Equal(t, aesBlock(t, data, make([]byte, 16)), unwrap())
-	require.Equal(t, slices.Clone(wrapped), aesBlock(t, keyValue, data), "the caller's buffer is untouched")
+	require.Equal(t, lab.AESBlock(t, value, make([]byte, 16)), unwrap(), "unwrapped D_K(wrapped with one bit flipped)")
+	require.Equal(t, lab.AESBlock(t, data, make([]byte, 16)), unwrap())
+	require.Equal(t, slices.Clone(wrapped), lab.AESBlock(t, keyValue, data), "the caller's buffer is untouched")
 	require.NoError(t, ctx.DestroyObject(sess, k))
 }
 
@@ -366,7 +357,7 @@ func TestCorruptUnwrapSoftHSM2(t *testing.T) {
 	require.NoError(t, err)
 	h, err := ctx.UnwrapKey(sess, kw, k, wrapped, unwrapTemplate())
 	require.NoError(t, err)
-	require.Equal(t, aesBlock(t, data, make([]byte, 16)), encryptZero(t, ctx, sess, h))
+	require.Equal(t, lab.AESBlock(t, data, make([]byte, 16)), encryptZero(t, ctx, sess, h))
 	_, err = ctx.UnwrapKey(sess, kw, k, wrapped, unwrapTemplate())
 	require.Error(t, err, "the integrity check of AES key wrap fails on the flipped bit")
 	t.Logf("SoftHSM2 C_UnwrapKey(CKM_AES_KEY_WRAP) of a corrupted wrapped key: %v", err)
@@ -421,7 +412,7 @@ func TestSharesRealModule(t *testing.T) {
 		// Same instance: the session and key made directly work through the copy.
 		got, err := encrypt(ctx, rsess, k, data)
 		require.NoError(t, err)
-		require.Equal(t, aesBlock(t, keyValue, data), got)
+		require.Equal(t, lab.AESBlock(t, keyValue, data), got)
 
 		require.NoError(t, ctx.Finalize())
 		_, err = ctx.GetTokenInfo(ft.SlotID)
@@ -642,7 +633,7 @@ func TestEmulateNoValueLenPadTokenInfoNoFlag(t *testing.T) {
 		require.NotZero(t, rinfo.Flags&pkcs11.CKF_ENCRYPT)
 		require.Equal(t, rinfo.Flags&^pkcs11.CKF_ENCRYPT, info.Flags)
 		// The call itself still goes through.
-		require.Equal(t, aesBlock(t, keyValue, data), must(encrypt(ctx, sess, k, data)))
+		require.Equal(t, lab.AESBlock(t, keyValue, data), must(encrypt(ctx, sess, k, data)))
 		require.NoError(t, ctx.DestroyObject(sess, k))
 	})
 }

@@ -6,6 +6,7 @@ package lab
 import "C"
 
 import (
+	"crypto/aes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -281,4 +282,17 @@ func Random(tb testing.TB, n int) []byte {
 		tb.Fatalf("lab: random: %v", err)
 	}
 	return b
+}
+
+// AESBlock is E_key(block), one AES block computed by crypto/aes: the
+// software reference of the tests.
+func AESBlock(tb testing.TB, key, block []byte) []byte {
+	tb.Helper()
+	c, err := aes.NewCipher(key)
+	if err != nil {
+		tb.Fatalf("lab: AES key of %d bytes: %v", len(key), err)
+	}
+	out := make([]byte, aes.BlockSize)
+	c.Encrypt(out, block)
+	return out
 }
