@@ -679,9 +679,11 @@ func TestMaxSessions(t *testing.T) {
 	})
 }
 
-// TestDelay: a delayed function sleeps at least its delay on every call
-// (a lower bound, which a sleep guarantees: no speed is asserted), others
-// do not sleep theirs; "*" delays every function.
+// TestDelay: a delayed function sleeps about its delay on every call, at
+// least the delay less the timer's least overrun, which the forwarder takes
+// off (tens of microseconds: a lower bound of 80% of 20-30 ms holds on any
+// machine; no speed is asserted), others do not sleep theirs; "*" delays
+// every function.
 func TestDelay(t *testing.T) {
 	real := lab.SoftHSM2(t)
 	ft := fwd.Wrap(t, real, fwd.Config{Delays: []fwd.Delay{{Func: "C_GetInfo", D: 30 * time.Millisecond}}})
@@ -690,13 +692,13 @@ func TestDelay(t *testing.T) {
 		t0 := time.Now()
 		_, err := ctx.GetInfo()
 		require.NoError(t, err)
-		require.GreaterOrEqual(t, time.Since(t0), 30*time.Millisecond, "call %d of C_GetInfo", i+1)
+		require.GreaterOrEqual(t, time.Since(t0), 24*time.Millisecond, "call %d of C_GetInfo", i+1)
 	}
 	fwd.Configure(t, ft, fwd.Config{Delays: []fwd.Delay{{Func: "*", D: 20 * time.Millisecond}, {Func: "C_GetInfo", D: 0}}})
 	t0 := time.Now()
 	_, err := ctx.GetSlotList(true)
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, time.Since(t0), 20*time.Millisecond, "C_GetSlotList under *")
+	require.GreaterOrEqual(t, time.Since(t0), 16*time.Millisecond, "C_GetSlotList under *")
 	require.Contains(t, fatal(t, func(tb testing.TB) {
 		fwd.Configure(tb, ft, fwd.Config{Delays: []fwd.Delay{{Func: "C_Nope", D: time.Millisecond}}})
 	}), "unknown function C_Nope")
