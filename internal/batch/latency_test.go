@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/p11derive/p11derive/derive"
+	"github.com/p11derive/p11derive/internal/baseline"
 	"github.com/p11derive/p11derive/internal/fwd"
 	"github.com/p11derive/p11derive/internal/lab"
 	"github.com/p11derive/p11derive/internal/labtok"
@@ -70,7 +71,8 @@ func BenchmarkLatency(b *testing.B) {
 	c := delayedToken(b)
 	lt := c.Token
 	ctx := context.Background()
-	for _, mode := range []string{"derive", "batch-wrap"} {
+	m, _ := ParseWrapMech("aes-key-wrap")
+	for _, mode := range []string{"derive", "c-derive", "batch-wrap", "c-batch-wrap"} {
 		for w := 1; w <= 64; w *= 2 {
 			b.Run(fmt.Sprintf("%s/W=%d", mode, w), func(b *testing.B) {
 				var run func(n int)
@@ -106,6 +108,8 @@ func BenchmarkLatency(b *testing.B) {
 				case "batch-wrap":
 					d := batchCase{"nss", derive.Native, false}.deriver(b, lt)
 					run = func(n int) { runRows(b, d, "r", n, w) }
+				case "c-derive", "c-batch-wrap":
+					run = cLoops(b, c.fwd, m.CKM, mode, w)
 				}
 				run(w) // sessions opened: as many as W
 				before := c.total(b)
@@ -125,5 +129,39 @@ func BenchmarkLatency(b *testing.B) {
 				b.ReportMetric(0, "ns/op")
 			})
 		}
+	}
+}
+
+// cLoops is the C baseline's ceiling for the latency table: W C loops
+// (internal/baseline, a session each) making p11derive's calls — derive,
+// read-back, destroy (c-derive: Token.Derive and Destroy), or a wrap-mode
+// row (c-batch-wrap) — in W threads, through the same delaying forwarder;
+// each loop is one cgo crossing, so Go's scheduler is not in the way. What
+// the C loops reach is what this machine allows W sleeping threads.
+func cLoops(b *testing.B, l *lab.Token, mech uint, mode string, w int) func(n int) {
+	loops := make([]*baseline.Loop, w)
+	for i := range loops {
+		loops[i] = openLoop(b, l, mech)
+	}
+	m := baseline.Derive
+	if mode == "c-batch-wrap" {
+		m = baseline.DeriveWrap
+	}
+	return func(n int) {
+		var wg sync.WaitGroup
+		for i, loop := range loops {
+			share := n / w
+			if i < n%w {
+				share++
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := loop.Run(m, share); err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/p11derive/p11derive/derive"
 	"github.com/p11derive/p11derive/internal/baseline"
+	"github.com/p11derive/p11derive/internal/lab"
 	"github.com/p11derive/p11derive/internal/labtok"
 )
 
@@ -50,43 +51,7 @@ func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 		Wrap: &Wrap{Key: lt.ImportUses(b, pkcs11.CKK_AES, tValue, "T-"+uniq(b), derive.UseWrap|derive.UseUnwrap), Mech: m}}
 	require.NoError(b, d.Check())
 
-	// The C loop: DK's template and read-back as p11derive's (derive's
-	// template for an extractable, sensitive AES-128 session key with
-	// CKA_ENCRYPT, and its 16 fixed-size attributes).
-	pin := ""
-	if lt.Lab.Login {
-		pin = lt.Lab.PIN
-	}
-	tmpl := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 16),
-	}
-	if pin != "" {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true))
-	}
-	for _, u := range []uint{pkcs11.CKA_ENCRYPT, pkcs11.CKA_DECRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_VERIFY, pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP, pkcs11.CKA_DERIVE} {
-		tmpl = append(tmpl, pkcs11.NewAttribute(u, u == pkcs11.CKA_ENCRYPT))
-	}
-	read := []uint{pkcs11.CKA_CLASS, pkcs11.CKA_KEY_TYPE,
-		pkcs11.CKA_TOKEN, pkcs11.CKA_PRIVATE, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
-		pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE,
-		pkcs11.CKA_DERIVE, pkcs11.CKA_SIGN, pkcs11.CKA_VERIFY, pkcs11.CKA_ENCRYPT, pkcs11.CKA_DECRYPT,
-		pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP, pkcs11.CKA_VALUE_LEN}
-	sizes := make([]int, len(read))
-	for i, t := range read {
-		sizes[i] = 1
-		if t == pkcs11.CKA_CLASS || t == pkcs11.CKA_KEY_TYPE || t == pkcs11.CKA_VALUE_LEN {
-			sizes[i] = 8
-		}
-	}
-	loop, err := baseline.Open(lt.Lab.Module, lt.Lab.InitArgs, lt.Lab.SlotID, pin, kValue, make([]byte, 16), tmpl, read, sizes)
-	require.NoError(b, err)
-	defer loop.Close()
-	require.NoError(b, loop.ImportWrapKey(tValue, m.CKM))
+	loop := openLoop(b, lt.Lab, m.CKM)
 
 	runChunk := func(n int, prefix string) int {
 		in, err := NewInput(&genCSV{n: n, prefix: prefix})
@@ -145,4 +110,48 @@ func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 	b.ReportMetric(cRate, "C/s")
 	b.ReportMetric(float64(calls)/float64(rows), "calls/row")
 	b.ReportMetric(0, "ns/op")
+}
+
+// openLoop opens the C baseline on l (a lab token, or a forwarder copy in
+// front of one) with the base key kValue and the transport key tValue
+// (wrapped with mech), closed when the benchmark ends. DK's template and
+// read-back are p11derive's: derive's template for an extractable,
+// sensitive AES-128 session key with CKA_ENCRYPT, and its 16 fixed-size
+// attributes.
+func openLoop(b *testing.B, l *lab.Token, mech uint) *baseline.Loop {
+	pin := ""
+	if l.Login {
+		pin = l.PIN
+	}
+	tmpl := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 16),
+	}
+	if pin != "" {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true))
+	}
+	for _, u := range []uint{pkcs11.CKA_ENCRYPT, pkcs11.CKA_DECRYPT, pkcs11.CKA_SIGN, pkcs11.CKA_VERIFY, pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP, pkcs11.CKA_DERIVE} {
+		tmpl = append(tmpl, pkcs11.NewAttribute(u, u == pkcs11.CKA_ENCRYPT))
+	}
+	read := []uint{pkcs11.CKA_CLASS, pkcs11.CKA_KEY_TYPE,
+		pkcs11.CKA_TOKEN, pkcs11.CKA_PRIVATE, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
+		pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE,
+		pkcs11.CKA_DERIVE, pkcs11.CKA_SIGN, pkcs11.CKA_VERIFY, pkcs11.CKA_ENCRYPT, pkcs11.CKA_DECRYPT,
+		pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP, pkcs11.CKA_VALUE_LEN}
+	sizes := make([]int, len(read))
+	for i, t := range read {
+		sizes[i] = 1
+		if t == pkcs11.CKA_CLASS || t == pkcs11.CKA_KEY_TYPE || t == pkcs11.CKA_VALUE_LEN {
+			sizes[i] = 8
+		}
+	}
+	loop, err := baseline.Open(l.Module, l.InitArgs, l.SlotID, pin, kValue, make([]byte, 16), tmpl, read, sizes)
+	require.NoError(b, err)
+	b.Cleanup(loop.Close)
+	require.NoError(b, loop.ImportWrapKey(tValue, mech))
+	return loop
 }
