@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -202,6 +203,9 @@ func (s *batchSetup) Close() {
 // listening for signals when it ends: a second Ctrl-C then ends the
 // process.
 func (b *batchFlags) run(s *batchSetup, out *batch.Output, job batch.Job, prog *batch.Progress) (batch.Stats, error) {
+	if n := procsFor(*b.workers, runtime.GOMAXPROCS(0), runtime.NumCPU(), os.Getenv("GOMAXPROCS")); n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
 	st, err := batch.Run(s.ctx, s.rows, out, job, batch.Config{
 		Workers: *b.workers, FailFast: *b.failFast, MaxRows: *b.maxRows, Total: s.total,
 		OnFailure: prog.Failure, OnTick: prog.Tick,
@@ -224,4 +228,20 @@ func (b *batchFlags) end(st batch.Stats, runErr error, prog *batch.Progress) err
 		return fmt.Errorf("p11derive: %d of %d rows failed", st.Failed, st.Read-st.Skipped)
 	}
 	return nil
+}
+
+// procsFor is the GOMAXPROCS a batch of the given workers wants, or 0 to
+// leave it (procs now). A worker waits for the token inside a cgo call,
+// and a goroutine blocked in a cgo call keeps its P until the runtime's
+// sysmon takes it back, tens of microseconds later: with more workers than
+// Ps, workers whose call has returned wait for a P (on a network HSM,
+// the round trips no longer overlap; make bench's latency table shows
+// efficiency at W = 16 falling from ~0.7 with 64 Ps to ~0.5 with 2). So a
+// batch runs with a P per worker, and the cores for the rest (reading,
+// writing, the runtime), unless the user set GOMAXPROCS.
+func procsFor(workers, procs, cpus int, env string) int {
+	if env != "" || workers <= procs {
+		return 0
+	}
+	return workers + cpus
 }
