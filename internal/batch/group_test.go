@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,12 +103,28 @@ func TestWrapGroupKill(t *testing.T) {
 			d := &Deriver{Group: g, Spec: cbcSpec, RowIVs: true, Wrap: &Wrap{Key: ms[0].wrap, Mech: mech,
 				Keys: map[*derive.Token]*derive.Key{ms[0].lt.Tok: ms[0].wrap, ms[1].lt.Tok: ms[1].wrap}}}
 			const n = 90
-			var done atomic.Int64
-			var once sync.Once
+			// The fault comes once rows 0 to n/3-1 are done (the second
+			// member's share of them counted), before row n/3, and every
+			// later row waits for it (rows are handed out in input order):
+			// two thirds of the rows meet it, however the workers are
+			// scheduled.
+			var pre atomic.Int64
+			killed := make(chan struct{})
 			job := JobFunc(func(ctx context.Context, r *Row) (Out, func(), error) {
+				i := r.Line - 2
+				switch {
+				case i == n/3:
+					for pre.Load() < n/3 {
+						time.Sleep(time.Millisecond)
+					}
+					fwd.Configure(t, w, killFaults(c.ckr, c.funcs...))
+					close(killed)
+				case i > n/3:
+					<-killed
+				}
 				out, undo, err := d.Do(ctx, r)
-				if done.Add(1) == n/3 {
-					once.Do(func() { fwd.Configure(t, w, killFaults(c.ckr, c.funcs...)) })
+				if i < n/3 {
+					pre.Add(1)
 				}
 				return out, undo, err
 			})

@@ -172,7 +172,6 @@ func requireRV(tb testing.TB, want, got uint, what string) {
 	}
 }
 
-
 // cbcMAC is the AES CBC-MAC of in (a multiple of 16 bytes), zero IV.
 func cbcMAC(tb testing.TB, key, in []byte) []byte {
 	tb.Helper()

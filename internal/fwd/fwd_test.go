@@ -54,7 +54,6 @@ func requireCKR(t *testing.T, err error, code uint, msgAndArgs ...any) {
 	require.Truef(t, isCKR(err, code), "got %v, want %v", err, pkcs11.Error(code))
 }
 
-
 func xor(a, b []byte) []byte {
 	out := make([]byte, len(a))
 	for i := range a {
