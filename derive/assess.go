@@ -55,17 +55,40 @@ func (t *Token) assess(st strategy, base *Key, r *Request) assessment {
 // The candidates are appended to buf, whose room (one per strategy) keeps
 // them off the heap.
 func (t *Token) candidates(base *Key, r *Request, buf []assessment) ([]assessment, error) {
-	if r.Strategy != Auto {
-		st := strategyByName(r.Strategy)
-		if !st.computes(r.Function) {
-			return nil, inputErr("strategy", "%s cannot compute %s", st.name(), r.Function.Name())
+	key, cacheable := assessedKeyOf(base, r, t.memo.gen.Load())
+	if cacheable {
+		if c, ok := t.assessed.get(key, buf); ok {
+			return c, nil
 		}
-		a := t.assess(st, base, r)
-		if !a.tryable() {
-			return nil, a.problem
-		}
-		return append(buf, a), nil
 	}
+	var all []assessment
+	var err error
+	if r.Strategy != Auto {
+		all, err = t.assessOne(base, r, buf)
+	} else {
+		all, err = t.assessAll(base, r, buf)
+	}
+	if err == nil && cacheable {
+		t.assessed.put(key, all)
+	}
+	return all, err
+}
+
+// assessOne is candidates for a forced strategy.
+func (t *Token) assessOne(base *Key, r *Request, buf []assessment) ([]assessment, error) {
+	st := strategyByName(r.Strategy)
+	if !st.computes(r.Function) {
+		return nil, inputErr("strategy", "%s cannot compute %s", st.name(), r.Function.Name())
+	}
+	a := t.assess(st, base, r)
+	if !a.tryable() {
+		return nil, a.problem
+	}
+	return append(buf, a), nil
+}
+
+// assessAll is candidates under Auto, assessing every strategy.
+func (t *Token) assessAll(base *Key, r *Request, buf []assessment) ([]assessment, error) {
 	// listed go into buf, unlisted into a stack array (spilling to the heap
 	// past its room), appended behind them once all are known.
 	listed := buf[:0]

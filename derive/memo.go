@@ -17,7 +17,8 @@ import (
 // a lock that would serialise the derivations; after a refusal, readers
 // share a read lock.
 type memo struct {
-	any     atomic.Bool // something was ever refused
+	any     atomic.Bool   // something was ever refused
+	gen     atomic.Uint64 // changes with every refusal kept or forgotten (see assessedCache)
 	mu      sync.RWMutex
 	byKey   map[memoKey]error
 	refused map[refusal]bool
@@ -45,6 +46,7 @@ func (m *memo) fail(base pkcs11.ObjectHandle, s Strategy, f string, mechs []uint
 	m.byKey[memoKey{base, s, f}] = err
 	m.refused[refusal{base, s, fmt.Sprint(mechs)}] = true
 	m.any.Store(true)
+	m.gen.Add(1)
 }
 
 // refusedMechanisms reports whether the token refused strategy s with this
@@ -68,11 +70,13 @@ func (m *memo) forget(base pkcs11.ObjectHandle) {
 	for k := range m.byKey {
 		if k.base == base {
 			delete(m.byKey, k)
+			m.gen.Add(1)
 		}
 	}
 	for k := range m.refused {
 		if k.base == base {
 			delete(m.refused, k)
+			m.gen.Add(1)
 		}
 	}
 }

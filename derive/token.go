@@ -88,11 +88,12 @@ type Token struct {
 	// The Token's parts, one job each: the sessions lent (pool.go), the
 	// login kept across lost sessions (login.go), what the token says it
 	// can do (caps.go), what it refused (memo.go), and DK's templates
-	// (template.go).
-	pool      pool         // the sessions lent to operations
-	rec       recovery     // the anchor session and the login, restored after a loss
-	caps      capabilities // the mechanisms listed and their flags
-	memo      memo         // the strategies refused, per base key
+	// (template.go), the candidates of the last request shape (assessed.go).
+	pool      pool          // the sessions lent to operations
+	rec       recovery      // the anchor session and the login, restored after a loss
+	caps      capabilities  // the mechanisms listed and their flags
+	memo      memo          // the strategies refused, per base key
+	assessed  assessedCache // the strategies as assessed for the last request shape
 	templates templateCache
 	calls     atomic.Int64 // PKCS#11 calls made through pooled sessions
 	// noCheckValue: the token answered that it has no CKA_CHECK_VALUE
