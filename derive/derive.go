@@ -101,6 +101,12 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 
 // derive is Derive, unlogged.
 func (t *Token) derive(ctx context.Context, base *Key, r Request) (*Result, error) {
+	return t.deriveThen(ctx, base, r, nil)
+}
+
+// deriveThen is derive, then, when then is set, then.run on DK in the
+// session that made it (see DeriveAndWrap).
+func (t *Token) deriveThen(ctx context.Context, base *Key, r Request, then afterDerive) (*Result, error) {
 	if err := validate(base, &r); err != nil {
 		return nil, err
 	}
@@ -120,6 +126,7 @@ func (t *Token) derive(ctx context.Context, base *Key, r Request) (*Result, erro
 	// pointer through an interface, so it lives on the heap), and the
 	// Result and Key of the derivation: one allocation for the three.
 	d := new(deriveMem)
+	d.then = then
 	defer func() { d.req = Request{} }() // keep no reference to the caller's data
 	// The requested function first, then the allowed substitutes in order.
 	for i := 0; i <= len(r.Allow); i++ {
@@ -236,9 +243,10 @@ func validate(base *Key, r *Request) error {
 // deriveMem is the memory of one Derive: the request as tried, and the
 // Result and its Key, allocated together.
 type deriveMem struct {
-	req Request
-	res Result
-	key Key
+	req  Request
+	res  Result
+	key  Key
+	then afterDerive // run on DK in its session once it is settled, if set
 }
 
 // runStrategy runs one strategy in a session of the pool, reads DK back and
@@ -264,7 +272,7 @@ func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Requ
 	// From here DK exists: destroy it on every path but success, panics
 	// included.
 	defer func() {
-		if res == nil {
+		if res == nil && (d.then == nil || !d.then.destroyed()) {
 			if derr := s.cleanup("destroy DK after failure", h); derr != nil && err != nil {
 				err = &LeftBehindError{Err: err, Destroy: derr, Handle: h}
 			}
@@ -275,6 +283,11 @@ func (t *Token) runStrategy(ctx context.Context, st strategy, base *Key, r *Requ
 		return nil, err
 	}
 	d.res = Result{Key: dk, Function: r.Function, KeyType: r.KeyType, Strategy: st.name(), Calls: s.calls, Warnings: dk.Warnings}
+	if d.then != nil {
+		if err := d.then.run(ctx, s, dk); err != nil {
+			return nil, &afterError{err} // DK is destroyed (above); not a refusal of the strategy
+		}
+	}
 	return &d.res, nil
 }
 

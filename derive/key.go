@@ -325,13 +325,9 @@ func (t *Token) Destroy(ctx context.Context, k *Key) error {
 // bytes of E_key(0^n), encrypting one zero block with the key in ECB mode.
 // It needs an AES, DES, DES2 or DES3 key with CKA_ENCRYPT.
 func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
-	n := k.Cipher().BlockSize()
-	mech, _, err := kcvMechanism(k, KCVECB)
+	mech, n, err := checkValueMechanism(k)
 	if err != nil {
-		return nil, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for a %s key (AES and DES keys only)", ckm.KeyType(k.Type))}
-	}
-	if !k.Encrypt {
-		return nil, &KeyError{Key: k.name(), Reason: ErrMissingAttribute, Problem: "a check value needs CKA_ENCRYPT"}
+		return nil, err
 	}
 	s, err := t.acquire(ctx)
 	if err != nil {
@@ -346,6 +342,19 @@ func (t *Token) CheckValue(ctx context.Context, k *Key) ([]byte, error) {
 		return nil, s.fail("check value", "C_Encrypt", fmt.Errorf("%d bytes of output", len(out)))
 	}
 	return out[:3], nil
+}
+
+// checkValueMechanism is CheckValue's mechanism for k and k's block size,
+// or why k has no check value by CheckValue.
+func checkValueMechanism(k *Key) (mech uint, n int, err error) {
+	mech, _, err = kcvMechanism(k, KCVECB)
+	if err != nil {
+		return 0, 0, &KeyError{Key: k.name(), Reason: ErrKeyType, Problem: fmt.Sprintf("no check value for a %s key (AES and DES keys only)", ckm.KeyType(k.Type))}
+	}
+	if !k.Encrypt {
+		return 0, 0, &KeyError{Key: k.name(), Reason: ErrMissingAttribute, Problem: "a check value needs CKA_ENCRYPT"}
+	}
+	return mech, k.Cipher().BlockSize(), nil
 }
 
 // Generate makes a new secret key inside the token with C_GenerateKey, as

@@ -205,24 +205,15 @@ func (t *Token) Wrap(ctx context.Context, wrapping, k *Key, mechanism uint, para
 	if wrapping == nil || k == nil {
 		return nil, inputErr("key", "no key given")
 	}
-	if !k.Extractable && k.known(pkcs11.CKA_EXTRACTABLE) {
-		return nil, &KeyError{Key: k.name(), Reason: ErrMissingAttribute, Problem: "a wrapped key needs CKA_EXTRACTABLE"}
-	}
-	if !wrapping.Wrap && wrapping.known(pkcs11.CKA_WRAP) {
-		return nil, &KeyError{Key: wrapping.name(), Reason: ErrMissingAttribute, Problem: "a wrapping key needs CKA_WRAP"}
+	if err := checkWrap(wrapping, k); err != nil {
+		return nil, err
 	}
 	s, err := t.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer t.release(s)
-	// Room: the key, plus an IV/integrity block and padding (RFC 3394
-	// adds 8 bytes, RFC 5649 up to 15, CBC-PAD a block, GCM a tag).
-	room := 1024
-	if k.Len > 0 {
-		room = k.Len + 48
-	}
-	wrapped, err := s.wrapKey("wrap key", mechanism, param, wrapping.Handle, k.Handle, room)
+	wrapped, err := s.wrapKey("wrap key", mechanism, param, wrapping.Handle, k.Handle, wrapRoom(k))
 	if te, ok := err.(*TokenError); ok {
 		// The keys named on failure only: formatting them on every wrap
 		// cost more than a tenth of a batch row's own time.

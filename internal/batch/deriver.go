@@ -362,15 +362,24 @@ func (d *Deriver) deriveOn(ctx context.Context, req derive.Request) (*derive.Res
 // pin holds the batch to the first row's function: a row that computed
 // another is destroyed (on on) and fails.
 func (d *Deriver) pin(ctx context.Context, res *derive.Result, on *derive.Token) (*derive.Result, *derive.Token, error) {
-	var err error
+	if err := d.hold(res); err != nil {
+		on.Destroy(context.WithoutCancel(ctx), res.Key)
+		return nil, on, err
+	}
+	return res, on, nil
+}
+
+// hold holds the batch to one function, the first row's (a substitute, if
+// it ran one, is pinned for the others): an error if res computed another.
+// The caller destroys res.Key on error.
+func (d *Deriver) hold(res *derive.Result) (err error) {
 	name := res.Function.Name()
 	if p := d.plan.Load(); p != nil && p.kdf != "" {
 		// The batch's function is known: no lock.
 		if name == p.kdf {
-			return res, on, nil
+			return nil
 		}
-		on.Destroy(context.WithoutCancel(ctx), res.Key)
-		return nil, on, fmt.Errorf("computed %s, but this batch computes %s", name, p.kdf)
+		return fmt.Errorf("computed %s, but this batch computes %s", name, p.kdf)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -388,11 +397,7 @@ func (d *Deriver) pin(ctx context.Context, res *derive.Result, on *derive.Token)
 	case name != d.profile.KDF:
 		err = fmt.Errorf("computed %s, but this batch computes %s", name, d.profile.KDF)
 	}
-	if err != nil {
-		on.Destroy(context.WithoutCancel(ctx), res.Key)
-		return nil, on, err
-	}
-	return res, on, nil
+	return err
 }
 
 // wrapRow derives DK sensitive and extractable, computes its check value,
@@ -402,11 +407,28 @@ func (d *Deriver) pin(ctx context.Context, res *derive.Result, on *derive.Token)
 func (d *Deriver) wrapRow(ctx context.Context, row *Row, req derive.Request) (Out, func(), error) {
 	req.Extractable = true        // to be wrapped; it stays sensitive
 	req.Usage = derive.UseEncrypt // for its check value, computed in the token
+	if d.Group == nil {
+		return d.wrapInSession(ctx, row, req)
+	}
 	out, on, err := d.wrapOnce(ctx, row, req)
 	if err != nil && d.Group != nil && ctx.Err() == nil && d.Group.Failed(on, err) {
 		out, _, err = d.wrapOnce(ctx, row, req)
 	}
 	return out, nil, err
+}
+
+// wrapInSession is wrapRow on the Token, in one session of its pool
+// (derive.Token.DeriveAndWrap).
+func (d *Deriver) wrapInSession(ctx context.Context, row *Row, req derive.Request) (Out, func(), error) {
+	res, w, err := d.Token.DeriveAndWrap(ctx, d.Base, req, d.Wrap.Key, d.Wrap.Mech.CKM, d.Wrap.param())
+	if err != nil {
+		return Out{}, nil, err
+	}
+	if err := d.hold(res); err != nil {
+		return Out{}, nil, err // DK is destroyed already
+	}
+	return Out{ID: row.ID, Key: hex.EncodeToString(w.Key), KCV: hex.EncodeToString(w.KCV),
+		Strategy: string(res.Strategy), KDF: res.Function.Name()}, nil, nil
 }
 
 // wrapOnce is wrapRow on the token the derivation lands on (on; nil if it
@@ -453,18 +475,23 @@ func WrapKey(ctx context.Context, tok *derive.Token, w *Wrap, k *derive.Key) ([]
 
 // wrapWith is WrapKey under the transport key tk (w.Key, or a member's).
 func wrapWith(ctx context.Context, tok *derive.Token, w *Wrap, tk, k *derive.Key) ([]byte, error) {
-	var param []byte
-	if w.Mech.iv {
-		param = w.IV
-		if param == nil {
-			param = make([]byte, 8)
-		}
-	}
-	wrapped, err := tok.Wrap(ctx, tk, k, w.Mech.CKM, param)
+	wrapped, err := tok.Wrap(ctx, tk, k, w.Mech.CKM, w.param())
 	if err != nil {
 		return nil, err
 	}
 	return wrapped, nil
+}
+
+// param is the wrap mechanism's parameter: des3-cbc's IV (8 zero bytes if
+// none is given), or nil.
+func (w *Wrap) param() []byte {
+	if !w.Mech.iv {
+		return nil
+	}
+	if w.IV == nil {
+		return make([]byte, 8)
+	}
+	return w.IV
 }
 
 // keepRow derives DK as a token object labelled from the template. If a key

@@ -208,6 +208,33 @@ static ck_rv ck_unwrap_key_read(ck_function_list *f, ck_ulong session, ck_ulong 
 	return rv;
 }
 
+// ck_kcv_wrap_destroy is a check value, a wrap and a destruction of key,
+// in one crossing: C_EncryptInit(kmech, key) and C_Encrypt(in, kout), then
+// C_WrapKey(wmech, wrapping, key, wout), then C_DestroyObject(key). It
+// stops at the first call that fails; *made is the number of calls made
+// (1 to 4), and the return value is the last one's.
+static ck_rv ck_kcv_wrap_destroy(ck_function_list *f, ck_ulong s, ck_ulong kmech, unsigned char *in, ck_ulong inLen,
+		unsigned char *kout, ck_ulong *koutLen, ck_ulong wmech, void *wparam, ck_ulong wparamLen, ck_ulong wrapping,
+		ck_ulong key, unsigned char *wout, ck_ulong *woutLen, int *made) {
+	ck_rv rv;
+	*made = 1;
+	if ((rv = ck_encrypt_init(f, s, kmech, NULL, 0, key)) != CK_OK)
+		return rv;
+	*made = 2;
+	if ((rv = ck_encrypt(f, s, in, inLen, kout, koutLen)) != CK_OK)
+		return rv;
+	*made = 3;
+	ck_mechanism m = { wmech, wparam, wparamLen };
+	if (f->C_WrapKey == NULL)
+		return CK_FUNCTION_NOT_SUPPORTED;
+	if ((rv = f->C_WrapKey(s, &m, wrapping, key, wout, woutLen)) != CK_OK)
+		return rv;
+	*made = 4;
+	return ck_destroy_object(f, s, key);
+}
+
+#cgo noescape ck_kcv_wrap_destroy
+#cgo nocallback ck_kcv_wrap_destroy
 #cgo noescape ck_derive_key
 #cgo nocallback ck_derive_key
 #cgo noescape ck_derive_key_data
@@ -654,6 +681,22 @@ func (m *Module) UnwrapKeyRead(session, mechanism uint, param []byte, unwrapping
 		return 0, uint(r), 0
 	}
 	return uint(h), uint(r), x.decode(m, &rw, uint(rr))
+}
+
+// KCVWrapDestroy is EncryptInit(kcvMech, key) and Encrypt(in, kcvOut),
+// then C_WrapKey of key under wrapping into wrapOut, then
+// DestroyObject(key): the same four PKCS#11 calls in one cgo crossing,
+// stopping at the first that fails. made is the number of calls made (1
+// to 4: the last is the one that answered rv); kcvN and wrapN are the
+// lengths C_Encrypt and C_WrapKey answered (wrapN the length needed when
+// C_WrapKey answered CKR_BUFFER_TOO_SMALL).
+func (m *Module) KCVWrapDestroy(session, kcvMech uint, in, kcvOut []byte, wrapMech uint, param []byte, wrapping, key uint, wrapOut []byte) (kcvN, wrapN, made int, rv uint) {
+	kl, wl := C.ck_ulong(len(kcvOut)), C.ck_ulong(len(wrapOut))
+	var n C.int
+	r := uint(C.ck_kcv_wrap_destroy(m.f, C.ck_ulong(session), C.ck_ulong(kcvMech), bytePtr(in), C.ck_ulong(len(in)),
+		bytePtr(kcvOut), &kl, C.ck_ulong(wrapMech), voidPtr(param), C.ck_ulong(len(param)), C.ck_ulong(wrapping),
+		C.ck_ulong(key), bytePtr(wrapOut), &wl, &n))
+	return int(kl), int(wl), int(n), r
 }
 
 // EncryptInit calls C_EncryptInit(session, {mechanism, param}, key).
