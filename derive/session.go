@@ -230,14 +230,16 @@ func (s *session) encrypt(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectH
 
 // encryptInto is encrypt into out (len(in)+64 bytes of room): the result is
 // a prefix of out.
+//
+// The two calls are made in one cgo crossing (ck.EncryptOnce), each
+// counted.
 func (s *session) encryptInto(step string, mech uint, param []byte, key pkcs11.ObjectHandle, in, out []byte) ([]byte, error) {
-	s.calls++
-	if rv := s.ck.EncryptInit(uint(s.h), mech, param, uint(key)); rv != pkcs11.CKR_OK {
-		return nil, s.fail(step, "C_EncryptInit", pkcs11.Error(rv))
-	}
-	s.calls++
-	n, rv := s.ck.Encrypt(uint(s.h), in, out)
+	n, made, rv := s.ck.EncryptOnce(uint(s.h), mech, param, uint(key), in, out)
+	s.calls += made
 	if rv != pkcs11.CKR_OK {
+		if made == 1 {
+			return nil, s.fail(step, "C_EncryptInit", pkcs11.Error(rv))
+		}
 		return nil, s.fail(step, "C_Encrypt", pkcs11.Error(rv))
 	}
 	return out[:n], nil
@@ -367,14 +369,15 @@ func (s *session) sign(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHand
 
 // signInto is sign into out, which must have room for any MAC the
 // mechanism gives (128 bytes does): the result is a prefix of out.
+//
+// The two calls are made in one cgo crossing (ck.SignOnce), each counted.
 func (s *session) signInto(step string, mech uint, param []byte, key pkcs11.ObjectHandle, in, out []byte) ([]byte, error) {
-	s.calls++
-	if rv := s.ck.SignInit(uint(s.h), mech, param, uint(key)); rv != pkcs11.CKR_OK {
-		return nil, s.fail(step, "C_SignInit", pkcs11.Error(rv))
-	}
-	s.calls++
-	n, rv := s.ck.Sign(uint(s.h), in, out)
+	n, made, rv := s.ck.SignOnce(uint(s.h), mech, param, uint(key), in, out)
+	s.calls += made
 	if rv != pkcs11.CKR_OK {
+		if made == 1 {
+			return nil, s.fail(step, "C_SignInit", pkcs11.Error(rv))
+		}
 		return nil, s.fail(step, "C_Sign", pkcs11.Error(rv))
 	}
 	return out[:n], nil

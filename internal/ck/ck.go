@@ -185,6 +185,31 @@ static ck_rv ck_sign(ck_function_list *f, ck_ulong session, unsigned char *in, c
 	return f->C_Sign(session, in, inLen, out, outLen);
 }
 
+// ck_encrypt_once is ck_encrypt_init, then, if it succeeded, ck_encrypt:
+// two PKCS#11 calls in one crossing. *made is the number of calls made (1
+// or 2), the return value the last one's.
+static ck_rv ck_encrypt_once(ck_function_list *f, ck_ulong session, ck_ulong mech, void *param, ck_ulong paramLen, ck_ulong key,
+		unsigned char *in, ck_ulong inLen, unsigned char *out, ck_ulong *outLen, int *made) {
+	ck_rv rv;
+	*made = 1;
+	if ((rv = ck_encrypt_init(f, session, mech, param, paramLen, key)) != CK_OK)
+		return rv;
+	*made = 2;
+	return ck_encrypt(f, session, in, inLen, out, outLen);
+}
+
+// ck_sign_once is ck_sign_init, then, if it succeeded, ck_sign, as
+// ck_encrypt_once.
+static ck_rv ck_sign_once(ck_function_list *f, ck_ulong session, ck_ulong mech, void *param, ck_ulong paramLen, ck_ulong key,
+		unsigned char *in, ck_ulong inLen, unsigned char *out, ck_ulong *outLen, int *made) {
+	ck_rv rv;
+	*made = 1;
+	if ((rv = ck_sign_init(f, session, mech, param, paramLen, key)) != CK_OK)
+		return rv;
+	*made = 2;
+	return ck_sign(f, session, in, inLen, out, outLen);
+}
+
 // ck_derive_key_data_read is ck_derive_key_data, then, if it made a key,
 // ck_get_attribute_value of r (rn attributes) on it: two PKCS#11 calls
 // in one crossing. *readRv is the second call's return value.
@@ -233,6 +258,10 @@ static ck_rv ck_kcv_wrap_destroy(ck_function_list *f, ck_ulong s, ck_ulong kmech
 	return ck_destroy_object(f, s, key);
 }
 
+#cgo noescape ck_encrypt_once
+#cgo nocallback ck_encrypt_once
+#cgo noescape ck_sign_once
+#cgo nocallback ck_sign_once
 #cgo noescape ck_kcv_wrap_destroy
 #cgo nocallback ck_kcv_wrap_destroy
 #cgo noescape ck_derive_key
@@ -697,6 +726,32 @@ func (m *Module) KCVWrapDestroy(session, kcvMech uint, in, kcvOut []byte, wrapMe
 		bytePtr(kcvOut), &kl, C.ck_ulong(wrapMech), voidPtr(param), C.ck_ulong(len(param)), C.ck_ulong(wrapping),
 		C.ck_ulong(key), bytePtr(wrapOut), &wl, &n))
 	return int(kl), int(wl), int(n), r
+}
+
+// EncryptOnce is EncryptInit, then, if it succeeded, Encrypt: the same
+// two PKCS#11 calls in one cgo crossing. made is the number of calls made
+// (1 or 2: the last is the one that answered rv).
+func (m *Module) EncryptOnce(session, mechanism uint, param []byte, key uint, in, out []byte) (n, made int, rv uint) {
+	l := C.ck_ulong(len(out))
+	var k C.int
+	r := uint(C.ck_encrypt_once(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)), C.ck_ulong(key),
+		bytePtr(in), C.ck_ulong(len(in)), bytePtr(out), &l, &k))
+	if r != C.CK_OK {
+		return 0, int(k), r
+	}
+	return int(l), int(k), r
+}
+
+// SignOnce is SignInit, then, if it succeeded, Sign, as EncryptOnce.
+func (m *Module) SignOnce(session, mechanism uint, param []byte, key uint, in, out []byte) (n, made int, rv uint) {
+	l := C.ck_ulong(len(out))
+	var k C.int
+	r := uint(C.ck_sign_once(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)), C.ck_ulong(key),
+		bytePtr(in), C.ck_ulong(len(in)), bytePtr(out), &l, &k))
+	if r != C.CK_OK {
+		return 0, int(k), r
+	}
+	return int(l), int(k), r
 }
 
 // EncryptInit calls C_EncryptInit(session, {mechanism, param}, key).
