@@ -101,12 +101,12 @@ func (t *Token) Derive(ctx context.Context, base *Key, r Request) (*Result, erro
 
 // derive is Derive, unlogged.
 func (t *Token) derive(ctx context.Context, base *Key, r Request) (*Result, error) {
-	return t.deriveThen(ctx, base, r, nil)
+	return t.deriveInto(ctx, base, r, nil)
 }
 
-// deriveThen is derive, then, when then is set, then.run on DK in the
-// session that made it (see DeriveAndWrap).
-func (t *Token) deriveThen(ctx context.Context, base *Key, r Request, then afterDerive) (*Result, error) {
+// deriveInto is derive into d (nil: a new one), and, when d.then is set,
+// d.then.run on DK in the session that made it (see DeriveAndWrap).
+func (t *Token) deriveInto(ctx context.Context, base *Key, r Request, d *deriveMem) (*Result, error) {
 	if err := validate(base, &r); err != nil {
 		return nil, err
 	}
@@ -125,8 +125,9 @@ func (t *Token) deriveThen(ctx context.Context, base *Key, r Request, then after
 	// d holds the request as each function is tried (strategies take it by
 	// pointer through an interface, so it lives on the heap), and the
 	// Result and Key of the derivation: one allocation for the three.
-	d := new(deriveMem)
-	d.then = then
+	if d == nil {
+		d = new(deriveMem)
+	}
 	defer func() { d.req = Request{} }() // keep no reference to the caller's data
 	// The requested function first, then the allowed substitutes in order.
 	for i := 0; i <= len(r.Allow); i++ {

@@ -48,8 +48,15 @@ func (t *Token) DeriveAndWrap(ctx context.Context, base *Key, r Request, wrappin
 	if t.log != nil {
 		return t.deriveAndWrapApart(ctx, base, r, wrapping, mechanism, param)
 	}
-	w := &wrapAfter{wrapping: wrapping, mech: mechanism, param: param}
-	res, err := t.deriveThen(ctx, base, r, w)
+	// One allocation for the derivation's memory and the wrap's.
+	m := &struct {
+		d deriveMem
+		w wrapAfter
+	}{}
+	w := &m.w
+	w.wrapping, w.mech, w.param = wrapping, mechanism, param
+	m.d.then = w
+	res, err := t.deriveInto(ctx, base, r, &m.d)
 	if ae, ok := err.(*afterError); ok {
 		err = ae.err
 	}
@@ -93,6 +100,7 @@ type wrapAfter struct {
 	out      Wrapped
 	gone     bool     // DK is destroyed
 	kcv      [80]byte // room for the block and what tokens answer (see encrypt)
+	wrapped  [96]byte // room for a key of up to 48 bytes wrapped (see wrapRoom)
 }
 
 func (w *wrapAfter) run(ctx context.Context, s *session, k *Key) error {
@@ -115,7 +123,12 @@ func (w *wrapAfter) run(ctx context.Context, s *session, k *Key) error {
 // failure named as CheckValue, Wrap and Destroy name theirs.
 func (w *wrapAfter) kcvWrapDestroy(s *session, k *Key, mech uint, n int) error {
 	var zero [16]byte
-	out := make([]byte, wrapRoom(k))
+	out := w.wrapped[:]
+	if room := wrapRoom(k); room <= len(out) {
+		out = out[:room]
+	} else {
+		out = make([]byte, room)
+	}
 	kn, wn, made, rv := s.ck.KCVWrapDestroy(uint(s.h), mech, zero[:n], w.kcv[:n+64], w.mech, w.param,
 		uint(w.wrapping.Handle), uint(k.Handle), out)
 	s.calls += made

@@ -362,7 +362,7 @@ func (d *Deriver) deriveOn(ctx context.Context, req derive.Request) (*derive.Res
 // pin holds the batch to the first row's function: a row that computed
 // another is destroyed (on on) and fails.
 func (d *Deriver) pin(ctx context.Context, res *derive.Result, on *derive.Token) (*derive.Result, *derive.Token, error) {
-	if err := d.hold(res); err != nil {
+	if _, err := d.hold(res); err != nil {
 		on.Destroy(context.WithoutCancel(ctx), res.Key)
 		return nil, on, err
 	}
@@ -371,15 +371,15 @@ func (d *Deriver) pin(ctx context.Context, res *derive.Result, on *derive.Token)
 
 // hold holds the batch to one function, the first row's (a substitute, if
 // it ran one, is pinned for the others): an error if res computed another.
-// The caller destroys res.Key on error.
-func (d *Deriver) hold(res *derive.Result) (err error) {
-	name := res.Function.Name()
+// It returns the function's name. The caller destroys res.Key on error.
+func (d *Deriver) hold(res *derive.Result) (name string, err error) {
+	name = res.Function.Name()
 	if p := d.plan.Load(); p != nil && p.kdf != "" {
 		// The batch's function is known: no lock.
 		if name == p.kdf {
-			return nil
+			return p.kdf, nil
 		}
-		return fmt.Errorf("computed %s, but this batch computes %s", name, p.kdf)
+		return "", fmt.Errorf("computed %s, but this batch computes %s", name, p.kdf)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -397,7 +397,7 @@ func (d *Deriver) hold(res *derive.Result) (err error) {
 	case name != d.profile.KDF:
 		err = fmt.Errorf("computed %s, but this batch computes %s", name, d.profile.KDF)
 	}
-	return err
+	return name, err
 }
 
 // wrapRow derives DK sensitive and extractable, computes its check value,
@@ -424,11 +424,25 @@ func (d *Deriver) wrapInSession(ctx context.Context, row *Row, req derive.Reques
 	if err != nil {
 		return Out{}, nil, err
 	}
-	if err := d.hold(res); err != nil {
+	kdf, err := d.hold(res)
+	if err != nil {
 		return Out{}, nil, err // DK is destroyed already
 	}
-	return Out{ID: row.ID, Key: hex.EncodeToString(w.Key), KCV: hex.EncodeToString(w.KCV),
-		Strategy: string(res.Strategy), KDF: res.Function.Name()}, nil, nil
+	key, kcv := hexPair(w.Key, w.KCV)
+	return Out{ID: row.ID, Key: key, KCV: kcv, Strategy: string(res.Strategy), KDF: kdf}, nil, nil
+}
+
+// hexPair is a and b in hex, in one allocation.
+func hexPair(a, b []byte) (string, string) {
+	var room [256]byte
+	n, m := hex.EncodedLen(len(a)), hex.EncodedLen(len(b))
+	buf := room[:0]
+	if n+m > len(room) {
+		buf = make([]byte, 0, n+m)
+	}
+	buf = hex.AppendEncode(hex.AppendEncode(buf, a), b)
+	s := string(buf)
+	return s[:n], s[n:]
 }
 
 // wrapOnce is wrapRow on the token the derivation lands on (on; nil if it

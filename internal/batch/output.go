@@ -25,8 +25,6 @@ type Out struct {
 	KDF      string // the function DK is
 }
 
-func (o *Out) record() []string { return []string{o.ID, o.Key, o.KCV, o.Strategy, o.KDF} }
-
 // Output is the output CSV file, opened for appending complete rows.
 //
 // Rows are buffered and reach the file in whole rows only (a write never
@@ -48,6 +46,7 @@ type Output struct {
 	size     int64 // the file's length: complete rows only
 	buf      bytes.Buffer
 	csv      *csv.Writer // writes into buf
+	rec      [5]string   // the record Write writes: its room, reused
 	buffered int         // rows in buf
 	dirty    bool        // written since the last sync
 	synced   time.Time
@@ -357,7 +356,8 @@ func (o *Output) Done(id string) bool {
 // file by this call (0, or every row buffered).
 func (o *Output) Write(out *Out) (n int, err error) {
 	mark := o.buf.Len()
-	o.csv.Write(out.record())
+	o.rec = [5]string{out.ID, out.Key, out.KCV, out.Strategy, out.KDF}
+	o.csv.Write(o.rec[:])
 	o.csv.Flush()
 	if err := o.csv.Error(); err != nil {
 		o.buf.Truncate(mark)
