@@ -311,12 +311,14 @@ func printable(id string) string {
 
 // hexField decodes a hex cell; spaces are ignored.
 func hexField(s string) ([]byte, error) {
-	s = strings.Map(func(r rune) rune {
-		if r == ' ' || r == '\t' {
-			return -1
-		}
-		return r
-	}, s)
+	if strings.ContainsAny(s, " \t") {
+		s = strings.Map(func(r rune) rune {
+			if r == ' ' || r == '\t' {
+				return -1
+			}
+			return r
+		}, s)
+	}
 	b, err := hex.DecodeString(s)
 	if err != nil {
 		return nil, fmt.Errorf("not hex (%s)", strings.TrimPrefix(err.Error(), "encoding/hex: "))
