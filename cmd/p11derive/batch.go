@@ -88,7 +88,15 @@ func cmdBatch(args []string, stdout io.Writer) error {
 		return err
 	}
 
-	out, err := openBatchOutput(stdout, *bf.output, batch.OutputOptions{Header: d.Header(), Manifest: m, NewOutput: o.newOutput})
+	return runBatch(stdout, s, bf, d, m, prog, o.newOutput, ff.profileOut)
+}
+
+// runBatch runs d over the input of s into the output --output, which
+// carries the manifest m: the part of a batch after its deriver is made,
+// the same for 'batch' and 'batch --scheme'. profileOut, if not empty,
+// receives the profile of the first row derived.
+func runBatch(stdout io.Writer, s *batchSetup, bf *batchFlags, d *batch.Deriver, m *batch.Manifest, prog *batch.Progress, newOutput bool, profileOut string) error {
+	out, err := openBatchOutput(stdout, *bf.output, batch.OutputOptions{Header: d.Header(), Manifest: m, NewOutput: newOutput})
 	if err != nil {
 		return err
 	}
@@ -97,7 +105,7 @@ func cmdBatch(args []string, stdout io.Writer) error {
 	if out.MovedAside != "" {
 		prog.Printf("%s was made with other parameters: moved aside to %s; starting a new output", *bf.output, out.MovedAside)
 	}
-	if wrap == nil {
+	if d.Wrap == nil {
 		unlock, err := prepareKeep(s.ctx, s.tok, d, *bf.template, *bf.output, prog)
 		if err != nil {
 			return err
@@ -120,7 +128,7 @@ func cmdBatch(args []string, stdout io.Writer) error {
 		runErr = err
 	}
 	prog.Clear()
-	if err := writeProfile(d, ff.profileOut); err != nil && runErr == nil {
+	if err := writeProfile(d, profileOut); err != nil && runErr == nil {
 		runErr = fmt.Errorf("p11derive: writing the profile: %w", err)
 	}
 	prog.Printf("%s", summary(st, *bf.workers, d.Adopted(), s.calls()-calls0))
@@ -199,12 +207,24 @@ func (o *batchOptions) parse(args []string) error {
 // it finds the transport key of wrap mode, and works from session copies
 // of the keys when sessionCopy says so and the token allows it.
 func newBatchDeriver(s *batchSetup, spec *funcSpec, wrap *batch.Wrap, wrapSel derive.Selector, template string, sessionCopy bool, prog *batch.Progress) (*batch.Deriver, *batch.Manifest, error) {
-	ctx, tok, base := s.ctx, s.tok, s.base
-	m := &batch.Manifest{Version: version, Mode: "keep", KDF: spec.kdf, Params: spec.params, Allow: spec.allow,
-		Strategy: string(spec.strategy), KeyType: derive.KeyTypeName(spec.kt.CKK()), Len: spec.kt.Len(), Base: keyRef(ctx, tok, base)}
+	m := &batch.Manifest{Version: version, KDF: spec.kdf, Params: spec.params, Allow: spec.allow,
+		Strategy: string(spec.strategy), KeyType: derive.KeyTypeName(spec.kt.CKK()), Len: spec.kt.Len()}
 	if m.Strategy == "" {
 		m.Strategy = "auto"
 	}
+	d := &batch.Deriver{Token: s.tok, LabelTemplate: template, Wrap: wrap, RowIVs: s.rows.HasIV(),
+		Spec: batch.Spec{KDF: spec.kdf, Params: spec.params, KeyType: spec.kt, Strategy: spec.strategy, Allow: spec.allow}}
+	return finishDeriver(s, d, m, wrapSel, sessionCopy, prog)
+}
+
+// finishDeriver gives d (of newBatchDeriver or newSchemeDeriver) its keys
+// and m their names: the base key, and in wrap mode the transport key
+// found by wrapSel, both as session copies when sessionCopy says so and the
+// token allows it (found before either is copied: a copy has its key's
+// label). It checks d.
+func finishDeriver(s *batchSetup, d *batch.Deriver, m *batch.Manifest, wrapSel derive.Selector, sessionCopy bool, prog *batch.Progress) (*batch.Deriver, *batch.Manifest, error) {
+	ctx, tok, base, wrap := s.ctx, s.tok, s.base, d.Wrap
+	m.Base, m.Mode = keyRef(ctx, tok, base), "keep"
 	copyRefused := false
 	sessionKey := func(k *derive.Key) *derive.Key {
 		if !sessionCopy || copyRefused {
@@ -218,8 +238,6 @@ func newBatchDeriver(s *batchSetup, spec *funcSpec, wrap *batch.Wrap, wrapSel de
 		}
 		return c
 	}
-	d := &batch.Deriver{Token: tok, Base: base, LabelTemplate: template, Wrap: wrap, RowIVs: s.rows.HasIV(),
-		Spec: batch.Spec{KDF: spec.kdf, Params: spec.params, KeyType: spec.kt, Strategy: spec.strategy, Allow: spec.allow}}
 	if wrap != nil {
 		var err error
 		if wrap.Key, err = findKey(ctx, tok, wrapSel); err != nil {
@@ -227,15 +245,13 @@ func newBatchDeriver(s *batchSetup, spec *funcSpec, wrap *batch.Wrap, wrapSel de
 		}
 		m.Mode = "wrap"
 		m.Wrap = &batch.WrapRef{Key: keyRef(ctx, tok, wrap.Key), Mech: wrap.Mech.Name, IV: hex.EncodeToString(wrap.IV)}
-		// Both keys are found before either is copied: a copy has its
-		// key's label.
 		if !wrap.Key.Sensitive { // the key itself: its copy may say otherwise
 			prog.Printf("warning: transport key %q is not sensitive: whoever can read its value can unwrap every key of this batch", wrap.Key.Label)
 		}
 		d.Base = sessionKey(base)
 		wrap.Key = sessionKey(wrap.Key)
 	} else {
-		m.LabelTemplate = template
+		m.LabelTemplate = d.LabelTemplate
 		d.Base = sessionKey(base)
 	}
 	if err := d.Check(); err != nil {
@@ -366,11 +382,12 @@ func prepareKeep(ctx context.Context, tok *derive.Token, d *batch.Deriver, templ
 var version = "dev"
 
 // keyRef names a key for the manifest: label, CKA_ID, and check value
-// when the token computes one for it.
+// (the ecb convention, through a session copy with CKA_ENCRYPT for a key
+// without it, as a group proves its keys) when the token computes one.
 func keyRef(ctx context.Context, tok *derive.Token, k *derive.Key) batch.KeyRef {
 	r := batch.KeyRef{Label: k.Label, ID: hex.EncodeToString(k.ID)}
-	if kcv, err := tok.CheckValue(ctx, k); err == nil {
-		r.KCV = hex.EncodeToString(kcv)
+	if kcv, err := tok.CheckValueBy(ctx, k, derive.KCVECB); err == nil {
+		r.KCV = hex.EncodeToString(kcv.Value)
 	}
 	return r
 }

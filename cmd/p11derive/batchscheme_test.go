@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
@@ -102,6 +105,143 @@ func TestBatchSchemeDUKPT(t *testing.T) {
 		assert.Equal(t, hex.EncodeToString(kcv[:3]), hex.EncodeToString(got), r[0])
 	}
 	assert.GreaterOrEqual(t, sampled, 50)
+}
+
+// TestBatchSchemeKillKeep is TestBatchKillKeep for batch --scheme in keep
+// mode (dukpt-ik, 40 initial keys as token objects) on SoftHSM2 and NSS
+// softoken's key database: killed at a key made under its provisional
+// label, at a key labelled before its row is written, and at random
+// moments, then run to the end. One row per id, one key per label, every
+// check value the software reference's (X9.24-3's IK derivation by Go's
+// AES), every key with its value, no provisional key left, no key the
+// output does not list.
+func TestBatchSchemeKillKeep(t *testing.T) {
+	for _, kind := range []string{lab.KindSoftHSM2, lab.KindNSS} {
+		t.Run(kind, func(t *testing.T) {
+			lt := lab.SoftHSM2(t)
+			if kind == lab.KindNSS {
+				lt = lab.NSSDB(t)
+			}
+			dir := t.TempDir()
+			pre := lab.UniqueLabel("skill-"+kind) + "-"
+			bdkValue := lab.Random(t, 16)
+			ctx, s := lab.Open(t, lt)
+			lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_AES, bdkValue, pre+"BDK", pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true))
+			const n = 40
+			var in bytes.Buffer
+			in.WriteString("id,ksn\n")
+			ksns := map[string][]byte{}
+			for i := range n {
+				id, ksn := fmt.Sprintf("t%02d", i), fmt.Sprintf("AB%014X00000000", i)
+				ksns[id] = unhexT(t, ksn)
+				fmt.Fprintf(&in, "%s,%s\n", id, ksn)
+			}
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "in.csv"), in.Bytes(), 0o600))
+			args := []string{"batch", "--scheme", "dukpt-ik", "--slot", fmt.Sprint(lt.SlotID), "--base", pre + "BDK",
+				"--input", "in.csv", "--output", "out.csv", "--label-template", pre + "ik-{id}", "--workers", "2"}
+			kills := 0
+			for _, at := range []string{"made:3", "labelled:3", "made:1", "labelled:1"} {
+				cmd := p11derive(t, lt, dir, args...)
+				cmd.Env = append(cmd.Env, "P11DERIVE_TEST_KILL="+at)
+				out, err := cmd.CombinedOutput()
+				require.Error(t, err, "%s: %s", at, out)
+				require.Contains(t, err.Error(), "killed", "%s: %s", at, out)
+				kills++
+			}
+			for i := range 3 {
+				cmd := p11derive(t, lt, dir, args...)
+				require.NoError(t, cmd.Start())
+				time.Sleep(time.Duration(20+i*30) * time.Millisecond)
+				cmd.Process.Signal(syscall.SIGKILL)
+				if cmd.Wait() != nil {
+					kills++
+				}
+			}
+			out := mustRun(t, p11derive(t, lt, dir, args...))
+			t.Logf("%d kills, then: %s", kills, strings.TrimSpace(out))
+
+			recs := readOutput(t, filepath.Join(dir, "out.csv"))
+			require.Len(t, recs, n, "one row per id")
+			keys := tokenKeys(t, ctx, s)
+			for l := range keys {
+				assert.False(t, strings.HasPrefix(l, "p11derive-pending "), "a provisional key left: %q", l)
+			}
+			bdk, _ := aes.NewCipher(bdkValue)
+			tok := labtok.Open(t, lt.Kind, lt).Tok
+			for _, r := range recs {
+				assert.Equal(t, 1, keys[r[1]], "one key labelled %s", r[1])
+				ik, kcv := make([]byte, 16), make([]byte, 16)
+				bdk.Encrypt(ik, dukpt.DerivationData(dukpt.InitialKeyUsage, dukpt.AES128, ksns[r[0]][:dukpt.IKIDLen]))
+				ikBlock, _ := aes.NewCipher(ik)
+				ikBlock.Encrypt(kcv, kcv)
+				assert.Equal(t, hex.EncodeToString(kcv[:3]), r[2], "the row's check value: %s", r[0])
+				k, err := tok.FindKey(context.Background(), r[1])
+				require.NoError(t, err, r[1])
+				got, err := tok.CheckValueBy(context.Background(), k, derive.KCVECB)
+				require.NoError(t, err, "the key of %s has its value", r[0])
+				assert.Equal(t, r[2], hex.EncodeToString(got.Value), "the token's key of %s", r[0])
+				delete(keys, r[1])
+			}
+			delete(keys, pre+"BDK")
+			for l := range keys {
+				if strings.HasPrefix(l, pre) {
+					t.Errorf("a key no row lists: %q", l)
+				}
+			}
+		})
+	}
+}
+
+// TestBatchSchemeManifest: a batch --scheme output carries the run's
+// parameters; a rerun with another option or base key is refused, naming
+// the difference, and leaves the output as it was; --new-output moves it
+// aside and starts afresh.
+func TestBatchSchemeManifest(t *testing.T) {
+	lt := lab.SoftHSM2(t)
+	dir := t.TempDir()
+	ctx, s := lab.Open(t, lt)
+	imk, other := lab.UniqueLabel("imk"), lab.UniqueLabel("imk-other")
+	lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_DES2, lab.Unhex("0123456789ABCDEFFEDCBA9876543210"), imk, pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true))
+	lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_DES2, lab.Unhex("1123456789ABCDEFFEDCBA9876543211"), other, pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "in.csv"), []byte("id,pan,psn\nc1,4761739001010010,01\nc2,4761739001010028,00\n"), 0o600))
+	run := func(args ...string) (string, error) {
+		cmd := p11derive(t, lt, dir, append([]string{"batch", "--scheme", "emv-mk", "--slot", fmt.Sprint(lt.SlotID),
+			"--input", "in.csv", "--output", "out.csv", "--label-template", lab.UniqueLabel("icc") + "-{id}"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("--base", imk, "--option", "a")
+	require.NoError(t, err, out)
+	first, err := os.ReadFile(filepath.Join(dir, "out.csv"))
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(first, []byte("# p11derive batch {")), "%s", first)
+	assert.Contains(t, string(first), `"scheme":"emv-mk"`)
+	assert.Contains(t, string(first), `"option":"a"`)
+	assert.Contains(t, string(first), `"label":"`+imk+`"`)
+	assert.Len(t, readOutput(t, filepath.Join(dir, "out.csv")), 2)
+
+	for _, c := range []struct {
+		args []string
+		diff string
+	}{
+		{[]string{"--base", imk, "--option", "b"}, "params.option"},
+		{[]string{"--base", other, "--option", "a"}, "base.kcv"},
+	} {
+		out, err := run(c.args...)
+		require.Error(t, err, out)
+		assert.Contains(t, out, c.diff, "the difference named")
+		now, rerr := os.ReadFile(filepath.Join(dir, "out.csv"))
+		require.NoError(t, rerr)
+		assert.Equal(t, first, now, "the output left as it was")
+	}
+	out, err = run("--base", imk, "--option", "b", "--new-output")
+	require.NoError(t, err, out)
+	aside, err := os.ReadFile(filepath.Join(dir, "out.csv.1"))
+	require.NoError(t, err, out)
+	assert.Equal(t, first, aside, "the old output moved aside")
+	now, err := os.ReadFile(filepath.Join(dir, "out.csv"))
+	require.NoError(t, err)
+	assert.Contains(t, string(now), `"option":"b"`)
 }
 
 func unhexT(t *testing.T, s string) []byte {

@@ -31,7 +31,7 @@ var allowed = map[string][]string{
 	"derive/c11":               {"derive"},
 	"derive/scheme/verify":     {"derive", "derive/scheme", "derive/emv", "derive/gp", "derive/an10922", "derive/dukpt", "derive/tr31", "internal/ckm", "internal/ref"},
 	"probe":                    {"derive", "internal/ckm", "internal/ref"},
-	"internal/batch":           {"derive"},
+	"internal/batch":           {"derive", "derive/scheme"},
 	"cmd/p11derive":            {"derive", "derive/scheme", "derive/emv", "derive/gp", "derive/an10922", "derive/dukpt", "derive/tr31", "derive/scheme/verify", "probe", "internal/batch"},
 	"examples/choose-strategy": {"derive"},
 	"examples/derive-dk":       {"derive"},

@@ -122,6 +122,10 @@ type Deriver struct {
 	// (which are then unused); Wrap.Keys holds the transport key of each.
 	Group *derive.Group
 	Spec  Spec
+	// Scheme, when set, makes each row's key with a published scheme from
+	// the row's Fields (NewSchemeInput) instead of Spec's function from its
+	// data: batch --scheme. Spec is then unused.
+	Scheme *Scheme
 	// LabelTemplate is DK's label in keep mode: "{id}" is replaced by the
 	// row's id (e.g. "dk-{id}").
 	LabelTemplate string
@@ -178,13 +182,17 @@ func (d *Deriver) Check() error {
 	} else if d.Token == nil || d.Base == nil {
 		return errors.New("batch: no token or base key")
 	}
-	fn, allow, err := d.parse(nil)
-	if err != nil {
-		return err
-	}
-	d.fn, d.allow = fn, allow
-	if !d.RowIVs && needsIV(fn) {
-		return fmt.Errorf("%s needs an IV: give --iv, or an iv column in the input", fn.Name())
+	if d.Scheme == nil {
+		fn, allow, err := d.parse(nil)
+		if err != nil {
+			return err
+		}
+		d.fn, d.allow = fn, allow
+		if !d.RowIVs && needsIV(fn) {
+			return fmt.Errorf("%s needs an IV: give --iv, or an iv column in the input", fn.Name())
+		}
+	} else if d.Scheme.Derive == nil || d.Group != nil {
+		return errors.New("batch: a scheme needs its Derive, and one token")
 	}
 	if w := d.Wrap; w != nil {
 		if w.Key == nil {
@@ -203,8 +211,9 @@ func (d *Deriver) Check() error {
 				return fmt.Errorf("transport key %q lacks CKA_WRAP", k.Label)
 			}
 		}
-		n := d.Spec.KeyType.Len()
-		if n < m.min || (m.multiple > 0 && n%m.multiple != 0) {
+		// A scheme's key length is known from its first row: the token
+		// refuses a wrap that does not fit.
+		if n := d.Spec.KeyType.Len(); d.Scheme == nil && (n < m.min || (m.multiple > 0 && n%m.multiple != 0)) {
 			return fmt.Errorf("--wrap-mech %s cannot wrap a %d-byte key (%s)", m.Name, n, d.Spec.KeyType)
 		}
 		if m.iv {
@@ -326,6 +335,9 @@ func (d *Deriver) Adopted() int { return int(d.adopted.Load()) }
 
 // Do derives the key of one row.
 func (d *Deriver) Do(ctx context.Context, row *Row) (Out, func(), error) {
+	if d.Scheme != nil {
+		return d.schemeRow(ctx, row)
+	}
 	req, err := d.request(row)
 	if err != nil {
 		return Out{}, nil, err
@@ -333,7 +345,45 @@ func (d *Deriver) Do(ctx context.Context, row *Row) (Out, func(), error) {
 	if d.Wrap != nil {
 		return d.wrapRow(ctx, row, req)
 	}
-	return d.keepRow(ctx, row, req)
+	return d.keepRow(ctx, row, d.requestMaker(req))
+}
+
+// made is a row's key as a derivation or a scheme made it.
+type made struct {
+	key      *derive.Key
+	strategy derive.Strategy
+	kdf      string
+}
+
+// A maker makes a row's key for keepRow: a token object under label when
+// persistent, else a session object (to compare with a key found under the
+// row's label).
+type maker func(ctx context.Context, label string, persistent bool) (made, error)
+
+// requestMaker makes a row's key by deriving req.
+func (d *Deriver) requestMaker(req derive.Request) maker {
+	return func(ctx context.Context, label string, persistent bool) (made, error) {
+		req.Label, req.Persistent = label, persistent
+		res, _, err := d.derive(ctx, req)
+		if err != nil {
+			return made{}, err
+		}
+		return made{key: res.Key, strategy: res.Strategy, kdf: res.Function.Name()}, nil
+	}
+}
+
+// checkValue is a key's check value for the output: CheckValue for the
+// derived keys (they can encrypt), the ecb convention through a session
+// copy with CKA_ENCRYPT for a scheme's (whose keys may not).
+func (d *Deriver) checkValue(ctx context.Context, k *derive.Key) ([]byte, error) {
+	if d.Scheme == nil {
+		return d.Token.CheckValue(ctx, k)
+	}
+	kcv, err := d.Token.CheckValueBy(ctx, k, derive.KCVECB)
+	if err != nil {
+		return nil, err
+	}
+	return kcv.Value, nil
 }
 
 // derive runs one derivation, and holds the batch to one function: the
@@ -511,7 +561,7 @@ func (w *Wrap) param() []byte {
 // keepRow derives DK as a token object labelled from the template. If a key
 // with that label exists (the row's key, left by a run that was stopped
 // before writing its row), it is adopted when it is the same key.
-func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Out, func(), error) {
+func (d *Deriver) keepRow(ctx context.Context, row *Row, mk maker) (Out, func(), error) {
 	label := strings.ReplaceAll(d.LabelTemplate, "{id}", row.ID)
 	d.mu.Lock()
 	if d.flight == nil {
@@ -541,13 +591,12 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Ou
 	}
 	switch {
 	case err == nil:
-		return d.adopt(ctx, row, req, existing)
+		return d.adopt(ctx, row, mk, existing)
 	case errors.Is(err, derive.ErrAmbiguous):
 		return Out{}, nil, fmt.Errorf("several keys are labelled %q already", label)
 	case !errors.Is(err, derive.ErrNotFound):
 		return Out{}, nil, err
 	}
-	req.Label, req.Persistent = PendingLabel(d.Run, label), true
 	// Token objects are made and changed one at a time: SoftHSM2 2.6.1's
 	// file store loses the attributes of token objects written from
 	// several sessions at once (C_DeriveKey answers CKR_GENERAL_ERROR or
@@ -556,7 +605,7 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Ou
 	// one while another is made included. The look-ups and check values
 	// still run in parallel.
 	d.create.Lock()
-	res, _, err := d.derive(ctx, req)
+	res, err := mk(ctx, PendingLabel(d.Run, label), true)
 	d.create.Unlock()
 	if err != nil {
 		return Out{}, nil, err
@@ -567,17 +616,17 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Ou
 		d.labels.made1(label)
 	}
 	d.mu.Unlock()
-	kcv, err := d.Token.CheckValue(ctx, res.Key)
+	kcv, err := d.checkValue(ctx, res.key)
 	if err == nil {
 		d.create.Lock()
-		err = d.claim(ctx, res.Key, label)
+		err = d.claim(ctx, res.key, label)
 		d.create.Unlock()
 		testKill("labelled")
 	}
 	destroy := func() {
 		d.create.Lock()
 		defer d.create.Unlock()
-		d.Token.Destroy(context.WithoutCancel(ctx), res.Key)
+		d.Token.Destroy(context.WithoutCancel(ctx), res.key)
 	}
 	if err != nil {
 		destroy()
@@ -585,7 +634,7 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, req derive.Request) (Ou
 	}
 	undo := destroy
 	return Out{ID: row.ID, Key: label, KCV: hex.EncodeToString(kcv),
-		Strategy: string(res.Strategy), KDF: res.Function.Name()}, undo, nil
+		Strategy: string(res.strategy), KDF: res.kdf}, undo, nil
 }
 
 // killAt is P11DERIVE_TEST_KILL, "STEP:N": the process kills itself
@@ -733,27 +782,29 @@ func (s *labelSet) has(l string) bool {
 }
 
 // adopt takes an existing key labelled like the row's key as the row's key
-// if it is: a sensitive, non-extractable token object of the right type
-// whose check value is that of the row's key, derived again as a session
-// object to compare. Anything else is somebody else's key, and the row
-// fails; the key is left alone.
-func (d *Deriver) adopt(ctx context.Context, row *Row, req derive.Request, k *derive.Key) (Out, func(), error) {
-	kt := req.KeyType
-	if !k.Token || !k.Sensitive || k.Extractable || k.Type != kt.CKK() || k.Len != kt.Len() || !k.Encrypt {
+// if it is: a sensitive, non-extractable token object of the type, length
+// and usage of the row's key, derived again as a session object to
+// compare, with its check value. Anything else is somebody else's key,
+// and the row fails; the key is left alone.
+func (d *Deriver) adopt(ctx context.Context, row *Row, mk maker, k *derive.Key) (Out, func(), error) {
+	if !k.Token || !k.Sensitive || k.Extractable {
 		return Out{}, nil, fmt.Errorf("a key labelled %q exists already and is not one this batch makes", k.Label)
 	}
-	res, _, err := d.derive(ctx, req) // a session object: it is only compared
+	res, err := mk(ctx, "", false) // a session object: it is only compared
 	if err != nil {
 		return Out{}, nil, err
 	}
-	kcv, err := d.Token.CheckValue(ctx, res.Key)
-	if derr := d.Token.Destroy(context.WithoutCancel(ctx), res.Key); err == nil {
+	kcv, err := d.checkValue(ctx, res.key)
+	if derr := d.Token.Destroy(context.WithoutCancel(ctx), res.key); err == nil {
 		err = derr
 	}
 	if err != nil {
 		return Out{}, nil, err
 	}
-	old, err := d.Token.CheckValue(ctx, k)
+	if !sameKind(k, res.key) {
+		return Out{}, nil, fmt.Errorf("a key labelled %q exists already and is not one this batch makes", k.Label)
+	}
+	old, err := d.checkValue(ctx, k)
 	if err != nil {
 		return Out{}, nil, err
 	}
@@ -762,5 +813,13 @@ func (d *Deriver) adopt(ctx context.Context, row *Row, req derive.Request, k *de
 	}
 	d.adopted.Add(1)
 	return Out{ID: row.ID, Key: k.Label, KCV: hex.EncodeToString(kcv),
-		Strategy: string(res.Strategy), KDF: res.Function.Name()}, nil, nil
+		Strategy: string(res.strategy), KDF: res.kdf}, nil, nil
+}
+
+// sameKind reports whether k has the type, length and usage of the key
+// this batch made, want.
+func sameKind(k, want *derive.Key) bool {
+	return k.Type == want.Type && k.Len == want.Len &&
+		k.Derive == want.Derive && k.Sign == want.Sign && k.Verify == want.Verify &&
+		k.Encrypt == want.Encrypt && k.Decrypt == want.Decrypt && k.Wrap == want.Wrap && k.Unwrap == want.Unwrap
 }

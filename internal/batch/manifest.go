@@ -31,7 +31,11 @@ type Manifest struct {
 	Run  string `json:"run"`
 	Mode string `json:"mode"` // "keep" or "wrap"
 
-	Base     KeyRef            `json:"base"`
+	Base KeyRef `json:"base"`
+	// Scheme is the published scheme of a batch --scheme run (dukpt-ik,
+	// emv-mk; its options in Params), which then has no KDF, key type or
+	// length of its own: the scheme and the base key make them.
+	Scheme   string            `json:"scheme,omitempty"`
 	KDF      string            `json:"kdf"`
 	Params   map[string]string `json:"params,omitempty"`
 	Allow    string            `json:"allow,omitempty"`
