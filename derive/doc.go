@@ -99,7 +99,9 @@
 //     [Token.CheckValueBy] (ECB or CMAC convention).
 //   - Make keys: [Token.Generate] (base keys), [Token.Import] (keys of
 //     known value, for tests and known-answer checks), [Token.Unwrap];
-//     export DK wrapped: [Token.Wrap]; remove one: [Token.Destroy].
+//     export DK wrapped: [Token.Wrap], or [Token.DeriveAndWrap] (derive,
+//     check value, wrap and destroy in one session: DK never outlives the
+//     call); remove one: [Token.Destroy].
 //   - What can this token do, verified? Package probe.
 //
 // # Several tokens: Group

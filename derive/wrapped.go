@@ -37,14 +37,21 @@ type Wrapped struct {
 // DeriveAndWrap derives DK as Derive does, computes its check value as
 // CheckValue does, wraps it under wrapping with mechanism and param as
 // Wrap does, and destroys it as Destroy does: the same PKCS#11 calls, in
-// one session of the pool instead of four. r must ask for an extractable
-// DK with CKA_ENCRYPT (r.Extractable, r.Usage). DK is destroyed on every
-// path; the Result's Key names it as it was. With a Config.Logger, it is
-// Derive, CheckValue, Wrap and Destroy, each as logged.
+// one session of the pool instead of four. DK is a session key, sensitive
+// and extractable (to be wrapped) with CKA_ENCRYPT only (for its check
+// value), whatever r.Extractable and r.Usage say: it never outlives the
+// call, and a wrapped key carries its value, not its attributes. A
+// persistent r is refused before any call. DK is destroyed on every path;
+// the Result's Key names it as it was. With a Config.Logger, it is Derive,
+// CheckValue, Wrap and Destroy, each as logged.
 func (t *Token) DeriveAndWrap(ctx context.Context, base *Key, r Request, wrapping *Key, mechanism uint, param []byte) (*Result, *Wrapped, error) {
 	if wrapping == nil {
 		return nil, nil, inputErr("key", "no key given")
 	}
+	if r.Persistent {
+		return nil, nil, inputErr("persistent", "DeriveAndWrap makes a session key, destroyed once wrapped: a persistent key is for Derive")
+	}
+	r.Extractable, r.Usage = true, UseEncrypt
 	if t.log != nil {
 		return t.deriveAndWrapApart(ctx, base, r, wrapping, mechanism, param)
 	}
