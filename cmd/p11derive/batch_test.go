@@ -480,35 +480,46 @@ func TestBatchKillKeep(t *testing.T) {
 			out := mustRun(t, p11derive(t, lt, dir, args...))
 			t.Logf("%d kills, then: %s", kills, strings.TrimSpace(out))
 
-			recs := readOutput(t, filepath.Join(dir, "out.csv"))
-			require.Len(t, recs, n, "one row per id")
-			keys := tokenKeys(t, ctx, s)
-			for l := range keys {
-				assert.False(t, strings.HasPrefix(l, "p11derive-pending "), "a provisional key left: %q", l)
-			}
 			kBlock, _ := aes.NewCipher(kValue)
-			tok := labtok.Open(t, lt.Kind, lt).Tok
-			for _, r := range recs {
-				assert.Equal(t, 1, keys[r[1]], "one key labelled %s", r[1])
+			checkKept(t, lt, ctx, s, filepath.Join(dir, "out.csv"), n, pre, pre+"K", func(id string) []byte {
 				dk, zero, want := make([]byte, 16), make([]byte, 16), make([]byte, 16)
-				kBlock.Encrypt(dk, rows[r[0]])
+				kBlock.Encrypt(dk, rows[id])
 				dkBlock, _ := aes.NewCipher(dk)
 				dkBlock.Encrypt(want, zero)
-				assert.Equal(t, hex.EncodeToString(want[:3]), r[2], "the row's check value: %s", r[0])
-				k, err := tok.FindKey(context.Background(), r[1])
-				require.NoError(t, err, r[1])
-				got, err := tok.CheckValue(context.Background(), k)
-				require.NoError(t, err, "the key of %s has its value", r[0])
-				assert.Equal(t, r[2], hex.EncodeToString(got), "the token's key of %s", r[0])
-				delete(keys, r[1])
-			}
-			delete(keys, pre+"K")
-			for l := range keys {
-				if strings.HasPrefix(l, pre) {
-					t.Errorf("a key no row lists: %q", l)
-				}
-			}
+				return want[:3]
+			})
 		})
+	}
+}
+
+// checkKept checks the invariants of a keep-mode output after kills: n
+// rows, one key per row's label, every check value want's (the software
+// reference's) and the token key's, no provisional key left, and no key
+// labelled with prefix pre that no row lists but the base key's.
+func checkKept(t *testing.T, lt *lab.Token, ctx *pkcs11.Ctx, s pkcs11.SessionHandle, out string, n int, pre, base string, want func(id string) []byte) {
+	t.Helper()
+	recs := readOutput(t, out)
+	require.Len(t, recs, n, "one row per id")
+	keys := tokenKeys(t, ctx, s)
+	for l := range keys {
+		assert.False(t, strings.HasPrefix(l, "p11derive-pending "), "a provisional key left: %q", l)
+	}
+	tok := labtok.Open(t, lt.Kind, lt).Tok
+	for _, r := range recs {
+		assert.Equal(t, 1, keys[r[1]], "one key labelled %s", r[1])
+		assert.Equal(t, hex.EncodeToString(want(r[0])), r[2], "the row's check value: %s", r[0])
+		k, err := tok.FindKey(context.Background(), r[1])
+		require.NoError(t, err, r[1])
+		got, err := tok.CheckValueBy(context.Background(), k, derive.KCVECB)
+		require.NoError(t, err, "the key of %s has its value", r[0])
+		assert.Equal(t, r[2], hex.EncodeToString(got.Value), "the token's key of %s", r[0])
+		delete(keys, r[1])
+	}
+	delete(keys, base)
+	for l := range keys {
+		if strings.HasPrefix(l, pre) {
+			t.Errorf("a key no row lists: %q", l)
+		}
 	}
 }
 

@@ -160,34 +160,14 @@ func TestBatchSchemeKillKeep(t *testing.T) {
 			out := mustRun(t, p11derive(t, lt, dir, args...))
 			t.Logf("%d kills, then: %s", kills, strings.TrimSpace(out))
 
-			recs := readOutput(t, filepath.Join(dir, "out.csv"))
-			require.Len(t, recs, n, "one row per id")
-			keys := tokenKeys(t, ctx, s)
-			for l := range keys {
-				assert.False(t, strings.HasPrefix(l, "p11derive-pending "), "a provisional key left: %q", l)
-			}
 			bdk, _ := aes.NewCipher(bdkValue)
-			tok := labtok.Open(t, lt.Kind, lt).Tok
-			for _, r := range recs {
-				assert.Equal(t, 1, keys[r[1]], "one key labelled %s", r[1])
+			checkKept(t, lt, ctx, s, filepath.Join(dir, "out.csv"), n, pre, pre+"BDK", func(id string) []byte {
 				ik, kcv := make([]byte, 16), make([]byte, 16)
-				bdk.Encrypt(ik, dukpt.DerivationData(dukpt.InitialKeyUsage, dukpt.AES128, ksns[r[0]][:dukpt.IKIDLen]))
+				bdk.Encrypt(ik, dukpt.DerivationData(dukpt.InitialKeyUsage, dukpt.AES128, ksns[id][:dukpt.IKIDLen]))
 				ikBlock, _ := aes.NewCipher(ik)
 				ikBlock.Encrypt(kcv, kcv)
-				assert.Equal(t, hex.EncodeToString(kcv[:3]), r[2], "the row's check value: %s", r[0])
-				k, err := tok.FindKey(context.Background(), r[1])
-				require.NoError(t, err, r[1])
-				got, err := tok.CheckValueBy(context.Background(), k, derive.KCVECB)
-				require.NoError(t, err, "the key of %s has its value", r[0])
-				assert.Equal(t, r[2], hex.EncodeToString(got.Value), "the token's key of %s", r[0])
-				delete(keys, r[1])
-			}
-			delete(keys, pre+"BDK")
-			for l := range keys {
-				if strings.HasPrefix(l, pre) {
-					t.Errorf("a key no row lists: %q", l)
-				}
-			}
+				return kcv[:3]
+			})
 		})
 	}
 }

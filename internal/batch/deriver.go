@@ -376,10 +376,15 @@ func (d *Deriver) requestMaker(req derive.Request) maker {
 // derived keys (they can encrypt), the ecb convention through a session
 // copy with CKA_ENCRYPT for a scheme's (whose keys may not).
 func (d *Deriver) checkValue(ctx context.Context, k *derive.Key) ([]byte, error) {
+	return d.checkValueOn(ctx, d.Token, k)
+}
+
+// checkValueOn is checkValue on the token on (a member of the Group).
+func (d *Deriver) checkValueOn(ctx context.Context, on *derive.Token, k *derive.Key) ([]byte, error) {
 	if d.Scheme == nil {
-		return d.Token.CheckValue(ctx, k)
+		return on.CheckValue(ctx, k)
 	}
-	kcv, err := d.Token.CheckValueBy(ctx, k, derive.KCVECB)
+	kcv, err := on.CheckValueBy(ctx, k, derive.KCVECB)
 	if err != nil {
 		return nil, err
 	}
@@ -497,37 +502,44 @@ func hexPair(a, b []byte) (string, string) {
 
 // wrapOnce is wrapRow on the token the derivation lands on (on; nil if it
 // failed there, or found none).
-func (d *Deriver) wrapOnce(ctx context.Context, row *Row, req derive.Request) (out Out, on *derive.Token, err error) {
+func (d *Deriver) wrapOnce(ctx context.Context, row *Row, req derive.Request) (Out, *derive.Token, error) {
 	res, on, err := d.derive(ctx, req)
 	if err != nil {
 		return Out{}, nil, err
 	}
+	out, err := d.wrapMade(ctx, on, row, made{key: res.Key, strategy: res.Strategy, kdf: res.Function.Name()})
+	return out, on, err
+}
+
+// wrapMade computes the check value of the row's key m.key, made on on,
+// wraps it under on's transport key and destroys it, on every path
+// (panics and cancellation included).
+func (d *Deriver) wrapMade(ctx context.Context, on *derive.Token, row *Row, m made) (out Out, err error) {
 	defer func() {
-		// Destroy DK on every path, panics and cancellation included.
-		if derr := on.Destroy(context.WithoutCancel(ctx), res.Key); derr != nil && err == nil {
+		if derr := on.Destroy(context.WithoutCancel(ctx), m.key); derr != nil && err == nil {
 			err = derr
 		}
 		if err != nil {
 			out = Out{}
 		}
 	}()
-	kcv, err := on.CheckValue(ctx, res.Key)
+	kcv, err := d.checkValueOn(ctx, on, m.key)
 	if err != nil {
-		return Out{}, on, err
+		return Out{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return Out{}, on, err
+		return Out{}, err
 	}
 	tk := d.Wrap.Key
 	if d.Group != nil {
 		tk = d.Wrap.Keys[on]
 	}
-	wrapped, err := wrapWith(ctx, on, d.Wrap, tk, res.Key)
+	wrapped, err := wrapWith(ctx, on, d.Wrap, tk, m.key)
 	if err != nil {
-		return Out{}, on, err
+		return Out{}, err
 	}
 	return Out{ID: row.ID, Key: hex.EncodeToString(wrapped), KCV: hex.EncodeToString(kcv),
-		Strategy: string(res.Strategy), KDF: res.Function.Name()}, on, nil
+		Strategy: string(m.strategy), KDF: m.kdf}, nil
 }
 
 // WrapKey wraps k under w.Key with w's mechanism (C_WrapKey, in a session of

@@ -2,7 +2,6 @@ package batch
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -51,32 +50,13 @@ func (d *Deriver) scheme(ctx context.Context, row *Row, o scheme.Options) (*sche
 	return res, err
 }
 
-// schemeWrap makes the row's key extractable, computes its check value,
-// wraps it under the transport key and destroys it, on every path.
-func (d *Deriver) schemeWrap(ctx context.Context, row *Row) (out Out, undo func(), err error) {
+// schemeWrap makes the row's key extractable, then computes its check
+// value, wraps it under the transport key and destroys it (wrapMade).
+func (d *Deriver) schemeWrap(ctx context.Context, row *Row) (Out, func(), error) {
 	res, err := d.scheme(ctx, row, scheme.Options{Extractable: true})
 	if err != nil {
 		return Out{}, nil, err
 	}
-	defer func() {
-		if derr := d.Token.Destroy(context.WithoutCancel(ctx), res.Key); derr != nil && err == nil {
-			err = derr
-		}
-		if err != nil {
-			out = Out{}
-		}
-	}()
-	kcv, err := d.checkValue(ctx, res.Key)
-	if err != nil {
-		return Out{}, nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return Out{}, nil, err
-	}
-	w, err := WrapKey(ctx, d.Token, d.Wrap, res.Key)
-	if err != nil {
-		return Out{}, nil, err
-	}
-	return Out{ID: row.ID, Key: hex.EncodeToString(w), KCV: hex.EncodeToString(kcv),
-		Strategy: string(res.Strategy), KDF: res.Function}, nil, nil
+	out, err := d.wrapMade(ctx, d.Token, row, made{key: res.Key, strategy: res.Strategy, kdf: res.Function})
+	return out, nil, err
 }
