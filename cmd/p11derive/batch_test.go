@@ -452,15 +452,7 @@ func TestBatchKillKeep(t *testing.T) {
 			rows := writeInput(t, filepath.Join(dir, "in.csv"), n)
 			args := []string{"batch", "--slot", fmt.Sprint(lt.SlotID), "--base", pre + "K", "--kdf", "aes-ecb", "--key-type", "aes", "--len", "16",
 				"--input", "in.csv", "--output", "out.csv", "--label-template", pre + "dk-{id}", "--workers", "2"}
-			kills := 0
-			for _, at := range []string{"made:3", "labelled:3", "made:1", "labelled:1"} {
-				cmd := p11derive(t, lt, dir, args...)
-				cmd.Env = append(cmd.Env, "P11DERIVE_TEST_KILL="+at)
-				out, err := cmd.CombinedOutput()
-				require.Error(t, err, "%s: %s", at, out)
-				require.Contains(t, err.Error(), "killed", "%s: %s", at, out)
-				kills++
-			}
+			kills := killAtSteps(t, lt, dir, args)
 			var said []string
 			for i := range 6 {
 				cmd := p11derive(t, lt, dir, args...)
@@ -490,6 +482,24 @@ func TestBatchKillKeep(t *testing.T) {
 			})
 		})
 	}
+}
+
+// killAtSteps runs the batch args four times, killed (SIGKILL, by itself:
+// P11DERIVE_TEST_KILL) at the 3rd and then the 1st key made under its
+// provisional label and given its final label before its row is written,
+// and returns the kills.
+func killAtSteps(t *testing.T, lt *lab.Token, dir string, args []string) int {
+	t.Helper()
+	kills := 0
+	for _, at := range []string{"made:3", "labelled:3", "made:1", "labelled:1"} {
+		cmd := p11derive(t, lt, dir, args...)
+		cmd.Env = append(cmd.Env, "P11DERIVE_TEST_KILL="+at)
+		out, err := cmd.CombinedOutput()
+		require.Error(t, err, "%s: %s", at, out)
+		require.Contains(t, err.Error(), "killed", "%s: %s", at, out)
+		kills++
+	}
+	return kills
 }
 
 // checkKept checks the invariants of a keep-mode output after kills: n

@@ -139,15 +139,7 @@ func TestBatchSchemeKillKeep(t *testing.T) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "in.csv"), in.Bytes(), 0o600))
 			args := []string{"batch", "--scheme", "dukpt-ik", "--slot", fmt.Sprint(lt.SlotID), "--base", pre + "BDK",
 				"--input", "in.csv", "--output", "out.csv", "--label-template", pre + "ik-{id}", "--workers", "2"}
-			kills := 0
-			for _, at := range []string{"made:3", "labelled:3", "made:1", "labelled:1"} {
-				cmd := p11derive(t, lt, dir, args...)
-				cmd.Env = append(cmd.Env, "P11DERIVE_TEST_KILL="+at)
-				out, err := cmd.CombinedOutput()
-				require.Error(t, err, "%s: %s", at, out)
-				require.Contains(t, err.Error(), "killed", "%s: %s", at, out)
-				kills++
-			}
+			kills := killAtSteps(t, lt, dir, args)
 			for i := range 3 {
 				cmd := p11derive(t, lt, dir, args...)
 				require.NoError(t, cmd.Start())
