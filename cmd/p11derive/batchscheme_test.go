@@ -108,7 +108,7 @@ func TestBatchSchemeDUKPT(t *testing.T) {
 }
 
 // TestBatchSchemeKillKeep is TestBatchKillKeep for batch --scheme in keep
-// mode (dukpt-ik, 40 initial keys as token objects) on SoftHSM2 and NSS
+// mode (dukpt-ik, 200 initial keys as token objects) on SoftHSM2 and NSS
 // softoken's key database: killed at a key made under its provisional
 // label, at a key labelled before its row is written, and at random
 // moments, then run to the end. One row per id, one key per label, every
@@ -127,7 +127,7 @@ func TestBatchSchemeKillKeep(t *testing.T) {
 			bdkValue := lab.Random(t, 16)
 			ctx, s := lab.Open(t, lt)
 			lab.ImportSecretKey(t, ctx, s, pkcs11.CKK_AES, bdkValue, pre+"BDK", pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true))
-			const n = 40
+			const n = 200
 			var in bytes.Buffer
 			in.WriteString("id,ksn\n")
 			ksns := map[string][]byte{}
@@ -140,10 +140,21 @@ func TestBatchSchemeKillKeep(t *testing.T) {
 			args := []string{"batch", "--scheme", "dukpt-ik", "--slot", fmt.Sprint(lt.SlotID), "--base", pre + "BDK",
 				"--input", "in.csv", "--output", "out.csv", "--label-template", pre + "ik-{id}", "--workers", "2"}
 			kills := killAtSteps(t, lt, dir, args)
+			// Killed at a random moment of the derivations, once the run
+			// has written a row: not while it opens SoftHSM2's store,
+			// which a kill there can leave without a token for the next
+			// process (SoftHSM2's own store, not p11derive's keys).
 			for i := range 3 {
+				out := filepath.Join(dir, "out.csv")
+				before, _ := os.Stat(out)
 				cmd := p11derive(t, lt, dir, args...)
 				require.NoError(t, cmd.Start())
-				time.Sleep(time.Duration(20+i*30) * time.Millisecond)
+				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					if now, err := os.Stat(out); err == nil && (before == nil || now.Size() > before.Size()) {
+						break
+					}
+				}
+				time.Sleep(time.Duration(i) * 40 * time.Millisecond)
 				cmd.Process.Signal(syscall.SIGKILL)
 				if cmd.Wait() != nil {
 					kills++
