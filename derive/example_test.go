@@ -152,3 +152,41 @@ func ExampleToken_Plan() {
 	// cmac-unwrap: can run: false
 	// stream-unwrap: can run: false
 }
+
+// Derive on whichever of two HSMs holding the same base key is least busy.
+// NewGroup finds the key on both and proves it the same by its check value;
+// a member that fails as a device is taken out, the request derived again
+// on the other, and the member brought back by a health check. DK is a
+// session key on the member that made it (res.Member). (Not run by go
+// test: the examples' lab has one token.)
+func ExampleNewGroup() {
+	ctx := context.Background()
+	var members []*derive.Token
+	for _, uri := range []string{"pkcs11:token=hsm-a", "pkcs11:token=hsm-b"} {
+		tok, err := derive.Open(derive.Config{Module: os.Getenv("P11DERIVE_MODULE"), URI: uri, PIN: os.Getenv("P11DERIVE_PIN")})
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer tok.Close()
+		members = append(members, tok)
+	}
+	g, err := derive.NewGroup(ctx, derive.GroupConfig{Members: members, Base: derive.Selector{Label: "issuer-master-key"}})
+	if err != nil {
+		log.Fatal(err) // a *derive.MismatchError names both tokens if their keys differ
+	}
+	defer g.Close()
+	res, err := g.Derive(ctx, derive.Request{
+		Function: derive.Encrypt{Cipher: derive.AES, Mode: derive.ECB},
+		Data:     []byte("device 0000001\x00\x00"),
+		KeyType:  derive.KeyAES128,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer g.Destroy(ctx, res)
+	kcv, err := res.Member.CheckValue(ctx, res.Key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("DK %x on token %q\n", kcv, strings.TrimSpace(res.Member.Info().Label))
+}

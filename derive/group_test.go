@@ -1,9 +1,13 @@
 package derive
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -407,4 +411,81 @@ func TestGroupSpreads(t *testing.T) {
 		require.Greater(t, s.Derived, int64(50), "%s served a fair share", s.Name)
 		require.Zero(t, s.InFlight)
 	}
+}
+
+// TestGroupLogs: with a Logger on the members, a member taken out is a
+// Warn record naming its token and the fault, and one back an Info record;
+// neither holds the base key's value (what the Group logs: the token's
+// label and serial, the retry interval, the error).
+func TestGroupLogs(t *testing.T) {
+	ms := groupPair(t, "softhsm2")
+	var buf lockedLog
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	for _, m := range ms {
+		m.tok.log = log // before the Group uses them
+	}
+	label, value := lab.UniqueLabel("group-log"), lab.Random(t, 16)
+	for _, m := range ms {
+		m.importBase(t, label, value)
+	}
+	ctx := context.Background()
+	g, err := NewGroup(ctx, GroupConfig{Members: []*Token{ms[0].tok, ms[1].tok}, Base: Selector{Label: label}, RetryAfter: time.Millisecond})
+	require.NoError(t, err)
+	defer g.Close()
+	fwd.Configure(t, ms[1].fw, killFaults(pkcs11.CKR_DEVICE_REMOVED))
+	r := Request{Function: aesECB, Data: make([]byte, 16), KeyType: KeyAES128}
+	for i := 0; i < 20 && g.Members()[1].Up; i++ {
+		res, err := g.Derive(ctx, r)
+		require.NoError(t, err)
+		require.NoError(t, g.Destroy(ctx, res))
+	}
+	require.False(t, g.Members()[1].Up)
+	fwd.Configure(t, ms[1].fw, fwd.Config{})
+	deadline := time.Now().Add(10 * time.Second)
+	for !g.Members()[1].Up {
+		require.True(t, time.Now().Before(deadline), "the member did not come back")
+		time.Sleep(2 * time.Millisecond)
+		res, err := g.Derive(ctx, r)
+		require.NoError(t, err)
+		require.NoError(t, g.Destroy(ctx, res))
+	}
+	require.NoError(t, g.Close()) // the health checks ended: the log is whole
+
+	out := buf.String()
+	var out1, back int
+	for _, rec := range records(t, out) {
+		switch rec["msg"] {
+		case "p11derive: group member taken out":
+			out1++
+			assert.Equal(t, "WARN", rec["level"])
+			assert.Equal(t, ms[1].tok.info.SerialNumber, rec["serial"])
+			assert.Contains(t, rec["error"], "CKR_DEVICE_REMOVED")
+		case "p11derive: group member back":
+			back++
+			assert.Equal(t, "INFO", rec["level"])
+			assert.Equal(t, ms[1].tok.info.SerialNumber, rec["serial"])
+		}
+	}
+	assert.Equal(t, 1, out1, "taken out once: %s", out)
+	assert.Equal(t, 1, back, "back once: %s", out)
+	assert.NotContains(t, strings.ToLower(out), hex.EncodeToString(value), "no key material")
+}
+
+// lockedLog is a log's buffer written by several goroutines (the health
+// checks run in the background).
+type lockedLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
