@@ -23,7 +23,7 @@ type Decrypt struct {
 }
 
 // Name returns "aes-ecb-decrypt", "des3-cbc-decrypt" and so on.
-func (f Decrypt) Name() string { return f.Cipher.String() + "-" + f.Mode.String() + "-decrypt" }
+func (f Decrypt) Name() string { return cipherMode(f.Cipher, f.Mode, true) }
 
 func (f Decrypt) validate(data []byte, out KeyType) error {
 	return validateBlocks(f.Cipher, f.Mode, f.IV, data, out)

@@ -24,7 +24,7 @@ type Encrypt struct {
 }
 
 // Name returns the function's name: "aes-ecb", "des3-cbc" and so on.
-func (f Encrypt) Name() string { return f.Cipher.String() + "-" + f.Mode.String() }
+func (f Encrypt) Name() string { return cipherMode(f.Cipher, f.Mode, false) }
 
 func (f Encrypt) checkBase(base *Key) error {
 	if base.Cipher() != f.Cipher {

@@ -126,3 +126,31 @@ func blocksFor(c Cipher, kt KeyType) int {
 	n := c.BlockSize()
 	return (kt.n + n - 1) / n
 }
+
+// cipherModeNames are the names of Encrypt's cipher-mode pairs ([0]) and
+// Decrypt's ([1]), made once: a function's name is asked for on every
+// derivation (Result, profiles, batch rows).
+var cipherModeNames = func() (n [2][DES + 1][CBC + 1]string) {
+	for _, c := range []Cipher{AES, DES3, DES} {
+		for _, m := range []Mode{ECB, CBC} {
+			n[0][c][m] = c.String() + "-" + m.String()
+			n[1][c][m] = n[0][c][m] + "-decrypt"
+		}
+	}
+	return n
+}()
+
+// cipherMode is "aes-ecb", "des3-cbc"..., with "-decrypt" when decrypt.
+func cipherMode(c Cipher, m Mode, decrypt bool) string {
+	d := 0
+	if decrypt {
+		d = 1
+	}
+	if c >= AES && c <= DES && m >= ECB && m <= CBC {
+		return cipherModeNames[d][c][m]
+	}
+	if decrypt {
+		return c.String() + "-" + m.String() + "-decrypt"
+	}
+	return c.String() + "-" + m.String()
+}
