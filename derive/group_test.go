@@ -1,7 +1,6 @@
 package derive
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -419,7 +418,7 @@ func TestGroupSpreads(t *testing.T) {
 // label and serial, the retry interval, the error).
 func TestGroupLogs(t *testing.T) {
 	ms := groupPair(t, "softhsm2")
-	var buf lockedLog
+	var buf lab.LockedBuffer // the health checks log from their own goroutines
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	for _, m := range ms {
 		m.tok.log = log // before the Group uses them
@@ -469,23 +468,4 @@ func TestGroupLogs(t *testing.T) {
 	assert.Equal(t, 1, out1, "taken out once: %s", out)
 	assert.Equal(t, 1, back, "back once: %s", out)
 	assert.NotContains(t, strings.ToLower(out), hex.EncodeToString(value), "no key material")
-}
-
-// lockedLog is a log's buffer written by several goroutines (the health
-// checks run in the background).
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
