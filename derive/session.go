@@ -230,17 +230,23 @@ func (s *session) encrypt(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectH
 
 // encryptInto is encrypt into out (len(in)+64 bytes of room): the result is
 // a prefix of out.
-//
-// The two calls are made in one cgo crossing (ck.EncryptOnce), each
-// counted.
 func (s *session) encryptInto(step string, mech uint, param []byte, key pkcs11.ObjectHandle, in, out []byte) ([]byte, error) {
-	n, made, rv := s.ck.EncryptOnce(uint(s.h), mech, param, uint(key), in, out)
+	return s.once(step, ck.OpEncrypt, mech, param, key, in, out)
+}
+
+// once is op's Init and one-shot call (C_EncryptInit and C_Encrypt, or
+// C_SignInit and C_Sign) into out, in one cgo crossing (ck.Once), each
+// call counted and a failure named by the call that answered it: the
+// result is a prefix of out.
+func (s *session) once(step string, op ck.Op, mech uint, param []byte, key pkcs11.ObjectHandle, in, out []byte) ([]byte, error) {
+	n, made, rv := s.ck.Once(op, uint(s.h), mech, param, uint(key), in, out)
 	s.calls += made
 	if rv != pkcs11.CKR_OK {
+		first, second := op.Calls()
 		if made == 1 {
-			return nil, s.fail(step, "C_EncryptInit", pkcs11.Error(rv))
+			return nil, s.fail(step, first, pkcs11.Error(rv))
 		}
-		return nil, s.fail(step, "C_Encrypt", pkcs11.Error(rv))
+		return nil, s.fail(step, second, pkcs11.Error(rv))
 	}
 	return out[:n], nil
 }
@@ -369,18 +375,8 @@ func (s *session) sign(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHand
 
 // signInto is sign into out, which must have room for any MAC the
 // mechanism gives (128 bytes does): the result is a prefix of out.
-//
-// The two calls are made in one cgo crossing (ck.SignOnce), each counted.
 func (s *session) signInto(step string, mech uint, param []byte, key pkcs11.ObjectHandle, in, out []byte) ([]byte, error) {
-	n, made, rv := s.ck.SignOnce(uint(s.h), mech, param, uint(key), in, out)
-	s.calls += made
-	if rv != pkcs11.CKR_OK {
-		if made == 1 {
-			return nil, s.fail(step, "C_SignInit", pkcs11.Error(rv))
-		}
-		return nil, s.fail(step, "C_Sign", pkcs11.Error(rv))
-	}
-	return out[:n], nil
+	return s.once(step, ck.OpSign, mech, param, key, in, out)
 }
 
 func (s *session) unwrapKey(step string, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle, wrapped []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {

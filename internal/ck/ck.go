@@ -185,29 +185,19 @@ static ck_rv ck_sign(ck_function_list *f, ck_ulong session, unsigned char *in, c
 	return f->C_Sign(session, in, inLen, out, outLen);
 }
 
-// ck_encrypt_once is ck_encrypt_init, then, if it succeeded, ck_encrypt:
-// two PKCS#11 calls in one crossing. *made is the number of calls made (1
-// or 2), the return value the last one's.
-static ck_rv ck_encrypt_once(ck_function_list *f, ck_ulong session, ck_ulong mech, void *param, ck_ulong paramLen, ck_ulong key,
+// ck_once is an Init and its one-shot call — ck_encrypt_init then
+// ck_encrypt (op 0), or ck_sign_init then ck_sign (op 1) — the second only
+// if the first succeeded: two PKCS#11 calls in one crossing. *made is the
+// number of calls made (1 or 2), the return value the last one's.
+static ck_rv ck_once(ck_function_list *f, int op, ck_ulong session, ck_ulong mech, void *param, ck_ulong paramLen, ck_ulong key,
 		unsigned char *in, ck_ulong inLen, unsigned char *out, ck_ulong *outLen, int *made) {
 	ck_rv rv;
 	*made = 1;
-	if ((rv = ck_encrypt_init(f, session, mech, param, paramLen, key)) != CK_OK)
+	rv = op ? ck_sign_init(f, session, mech, param, paramLen, key) : ck_encrypt_init(f, session, mech, param, paramLen, key);
+	if (rv != CK_OK)
 		return rv;
 	*made = 2;
-	return ck_encrypt(f, session, in, inLen, out, outLen);
-}
-
-// ck_sign_once is ck_sign_init, then, if it succeeded, ck_sign, as
-// ck_encrypt_once.
-static ck_rv ck_sign_once(ck_function_list *f, ck_ulong session, ck_ulong mech, void *param, ck_ulong paramLen, ck_ulong key,
-		unsigned char *in, ck_ulong inLen, unsigned char *out, ck_ulong *outLen, int *made) {
-	ck_rv rv;
-	*made = 1;
-	if ((rv = ck_sign_init(f, session, mech, param, paramLen, key)) != CK_OK)
-		return rv;
-	*made = 2;
-	return ck_sign(f, session, in, inLen, out, outLen);
+	return op ? ck_sign(f, session, in, inLen, out, outLen) : ck_encrypt(f, session, in, inLen, out, outLen);
 }
 
 // ck_derive_key_data_read is ck_derive_key_data, then, if it made a key,
@@ -258,10 +248,8 @@ static ck_rv ck_kcv_wrap_destroy(ck_function_list *f, ck_ulong s, ck_ulong kmech
 	return ck_destroy_object(f, s, key);
 }
 
-#cgo noescape ck_encrypt_once
-#cgo nocallback ck_encrypt_once
-#cgo noescape ck_sign_once
-#cgo nocallback ck_sign_once
+#cgo noescape ck_once
+#cgo nocallback ck_once
 #cgo noescape ck_kcv_wrap_destroy
 #cgo nocallback ck_kcv_wrap_destroy
 #cgo noescape ck_derive_key
@@ -728,25 +716,30 @@ func (m *Module) KCVWrapDestroy(session, kcvMech uint, in, kcvOut []byte, wrapMe
 	return int(kl), int(wl), int(n), r
 }
 
-// EncryptOnce is EncryptInit, then, if it succeeded, Encrypt: the same
-// two PKCS#11 calls in one cgo crossing. made is the number of calls made
-// (1 or 2: the last is the one that answered rv).
-func (m *Module) EncryptOnce(session, mechanism uint, param []byte, key uint, in, out []byte) (n, made int, rv uint) {
-	l := C.ck_ulong(len(out))
-	var k C.int
-	r := uint(C.ck_encrypt_once(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)), C.ck_ulong(key),
-		bytePtr(in), C.ck_ulong(len(in)), bytePtr(out), &l, &k))
-	if r != C.CK_OK {
-		return 0, int(k), r
+// An Op is an operation made of an Init and its one-shot call, for Once.
+type Op int
+
+// The operations of Once.
+const (
+	OpEncrypt Op = iota // C_EncryptInit, C_Encrypt
+	OpSign              // C_SignInit, C_Sign
+)
+
+// Calls names op's two PKCS#11 functions, for errors.
+func (op Op) Calls() (init, call string) {
+	if op == OpSign {
+		return "C_SignInit", "C_Sign"
 	}
-	return int(l), int(k), r
+	return "C_EncryptInit", "C_Encrypt"
 }
 
-// SignOnce is SignInit, then, if it succeeded, Sign, as EncryptOnce.
-func (m *Module) SignOnce(session, mechanism uint, param []byte, key uint, in, out []byte) (n, made int, rv uint) {
+// Once is op's Init, then, if it succeeded, its one-shot call into out:
+// the same two PKCS#11 calls in one cgo crossing. made is the number of
+// calls made (1 or 2: the last is the one that answered rv).
+func (m *Module) Once(op Op, session, mechanism uint, param []byte, key uint, in, out []byte) (n, made int, rv uint) {
 	l := C.ck_ulong(len(out))
 	var k C.int
-	r := uint(C.ck_sign_once(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)), C.ck_ulong(key),
+	r := uint(C.ck_once(m.f, C.int(op), C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)), C.ck_ulong(key),
 		bytePtr(in), C.ck_ulong(len(in)), bytePtr(out), &l, &k))
 	if r != C.CK_OK {
 		return 0, int(k), r
