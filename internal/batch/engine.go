@@ -312,18 +312,9 @@ func (r *run) writeRows(tick time.Duration) {
 				r.halt("interrupted", r.ctx.Err())
 			}
 			if r.writeFail == nil {
-				n, err := r.out.Flush()
-				if err != nil {
-					r.lost(err)
-				} else {
-					r.written(n)
-					if time.Since(lastSync) >= r.syncEvery {
-						if err := r.out.Sync(); err != nil {
-							r.writeFail = err
-							r.halt("output", err)
-						}
-						lastSync = time.Now()
-					}
+				sync := time.Since(lastSync) >= r.syncEvery
+				if r.flush(sync) == nil && sync {
+					lastSync = time.Now()
 				}
 			}
 			if r.cfg.OnTick != nil {
@@ -390,18 +381,8 @@ func (r *run) failed(it *item) {
 // why the run ended.
 func (r *run) finish() {
 	if r.writeFail == nil {
-		n, err := r.out.Flush()
-		if err != nil {
-			r.lost(err)
-		} else {
-			r.written(n)
-			err = r.out.Sync()
-		}
-		if err != nil {
-			r.halt("output", err)
-			if r.runErr == nil {
-				r.runErr = err
-			}
+		if err := r.flush(true); err != nil && r.runErr == nil {
+			r.runErr = err
 		}
 	}
 	if r.inputErr != nil && r.runErr == nil {
@@ -418,6 +399,28 @@ func (r *run) halt(why string, err error) {
 		r.stopping, r.st.Stopped, r.runErr = true, why, err
 		r.stop()
 	}
+}
+
+// flush writes the rows in the output's buffer to the file and, when
+// sync, syncs it: the rows count as written once they reached the file;
+// rows that cannot reach it are undone (lost), and a failed sync stops
+// the run. It returns the output's error.
+func (r *run) flush(sync bool) error {
+	n, err := r.out.Flush()
+	if err != nil {
+		r.lost(err)
+		return err
+	}
+	r.written(n)
+	if !sync {
+		return nil
+	}
+	if err := r.out.Sync(); err != nil {
+		r.writeFail = err
+		r.halt("output", err)
+		return err
+	}
+	return nil
 }
 
 // written counts the n rows that reached the file.
