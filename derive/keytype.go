@@ -155,6 +155,21 @@ const (
 	DefaultUsage = UseEncrypt | UseDecrypt | UseSign | UseVerify
 )
 
+// UsageOf is the usage whose attributes are attrs (CKA_ENCRYPT is
+// UseEncrypt, ...; attributes of no usage are left out): what a base key
+// needs for a strategy, from StrategyPlan.Attributes.
+func UsageOf(attrs []uint) Usage {
+	var u Usage
+	for _, a := range attrs {
+		for _, ua := range usageAttrs {
+			if ua.cka == a {
+				u |= ua.u
+			}
+		}
+	}
+	return u
+}
+
 var usageAttrs = []struct {
 	u   Usage
 	cka uint

@@ -89,3 +89,14 @@ func TestTemplateContents(t *testing.T) {
 	assert.Equal(t, yes, value(ext, pkcs11.CKA_DERIVE))
 	assert.Equal(t, no, value(ext, pkcs11.CKA_ENCRYPT), "only the usage asked for")
 }
+
+// TestUsageOf: every usage from its attribute, attributes of no usage
+// left out, and back through the template's table.
+func TestUsageOf(t *testing.T) {
+	assert.Equal(t, UseDerive|UseSign|UseUnwrap, UsageOf([]uint{pkcs11.CKA_DERIVE, pkcs11.CKA_SIGN, pkcs11.CKA_UNWRAP}))
+	assert.Equal(t, UseEncrypt|UseDecrypt|UseVerify|UseWrap, UsageOf([]uint{pkcs11.CKA_ENCRYPT, pkcs11.CKA_DECRYPT, pkcs11.CKA_VERIFY, pkcs11.CKA_WRAP, pkcs11.CKA_LABEL}))
+	assert.Zero(t, UsageOf(nil))
+	for _, ua := range usageAttrs {
+		assert.Equal(t, ua.u, UsageOf([]uint{ua.cka}))
+	}
+}

@@ -30,29 +30,10 @@ const labelPrefix = "p11derive-probe-"
 // usageOf is the usage of a test key for a strategy needing attrs: those
 // attributes only (key-usage policies refuse keys that may do everything).
 func usageOf(kind baseKind, attrs []uint) derive.Usage {
-	var u derive.Usage
-	for _, a := range attrs {
-		switch a {
-		case pkcs11.CKA_DERIVE:
-			u |= derive.UseDerive
-		case pkcs11.CKA_SIGN:
-			u |= derive.UseSign
-		case pkcs11.CKA_UNWRAP:
-			u |= derive.UseUnwrap
-		case pkcs11.CKA_ENCRYPT:
-			u |= derive.UseEncrypt
-		case pkcs11.CKA_DECRYPT:
-			u |= derive.UseDecrypt
-		case pkcs11.CKA_VERIFY:
-			u |= derive.UseVerify
-		case pkcs11.CKA_WRAP:
-			u |= derive.UseWrap
-		}
+	if u := derive.UsageOf(attrs); u != 0 {
+		return u
 	}
-	if u == 0 {
-		return allUsage(kind)
-	}
-	return u
+	return allUsage(kind)
 }
 
 // allUsage is what a generated key shared by every strategy may do:
