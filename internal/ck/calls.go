@@ -127,17 +127,6 @@ static ck_rv ck_wrap_key(ck_function_list *f, ck_ulong s, ck_ulong mech, void *p
 	return f->C_WrapKey(s, &m, wrapping, key, out, outLen);
 }
 
-static ck_rv ck_decrypt_init(ck_function_list *f, ck_ulong s, ck_ulong mech, void *param, ck_ulong paramLen, ck_ulong key) {
-	ck_mechanism m = { mech, param, paramLen };
-	CK_NEED(C_DecryptInit);
-	return f->C_DecryptInit(s, &m, key);
-}
-
-static ck_rv ck_decrypt(ck_function_list *f, ck_ulong s, unsigned char *in, ck_ulong inLen, unsigned char *out, ck_ulong *outLen) {
-	CK_NEED(C_Decrypt);
-	return f->C_Decrypt(s, in, inLen, out, outLen);
-}
-
 // ck_get_attribute_lengths asks for the lengths of n attributes (every
 // pValue NULL): the first step of reading variable-length values.
 static ck_rv ck_get_attribute_lengths(ck_function_list *f, ck_ulong s, ck_ulong obj, const ck_ulong *types, ck_ulong *lens, ck_ulong n) {
@@ -497,22 +486,6 @@ func (m *Module) WrapKey(session, mechanism uint, param []byte, wrappingKey, key
 	l := C.ck_ulong(len(out))
 	r := uint(C.ck_wrap_key(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)),
 		C.ck_ulong(wrappingKey), C.ck_ulong(key), bytePtr(out), &l))
-	if r != pkcs11.CKR_OK && r != pkcs11.CKR_BUFFER_TOO_SMALL {
-		return 0, r
-	}
-	return int(l), r
-}
-
-// DecryptInit calls C_DecryptInit(session, {mechanism, param}, key).
-func (m *Module) DecryptInit(session, mechanism uint, param []byte, key uint) uint {
-	return uint(C.ck_decrypt_init(m.f, C.ck_ulong(session), C.ck_ulong(mechanism), voidPtr(param), C.ck_ulong(len(param)), C.ck_ulong(key)))
-}
-
-// Decrypt calls C_Decrypt(session, in, out) once, with room for len(out)
-// bytes, as Encrypt does.
-func (m *Module) Decrypt(session uint, in, out []byte) (n int, rv uint) {
-	l := C.ck_ulong(len(out))
-	r := uint(C.ck_decrypt(m.f, C.ck_ulong(session), bytePtr(in), C.ck_ulong(len(in)), bytePtr(out), &l))
 	if r != pkcs11.CKR_OK && r != pkcs11.CKR_BUFFER_TOO_SMALL {
 		return 0, r
 	}
