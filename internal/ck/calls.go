@@ -24,11 +24,6 @@ static ck_rv ck_get_slot_list(ck_function_list *f, unsigned char present, ck_ulo
 	return f->C_GetSlotList(present, slots, n);
 }
 
-static ck_rv ck_get_slot_info(ck_function_list *f, ck_ulong slot, ck_slot_info *i) {
-	CK_NEED(C_GetSlotInfo);
-	return f->C_GetSlotInfo(slot, i);
-}
-
 static ck_rv ck_get_token_info(ck_function_list *f, ck_ulong slot, ck_token_info *i) {
 	CK_NEED(C_GetTokenInfo);
 	return f->C_GetTokenInfo(slot, i);
@@ -61,7 +56,6 @@ static ck_rv ck_login(ck_function_list *f, ck_ulong s, ck_ulong user, unsigned c
 	return f->C_Login(s, user, pin, pinLen);
 }
 
-static ck_rv ck_logout(ck_function_list *f, ck_ulong s) { CK_NEED(C_Logout); return f->C_Logout(s); }
 
 static ck_rv ck_create_object(ck_function_list *f, ck_ulong s, const ck_ulong *w, ck_ulong n, ck_ulong *h) {
 	ck_attribute a[CK_MAX_ATTRS_COLD];
@@ -279,21 +273,6 @@ func ulongList(call func(list *C.ck_ulong, n *C.ck_ulong) C.ck_rv) ([]uint, uint
 	return nil, pkcs11.CKR_BUFFER_TOO_SMALL
 }
 
-// GetSlotInfo calls C_GetSlotInfo.
-func (m *Module) GetSlotInfo(slot uint) (pkcs11.SlotInfo, uint) {
-	var i C.ck_slot_info
-	if rv := uint(C.ck_get_slot_info(m.f, C.ck_ulong(slot), &i)); rv != pkcs11.CKR_OK {
-		return pkcs11.SlotInfo{}, rv
-	}
-	return pkcs11.SlotInfo{
-		SlotDescription: text(i.slotDescription[:]),
-		ManufacturerID:  text(i.manufacturerID[:]),
-		Flags:           uint(i.flags),
-		HardwareVersion: version(i.hardwareVersion),
-		FirmwareVersion: version(i.firmwareVersion),
-	}, pkcs11.CKR_OK
-}
-
 // GetTokenInfo calls C_GetTokenInfo. The strings are trimmed of trailing
 // blanks and NULs.
 func (m *Module) GetTokenInfo(slot uint) (pkcs11.TokenInfo, uint) {
@@ -377,11 +356,6 @@ func (m *Module) Login(session, userType uint, pin string) uint {
 	b := []byte(pin)
 	defer clear(b)
 	return uint(C.ck_login(m.f, C.ck_ulong(session), C.ck_ulong(userType), bytePtr(b), C.ck_ulong(len(b))))
-}
-
-// Logout calls C_Logout.
-func (m *Module) Logout(session uint) uint {
-	return uint(C.ck_logout(m.f, C.ck_ulong(session)))
 }
 
 // encoded serialises a template for the cold calls; ok is false if it
