@@ -182,14 +182,11 @@ func (o *batchOptions) parse(args []string) error {
 	if o.wrap, err = bf.wrap(); err != nil {
 		return err
 	}
-	if *bf.workers < 1 {
-		return usageError{errors.New("--workers must be at least 1")}
+	if err := bf.checkCounts(); err != nil {
+		return err
 	}
 	if *noSessionCopy {
 		o.sessionCopy = false
-	}
-	if *bf.maxRows < 0 {
-		return usageError{errors.New("--max-rows must not be negative")}
 	}
 	if n := len(bf.tf.uris); n > 1 {
 		if o.wrap == nil {

@@ -70,6 +70,17 @@ func (b *batchFlags) parse(fs *flag.FlagSet, args []string, base *keyFlags) (bas
 	return baseSel, wrapSel, err
 }
 
+// checkCounts refuses --workers below 1 and a negative --max-rows.
+func (b *batchFlags) checkCounts() error {
+	if *b.workers < 1 {
+		return usageError{errors.New("--workers must be at least 1")}
+	}
+	if *b.maxRows < 0 {
+		return usageError{errors.New("--max-rows must not be negative")}
+	}
+	return nil
+}
+
 // wrap is the wrapping of wrap mode (without its key, found later), or
 // nil in keep mode, once the flags of the other mode are refused.
 func (b *batchFlags) wrap() (*batch.Wrap, error) {

@@ -76,8 +76,8 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *bf.workers < 1 || *bf.maxRows < 0 {
-		return usageError{errors.New("--workers must be at least 1, --max-rows not negative")}
+	if err := bf.checkCounts(); err != nil {
+		return err
 	}
 	if len(bf.tf.uris) > 1 {
 		return usageError{errors.New("batch --scheme takes one token: give one --uri")}
