@@ -372,18 +372,15 @@ func (d *Deriver) requestMaker(req derive.Request) maker {
 	}
 }
 
-// checkValue is a key's check value for the output: CheckValue for the
-// derived keys (they can encrypt), the ecb convention through a session
-// copy with CKA_ENCRYPT for a scheme's (whose keys may not).
+// checkValue is a key's check value for the output, the ecb convention
+// (for a key that may not encrypt — a scheme's — through a session copy
+// with CKA_ENCRYPT; the derived keys can).
 func (d *Deriver) checkValue(ctx context.Context, k *derive.Key) ([]byte, error) {
 	return d.checkValueOn(ctx, d.Token, k)
 }
 
 // checkValueOn is checkValue on the token on (a member of the Group).
 func (d *Deriver) checkValueOn(ctx context.Context, on *derive.Token, k *derive.Key) ([]byte, error) {
-	if d.Scheme == nil {
-		return on.CheckValue(ctx, k)
-	}
 	kcv, err := on.CheckValueBy(ctx, k, derive.KCVECB)
 	if err != nil {
 		return nil, err
