@@ -211,15 +211,18 @@ func newBatchDeriver(s *batchSetup, spec *funcSpec, wrap *batch.Wrap, wrapSel de
 	}
 	d := &batch.Deriver{Token: s.tok, LabelTemplate: template, Wrap: wrap, RowIVs: s.rows.HasIV(),
 		Spec: batch.Spec{KDF: spec.kdf, Params: spec.params, KeyType: spec.kt, Strategy: spec.strategy, Allow: spec.allow}}
-	return finishDeriver(s, d, m, wrapSel, sessionCopy, prog)
+	if err := finishDeriver(s, d, m, wrapSel, sessionCopy, prog); err != nil {
+		return nil, nil, err
+	}
+	return d, m, nil
 }
 
-// finishDeriver gives d (of newBatchDeriver or newSchemeDeriver) its keys
+// finishDeriver gives d (of newBatchDeriver or cmdBatchScheme) its keys
 // and m their names: the base key, and in wrap mode the transport key
 // found by wrapSel, both as session copies when sessionCopy says so and the
 // token allows it (found before either is copied: a copy has its key's
 // label). It checks d.
-func finishDeriver(s *batchSetup, d *batch.Deriver, m *batch.Manifest, wrapSel derive.Selector, sessionCopy bool, prog *batch.Progress) (*batch.Deriver, *batch.Manifest, error) {
+func finishDeriver(s *batchSetup, d *batch.Deriver, m *batch.Manifest, wrapSel derive.Selector, sessionCopy bool, prog *batch.Progress) error {
 	ctx, tok, base, wrap := s.ctx, s.tok, s.base, d.Wrap
 	m.Base, m.Mode = keyRef(ctx, tok, base), "keep"
 	copyRefused := false
@@ -238,7 +241,7 @@ func finishDeriver(s *batchSetup, d *batch.Deriver, m *batch.Manifest, wrapSel d
 	if wrap != nil {
 		var err error
 		if wrap.Key, err = findKey(ctx, tok, wrapSel); err != nil {
-			return nil, nil, fmt.Errorf("p11derive: transport key: %w", err)
+			return fmt.Errorf("p11derive: transport key: %w", err)
 		}
 		m.Mode = "wrap"
 		m.Wrap = &batch.WrapRef{Key: keyRef(ctx, tok, wrap.Key), Mech: wrap.Mech.Name, IV: hex.EncodeToString(wrap.IV)}
@@ -252,9 +255,9 @@ func finishDeriver(s *batchSetup, d *batch.Deriver, m *batch.Manifest, wrapSel d
 		d.Base = sessionKey(base)
 	}
 	if err := d.Check(); err != nil {
-		return nil, nil, fmt.Errorf("p11derive: %w", err)
+		return fmt.Errorf("p11derive: %w", err)
 	}
-	return d, m, nil
+	return nil
 }
 
 // newGroupDeriver is newBatchDeriver for a group of tokens (wrap mode):

@@ -100,9 +100,9 @@ func cmdBatchScheme(args []string, stdout io.Writer) error {
 	// Session copies, where the token allows them, are much faster to use
 	// on tokens that read their key objects from storage (NSS's key
 	// database); they go when the command ends.
-	d, m, err := finishDeriver(s, &batch.Deriver{Token: s.tok, Scheme: sch, Wrap: wrap, LabelTemplate: *bf.template},
-		&batch.Manifest{Version: version, Scheme: sch.Name, Params: params, Strategy: "auto"}, wrapSel, true, prog)
-	if err != nil {
+	d := &batch.Deriver{Token: s.tok, Scheme: sch, Wrap: wrap, LabelTemplate: *bf.template}
+	m := &batch.Manifest{Version: version, Scheme: sch.Name, Params: params, Strategy: "auto"}
+	if err := finishDeriver(s, d, m, wrapSel, true, prog); err != nil {
 		return err
 	}
 	return runBatch(stdout, s, &bf, d, m, prog, *newOutput, "")
