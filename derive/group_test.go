@@ -90,8 +90,7 @@ func (m *groupMember) importBase(t *testing.T, label string, value []byte) {
 // objects counts the objects of the member's real token.
 func (m *groupMember) objects(t *testing.T) int {
 	t.Helper()
-	ctx, s := lab.Open(t, m.real)
-	return lab.CountObjects(t, ctx, s)
+	return lab.Objects(t, m.real)
 }
 
 // killFaults play a member whose device is gone: every call that makes,

@@ -529,3 +529,46 @@ func TestRPC(t *testing.T) {
 		})
 	}
 }
+
+// TestGroupThroughProxy: a Group whose members are a SoftHSM2 token
+// reached through p11-kit's proxy and another reached directly, holding
+// base keys of the same value: proven the same at NewGroup, both members
+// derive (one request at a time alternates), every DK the software
+// reference's, nothing left on either token.
+func TestGroupThroughProxy(t *testing.T) {
+	a := lab.SoftHSM2(t)
+	a.Setenv(t)
+	viaProxy := openRig(t, lab.Proxy(t, a))
+	b := lab.SoftHSM2(t)
+	b.Setenv(t)
+	direct := openDirect(t, b)
+	label, value := lab.UniqueLabel("group-proxy"), lab.Random(t, 16)
+	ctx := context.Background()
+	before := [2]int{}
+	for i, tok := range []*Token{viaProxy, direct} {
+		before[i] = lab.Objects(t, []*lab.Token{a, b}[i])
+		k, err := tok.Import(ctx, KeySpec{Label: label, Type: KeyAES128, Usage: UseDerive | UseEncrypt}, value)
+		require.NoError(t, err)
+		t.Cleanup(func() { tok.Destroy(ctx, k) })
+	}
+	g, err := NewGroup(ctx, GroupConfig{Members: []*Token{viaProxy, direct}, Base: Selector{Label: label}})
+	require.NoError(t, err)
+	defer g.Close()
+	by := map[*Token]int{}
+	for i := range 6 {
+		data := rowData(i)
+		res, err := g.Derive(ctx, Request{Function: aesECB, Data: data, KeyType: KeyAES128, Usage: UseEncrypt})
+		require.NoError(t, err)
+		kcv, err := res.Member.CheckValue(ctx, res.Key)
+		require.NoError(t, err)
+		require.NoError(t, g.Destroy(ctx, res))
+		dk := lab.AESBlock(t, value, data)
+		assert.Equal(t, lab.AESBlock(t, dk, make([]byte, 16))[:3], kcv, "row %d", i)
+		by[res.Member]++
+	}
+	assert.Equal(t, 3, by[viaProxy], "the proxied member derived")
+	assert.Equal(t, 3, by[direct])
+	for i, l := range []*lab.Token{a, b} {
+		assert.Equal(t, before[i]+1, lab.Objects(t, l), "member %d: its base key only", i+1)
+	}
+}

@@ -60,7 +60,7 @@ func TestBatchSchemeDUKPT(t *testing.T) {
 	}
 	in.WriteString("bad-row,12345678\n") // a KSN of 4 bytes: reported by line, skipped
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "in.csv"), in.Bytes(), 0o600))
-	before := labtok.Objects(t, lt)
+	before := lab.Objects(t, lt)
 
 	cmd := p11derive(t, lt, dir, "batch", "--scheme", "dukpt-ik", "--slot", fmt.Sprint(lt.SlotID), "--base", bdkLabel,
 		"--input", "in.csv", "--output", "out.csv", "--wrap-key", tLabel, "--workers", "2")
@@ -69,7 +69,7 @@ func TestBatchSchemeDUKPT(t *testing.T) {
 	assert.Contains(t, string(out), fmt.Sprintf("line %d", n+2))
 	recs := readOutput(t, filepath.Join(dir, "out.csv"))
 	require.Len(t, recs, n)
-	assert.Equal(t, before, labtok.Objects(t, lt), "nothing left in the token")
+	assert.Equal(t, before, lab.Objects(t, lt), "nothing left in the token")
 
 	tok := labtok.Open(t, lt.Kind, lt).Tok
 	bg := context.Background()

@@ -163,6 +163,23 @@ func TestCLIThroughProxy(t *testing.T) {
 			assert.Regexp(t, `(?m)^a,[0-9a-f]{48},6d60f8,[a-z-]+,aes-ecb$`, files[1])
 			assert.Regexp(t, `(?m)^b,[0-9a-f]{48},2fa506,[a-z-]+,aes-ecb$`, files[1])
 
+			// batch --scheme, wrap mode: EMV option A's published master
+			// key (c64dc2) for its row, the same file both ways.
+			sin := filepath.Join(dir, "cards.csv")
+			require.NoError(t, os.WriteFile(sin, []byte("id,pan,psn\ncard,12345678901234567,01\n"), 0o600))
+			files = files[:0]
+			for _, tg := range both {
+				outFile := filepath.Join(dir, tg.name+"-cards.csv")
+				cli(t, tg, "batch", "--scheme", "emv-mk", "--base", k+"-imk", "--input", sin, "--output", outFile,
+					"--wrap-key", k+"-gen-direct")
+				b, err := os.ReadFile(outFile)
+				require.NoError(t, err)
+				_, rows, _ := strings.Cut(string(b), "\n")
+				files = append(files, rows)
+			}
+			assert.Equal(t, files[0], files[1])
+			assert.Regexp(t, `(?m)^card,[0-9a-f]{48},c64dc2,[a-z-]+,[a-z0-9-]+$`, files[1])
+
 			// probe: the same verdicts both ways.
 			var verdicts []map[string]string
 			for _, tg := range both {

@@ -93,7 +93,7 @@ func TestWrapGroupKill(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ms, w := groupPair(t, c.kind)
-			before := [2]int{labtok.Objects(t, ms[0].real), labtok.Objects(t, ms[1].real)}
+			before := [2]int{lab.Objects(t, ms[0].real), lab.Objects(t, ms[1].real)}
 			ctx := context.Background()
 			g, err := derive.NewGroup(ctx, derive.GroupConfig{Members: []*derive.Token{ms[0].lt.Tok, ms[1].lt.Tok}, Base: derive.Selector{Label: "K-group"}, RetryAfter: time.Hour})
 			require.NoError(t, err)
@@ -151,7 +151,7 @@ func TestWrapGroupKill(t *testing.T) {
 			t.Logf("rows by member: %d, %d; the fault: %v", st2[0].Derived, st2[1].Derived, st2[1].Err)
 			fwd.Configure(t, w, fwd.Config{})
 			for i, m := range ms {
-				require.Equal(t, before[i], labtok.Objects(t, m.real), "member %d: no DK left (its K and T only)", i+1)
+				require.Equal(t, before[i], lab.Objects(t, m.real), "member %d: no DK left (its K and T only)", i+1)
 			}
 		})
 	}

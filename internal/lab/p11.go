@@ -239,6 +239,14 @@ func ImportSecretKey(tb testing.TB, ctx *pkcs11.Ctx, sess pkcs11.SessionHandle, 
 	return CreateSecretKey(tb, ctx, sess, keyType, value, append(uses, attrs...)...)
 }
 
+// Objects counts the objects l's sessions see, through a session of its
+// own (CountObjects).
+func Objects(tb testing.TB, l *Token) int {
+	tb.Helper()
+	ctx, s := Open(tb, l)
+	return CountObjects(tb, ctx, s)
+}
+
 // CountObjects returns the number of objects the session sees: C_FindObjects
 // with an empty template, so session and token objects, private ones too when
 // logged in.

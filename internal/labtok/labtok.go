@@ -157,14 +157,7 @@ func (lt *Token) ImportUses(t testing.TB, ckk uint, value []byte, label string, 
 // Objects counts the objects the token's sessions see.
 func (lt *Token) Objects(t testing.TB) int {
 	t.Helper()
-	return Objects(t, lt.Lab)
-}
-
-// Objects counts the objects l's sessions see, through a session of lab.
-func Objects(t testing.TB, l *lab.Token) int {
-	t.Helper()
-	ctx, s := lab.Open(t, l)
-	return lab.CountObjects(t, ctx, s)
+	return lab.Objects(t, lt.Lab)
 }
 
 // KCV is k's check value computed in the token (k needs CKA_ENCRYPT), in
