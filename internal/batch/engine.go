@@ -99,8 +99,8 @@ type item struct {
 
 // Run reads the rows of in, runs job for each row whose id out does not hold
 // yet, Workers at a time, and writes the results to out in input order. It
-// streams: at most 4 rows per worker and 64 more are in flight, whatever the length
-// of the input.
+// streams: at most 4 rows per worker and 64 more (rounded up to a multiple
+// of 16) are in flight, whatever the length of the input.
 //
 // A failed row is reported (OnFailure) and counted; the run goes on unless
 // FailFast, or MaxFailuresInARow rows in a row failed for a reason other
@@ -139,16 +139,17 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 	r.runCtx, r.stop = context.WithCancel(ctx)
 	defer r.stop()
 
-	// Rows in flight, in order: 4 per worker and 64 more, so that the
-	// reader, the workers and the writer seldom wait for one another (each
-	// wait is a goroutine parked and woken, which costs more than a row on
-	// a fast token: 4 per worker alone ran NSS softoken at 0.28 of a C
-	// loop). Memory stays bounded: at most that many rows of at most
-	// MaxLine bytes each.
-	inFlight := 4*workers + 64
-	r.window = make(chan struct{}, inFlight)
-	r.jobs = make(chan *item, inFlight)
-	r.results = make(chan *item, inFlight)
+	// Rows in flight, in order: 4 per worker and 64 more, in whole
+	// chunks, so that the reader, the workers and the writer seldom wait
+	// for one another (each wait is a goroutine parked and woken, which
+	// costs more than a row on a fast token: 4 per worker alone ran NSS
+	// softoken at 0.28 of a C loop). Memory stays bounded: at most that
+	// many rows of at most MaxLine bytes each.
+	chunks := (4*workers + 64 + chunk - 1) / chunk
+	r.window = make(chan struct{}, chunks)
+	r.jobs = make(chan *item, chunks*chunk)
+	r.results = make(chan []*item, chunks*chunk)
+	r.pending = make([]*item, chunks*chunk)
 	var wg sync.WaitGroup
 
 	wg.Add(1)
@@ -175,6 +176,13 @@ func Run(ctx context.Context, in *Input, out *Output, job Job, cfg Config) (Stat
 	return r.stats(), r.runErr
 }
 
+// chunk is how many rows go through the run's stages at a time: the
+// window of rows in flight is counted in chunks, and a worker hands its
+// results to the writer in chunks. A row passed to a goroutine that waits
+// for it wakes that goroutine (a futex call and a thread scheduled, more
+// than a microsecond here); a chunk shares the wake between its rows.
+const chunk = 16
+
 // run is the state of one Run: its three stages are the reader
 // (readRows, one goroutine), the workers (work, Workers goroutines) and
 // the writer (writeRows, Run's own goroutine).
@@ -191,9 +199,9 @@ type run struct {
 	syncEvery time.Duration
 	start     time.Time
 
-	window  chan struct{} // a slot per row in flight
+	window  chan struct{} // a slot per chunk of rows in flight
 	jobs    chan *item    // from the reader to the workers
-	results chan *item    // from the reader and the workers to the writer
+	results chan []*item  // from the reader and the workers to the writer
 
 	// The reader's. inputErr and maxRowsHit are set before jobs is
 	// closed, and read by the writer once results is closed.
@@ -203,6 +211,7 @@ type run struct {
 	maxRowsHit    bool
 
 	// The writer's.
+	pending   []*item // the results come back, by seq modulo its length
 	st        Stats
 	runErr    error
 	stopping  bool
@@ -251,17 +260,21 @@ func (r *run) readRows() {
 			}
 		}
 		n++
-		r.busySince.CompareAndSwap(0, time.Now().UnixNano())
-		select {
-		case r.window <- struct{}{}:
-		case <-r.runCtx.Done():
-			return
+		if r.busySince.Load() == 0 {
+			r.busySince.Store(time.Now().UnixNano())
+		}
+		if seq%chunk == 0 {
+			select {
+			case r.window <- struct{}{}:
+			case <-r.runCtx.Done():
+				return
+			}
 		}
 		it := &item{seq: seq, row: row}
 		seq++
 		if re != nil {
 			it.err = re
-			r.results <- it
+			r.results <- []*item{it}
 			continue
 		}
 		r.jobs <- it // workers drain jobs until it is closed
@@ -269,16 +282,49 @@ func (r *run) readRows() {
 }
 
 // work is a worker: it runs the job on the rows of jobs until jobs is
-// closed, and marks skipped those that come once the run is stopping.
+// closed, and marks skipped those that come once the run is stopping. It
+// hands its results to the writer a chunk at a time, or sooner: whatever it
+// holds before it would wait for a row (the writer may be waiting for
+// them), and when a millisecond passed since it last did or waited (a slow
+// token's rows are written as they come: waking the writer costs nothing
+// beside them).
 func (r *run) work() {
-	for it := range r.jobs {
+	done := make([]*item, 0, chunk)
+	since := time.Now() // when it last handed over or waited
+	for {
+		var it *item
+		ok := true
+		select {
+		case it, ok = <-r.jobs:
+		default:
+			done = r.handOver(done)
+			it, ok = <-r.jobs
+			since = time.Now()
+		}
+		if !ok {
+			r.handOver(done)
+			return
+		}
 		if r.runCtx.Err() != nil {
 			it.skip = true
 		} else {
 			it.out, it.undo, it.err = r.job.Do(r.runCtx, it.row)
 		}
-		r.results <- it
+		done = append(done, it)
+		if now := time.Now(); len(done) == chunk || now.Sub(since) >= time.Millisecond {
+			done, since = r.handOver(done), now
+		}
 	}
+}
+
+// handOver sends done to the writer, if it holds any result, and returns
+// a new slice for the next.
+func (r *run) handOver(done []*item) []*item {
+	if len(done) == 0 {
+		return done
+	}
+	r.results <- done
+	return make([]*item, 0, chunk)
 }
 
 // writeRows is the writer: it takes the results in input order until
@@ -287,25 +333,30 @@ func (r *run) work() {
 func (r *run) writeRows(tick time.Duration) {
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
-	pending := map[int]*item{}
 	next := 0
 	lastSync := time.Now()
 	for {
 		select {
-		case it, ok := <-r.results:
+		case done, ok := <-r.results:
 			if !ok {
 				return
 			}
-			pending[it.seq] = it
+			// Rows in flight are fewer than pending's length (the window),
+			// so each has its own place.
+			for _, it := range done {
+				r.pending[it.seq%len(r.pending)] = it
+			}
 			for {
-				it, ok := pending[next]
-				if !ok {
+				i := next % len(r.pending)
+				it := r.pending[i]
+				if it == nil || it.seq != next {
 					break
 				}
-				delete(pending, next)
-				next++
+				r.pending[i] = nil
+				if next++; next%chunk == 0 {
+					<-r.window
+				}
 				r.handle(it)
-				<-r.window
 			}
 		case <-ticker.C:
 			if !r.stopping && r.ctx.Err() != nil {
