@@ -148,20 +148,10 @@ func cLoops(b *testing.B, l *lab.Token, mech uint, mode string, w int) func(n in
 		m = baseline.DeriveWrap
 	}
 	return func(n int) {
-		var wg sync.WaitGroup
-		for i, loop := range loops {
-			share := n / w
-			if i < n%w {
-				share++
+		eachShare(w, n, func(i, share int) {
+			if err := loops[i].Run(m, share); err != nil {
+				b.Error(err)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := loop.Run(m, share); err != nil {
-					b.Error(err)
-				}
-			}()
-		}
-		wg.Wait()
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,12 +26,22 @@ import (
 // flags in wrap mode: Run with the real Deriver, strategy auto, aes-ecb
 // into AES-128 keys, wrapped with aes-key-wrap, from session objects (the
 // base and transport keys are session keys, as the default session copies
-// are). Input and output are in memory (a generated CSV, OpenStream into
-// io.Discard): the disk is not measured. The C loop runs in one session,
-// one thread, whatever the workers.
+// are). Input and output are in memory (a CSV made before the clock
+// starts, OpenStream into io.Discard): the disk is not measured. The C
+// loop runs in one session, one thread, whatever the workers.
 //
 // It reports ratio (the engine's rows/s over the C loop's), both rates and
-// calls/row (the Token's own count over the measured rows).
+// calls/row (the Token's own count over the measured rows), and, in the
+// same chunks, what bounds the ratio on this machine:
+//
+//   - alone: the Deriver with nothing around it (Do called on ready rows
+//     from as many goroutines as workers, no reader, no writer), over the C
+//     loop: the engine's ratio with a free pipeline;
+//   - c-threads: C loops in as many threads as workers (a session each),
+//     over the one C loop: what that many threads give here;
+//   - pipe-us/row: the CPU a row costs the engine beyond the Deriver alone
+//     (the reader, the writer and their hand-offs), in microseconds: with
+//     as many workers as cores, it is taken from the workers.
 func BenchmarkBatchRatio(b *testing.B) {
 	// Not nssdb: strategy auto computes aes-ecb there by mac-unwrap, not
 	// with the C loop's calls.
@@ -51,25 +62,48 @@ func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 		Wrap: &Wrap{Key: lt.ImportUses(b, pkcs11.CKK_AES, tValue, "T-"+uniq(b), derive.UseWrap|derive.UseUnwrap), Mech: m}}
 	require.NoError(b, d.Check())
 
-	loop := openLoop(b, lt.Lab, m.CKM)
-
-	runChunk := func(n int, prefix string) int {
-		in, err := NewInput(&genCSV{n: n, prefix: prefix})
+	loops := make([]*baseline.Loop, workers)
+	for i := range loops {
+		loops[i] = openLoop(b, lt.Lab, m.CKM)
+	}
+	runC := func(threads, n int) {
+		if threads == 1 {
+			require.NoError(b, loops[0].Run(baseline.DeriveWrap, n))
+			return
+		}
+		eachShare(threads, n, func(i, share int) {
+			if err := loops[i].Run(baseline.DeriveWrap, share); err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	runChunk := func(job Job, csv []byte) int {
+		in, err := NewInput(bytes.NewReader(csv))
 		require.NoError(b, err)
 		out, err := OpenStream(io.Discard, OutputOptions{Header: d.Header()})
 		require.NoError(b, err)
-		st, err := Run(ctx, in, out, d, Config{Workers: workers, OnFailure: func(e *RowError) { b.Error(e) }})
+		st, err := Run(ctx, in, out, job, Config{Workers: workers, OnFailure: func(e *RowError) { b.Error(e) }})
 		require.NoError(b, err)
 		require.NoError(b, out.Close())
 		require.Zero(b, st.Failed)
 		return st.Written
 	}
-	// Both once, outside the measure.
-	runChunk(64, "warm")
-	require.NoError(b, loop.Run(baseline.DeriveWrap, 64))
+	alone := func(rows []Row) {
+		eachShare(workers, len(rows), func(i, share int) {
+			for j := i; j < len(rows); j += workers {
+				if _, _, err := d.Do(ctx, &rows[j]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	// Each once, outside the measure.
+	runChunk(d, genRows(64, "warm"))
+	runC(workers, 64)
 	// The engine makes the C loop's calls: the native strategy (C_DeriveKey).
 	var buf bytes.Buffer
-	in, err := NewInput(&genCSV{n: 1, prefix: "chk"})
+	in, err := NewInput(bytes.NewReader(genRows(1, "chk")))
 	require.NoError(b, err)
 	out, err := OpenStream(&buf, OutputOptions{Header: d.Header()})
 	require.NoError(b, err)
@@ -78,38 +112,86 @@ func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 	require.NoError(b, out.Close())
 	require.Contains(b, buf.String(), ",native,aes-ecb")
 
-	chunk := 4096
-	var goTime, cTime time.Duration
-	rows := 0
-	calls0 := lt.Tok.Calls()
+	const chunk = 4096
+	var goTime, cTime, cwTime, aloneTime, goCPU, aloneCPU time.Duration
+	rows, calls := 0, int64(0)
 	b.ResetTimer()
 	for done, i := 0, 0; done < b.N; i++ {
 		k := min(chunk, b.N-done)
-		runC := func() {
-			t0 := time.Now()
-			require.NoError(b, loop.Run(baseline.DeriveWrap, k))
-			cTime += time.Since(t0)
+		b.StopTimer()
+		csv := genRows(k, fmt.Sprintf("c%d-", i))
+		ready := make([]Row, k)
+		for j := range ready {
+			ready[j] = Row{ID: fmt.Sprintf("a%d-%d", i, j), Data: fmt.Appendf(nil, "%016x", j)}
 		}
-		if i%2 == 1 {
-			runC()
+		b.StartTimer()
+		timed := func(into, cpu *time.Duration, f func()) {
+			t0, c0 := time.Now(), cpuTime()
+			f()
+			*into += time.Since(t0)
+			*cpu += cpuTime() - c0
 		}
-		t0 := time.Now()
-		rows += runChunk(k, fmt.Sprintf("c%d-", i))
-		goTime += time.Since(t0)
-		if i%2 == 0 {
-			runC()
+		var cCPU time.Duration // not reported
+		// The order turns each chunk, so that none always follows another.
+		steps := []func(){
+			func() {
+				c0 := lt.Tok.Calls()
+				timed(&goTime, &goCPU, func() { rows += runChunk(d, csv) })
+				calls += lt.Tok.Calls() - c0
+			},
+			func() { timed(&cTime, &cCPU, func() { runC(1, k) }) },
+			func() { timed(&aloneTime, &aloneCPU, func() { alone(ready) }) },
+		}
+		if workers > 1 {
+			steps = append(steps, func() { timed(&cwTime, &cCPU, func() { runC(workers, k) }) })
+		}
+		for j := range steps {
+			steps[(i+j)%len(steps)]()
 		}
 		done += k
 	}
 	b.StopTimer()
-	calls := lt.Tok.Calls() - calls0
 	goRate := float64(rows) / goTime.Seconds()
 	cRate := float64(b.N) / cTime.Seconds()
 	b.ReportMetric(goRate/cRate, "ratio")
 	b.ReportMetric(goRate, "rows/s")
 	b.ReportMetric(cRate, "C/s")
 	b.ReportMetric(float64(calls)/float64(rows), "calls/row")
+	b.ReportMetric(cTime.Seconds()/aloneTime.Seconds(), "alone")
+	cw := 1.0
+	if workers > 1 {
+		cw = cTime.Seconds() / cwTime.Seconds()
+	}
+	b.ReportMetric(cw, "c-threads")
+	b.ReportMetric(float64((goCPU-aloneCPU).Nanoseconds())/1e3/float64(b.N), "pipe-us/row")
 	b.ReportMetric(0, "ns/op")
+}
+
+// genRows is a batch input of n rows, ids prefix0, prefix1, ...
+func genRows(n int, prefix string) []byte {
+	csv, err := io.ReadAll(&genCSV{n: n, prefix: prefix})
+	if err != nil {
+		panic(err)
+	}
+	return csv
+}
+
+// eachShare runs f(i, share) in w goroutines at once, the shares of n
+// rows, and waits for them.
+func eachShare(w, n int, f func(i, share int)) {
+	var wg sync.WaitGroup
+	for i := range w {
+		share := n / w
+		if i < n%w {
+			share++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(i, share)
+		}()
+	}
+	wg.Wait()
 }
 
 // openLoop opens the C baseline on l (a lab token, or a forwarder copy in
