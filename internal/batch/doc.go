@@ -9,9 +9,12 @@
 // mode), DK's check value, the strategy and the function (kdf).
 //
 // [Run] streams: rows go to Workers goroutines and come back to the output
-// in input order, with at most 4 rows per worker and 64 more in flight, so memory
-// does not grow with the input. The only state that grows is the set of ids
-// an output already held when a rerun opened it (16 bytes per row).
+// in input order, with at most 4 rows per worker and 64 more in flight
+// (passed between the stages 16 at a time), so memory does not grow with
+// the input. The only state that grows is the ids: those an output
+// already held when a rerun opened it (16 bytes each, sorted) and those
+// read in this run, to refuse a repeated one (a map of 16-byte digests,
+// 25 to 50 bytes a row with the map's own).
 //
 // A run can stop at any moment and leave a valid output: rows are appended
 // whole, the file is synced every second and at the end, a partial last row
