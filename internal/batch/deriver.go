@@ -588,23 +588,7 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, mk maker) (Out, func(),
 		d.mu.Unlock()
 	}()
 
-	var existing *derive.Key
-	var err error
-	d.mu.Lock()
-	lookUp := d.labels == nil || d.labels.has(label)
-	d.mu.Unlock()
-	if lookUp {
-		// With the token objects' writes (below): SoftHSM2 2.6.1 reads
-		// every object file to find one, and a file read while another
-		// session writes it loses that key's attributes (C_DeriveKey
-		// answered CKR_GENERAL_ERROR for a row now and then, 1 run of 25
-		// of TestKeep under load, when the look-ups ran beside).
-		d.create.Lock()
-		existing, err = d.Token.FindKey(ctx, label)
-		d.create.Unlock()
-	} else {
-		err = derive.ErrNotFound // Scan found no key so labelled
-	}
+	existing, err := d.findLabel(ctx, label)
 	switch {
 	case err == nil:
 		return d.adopt(ctx, row, mk, existing)
@@ -653,6 +637,25 @@ func (d *Deriver) keepRow(ctx context.Context, row *Row, mk maker) (Out, func(),
 	undo := destroy
 	return Out{ID: row.ID, Key: label, KCV: hex.EncodeToString(kcv),
 		Strategy: string(res.strategy), KDF: res.kdf}, undo, nil
+}
+
+// findLabel finds the key labelled label (derive.ErrNotFound if none),
+// on the token unless Scan listed the labels and found none so.
+func (d *Deriver) findLabel(ctx context.Context, label string) (*derive.Key, error) {
+	d.mu.Lock()
+	lookUp := d.labels == nil || d.labels.has(label)
+	d.mu.Unlock()
+	if !lookUp {
+		return nil, derive.ErrNotFound
+	}
+	// With the token objects' writes (keepRow): SoftHSM2 2.6.1 reads every
+	// object file to find one, and a file read while another session
+	// writes it loses that key's attributes (C_DeriveKey answered
+	// CKR_GENERAL_ERROR for a row now and then, 1 run of 25 of TestKeep
+	// under load, when the look-ups ran beside).
+	d.create.Lock()
+	defer d.create.Unlock()
+	return d.Token.FindKey(ctx, label)
 }
 
 // killAt is P11DERIVE_TEST_KILL, "STEP:N": the process kills itself
