@@ -89,7 +89,7 @@ func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 		return st.Written
 	}
 	alone := func(rows []Row) {
-		eachShare(workers, len(rows), func(i, share int) {
+		eachShare(workers, len(rows), func(i, _ int) {
 			for j := i; j < len(rows); j += workers {
 				if _, _, err := d.Do(ctx, &rows[j]); err != nil {
 					b.Error(err)
@@ -125,13 +125,15 @@ func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 			ready[j] = Row{ID: fmt.Sprintf("a%d-%d", i, j), Data: fmt.Appendf(nil, "%016x", j)}
 		}
 		b.StartTimer()
+		// timed adds f's time to into, and its CPU time to cpu if not nil.
 		timed := func(into, cpu *time.Duration, f func()) {
 			t0, c0 := time.Now(), cpuTime()
 			f()
 			*into += time.Since(t0)
-			*cpu += cpuTime() - c0
+			if cpu != nil {
+				*cpu += cpuTime() - c0
+			}
 		}
-		var cCPU time.Duration // not reported
 		// The order turns each chunk, so that none always follows another.
 		steps := []func(){
 			func() {
@@ -139,11 +141,11 @@ func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 				timed(&goTime, &goCPU, func() { rows += runChunk(d, csv) })
 				calls += lt.Tok.Calls() - c0
 			},
-			func() { timed(&cTime, &cCPU, func() { runC(1, k) }) },
+			func() { timed(&cTime, nil, func() { runC(1, k) }) },
 			func() { timed(&aloneTime, &aloneCPU, func() { alone(ready) }) },
 		}
 		if workers > 1 {
-			steps = append(steps, func() { timed(&cwTime, &cCPU, func() { runC(workers, k) }) })
+			steps = append(steps, func() { timed(&cwTime, nil, func() { runC(workers, k) }) })
 		}
 		for j := range steps {
 			steps[(i+j)%len(steps)]()
