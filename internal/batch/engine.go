@@ -287,7 +287,10 @@ func (r *run) readRows() {
 // holds before it would wait for a row (the writer may be waiting for
 // them), and when a millisecond passed since it last did or waited (a slow
 // token's rows are written as they come: waking the writer costs nothing
-// beside them).
+// beside them). A row that stalls in the token holds the rows its worker
+// finished before it (15 at most) until it returns: they are written late,
+// never lost, and a run killed meanwhile leaves them to the rerun, as any
+// row in flight (keep mode finds their keys).
 func (r *run) work() {
 	done := make([]*item, 0, chunk)
 	since := time.Now() // when it last handed over or waited
