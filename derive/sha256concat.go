@@ -67,17 +67,10 @@ func (SHA256Concat) nativeParams(data []byte) mechanisms.Params {
 
 // nativeIntermediate: K || data, a generic secret that may only derive.
 func (SHA256Concat) nativeIntermediate(base *Key, data []byte) (step, name string, tmpl []*pkcs11.Attribute) {
-	tmpl = []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-	}
+	n := 0 // the token's length, when K's is not known
 	if base.Len > 0 {
 		// All of K || data: a token must not shorten the intermediate.
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, base.Len+len(data)))
+		n = base.Len + len(data)
 	}
-	return "concatenate K || data", "K || data", tmpl
+	return "concatenate K || data", "K || data", intermediateTemplate(n)
 }

@@ -131,20 +131,6 @@ func (u *streamBlocks) unwrap(i int, tt []*pkcs11.Attribute) (pkcs11.ObjectHandl
 	return h, err
 }
 
-// blockKeyTemplate is the template of an intermediate of n bytes: a
-// generic secret that may only derive.
-func blockKeyTemplate(n int) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, n),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
-	}
-}
-
 // join makes DK of k blocks with template tmpl: each block unwrapped into
 // an intermediate, then joined with CKM_CONCATENATE_BASE_AND_KEY.
 func (u *streamBlocks) join(ctx context.Context, k int, tmpl []*pkcs11.Attribute) (h pkcs11.ObjectHandle, err error) {
@@ -166,7 +152,7 @@ func (u *streamBlocks) join(ctx context.Context, k int, tmpl []*pkcs11.Attribute
 		if err := contextDone(ctx); err != nil {
 			return 0, err
 		}
-		h, err := u.unwrap(i, blockKeyTemplate(16))
+		h, err := u.unwrap(i, intermediateTemplate(16))
 		if err != nil {
 			return 0, err
 		}
@@ -175,7 +161,7 @@ func (u *streamBlocks) join(ctx context.Context, k int, tmpl []*pkcs11.Attribute
 	}
 	acc := blocks[0]
 	for i := 1; i < k; i++ {
-		tt := blockKeyTemplate(16 * (i + 1))
+		tt := intermediateTemplate(16 * (i + 1))
 		if i == k-1 {
 			tt = tmpl
 		}

@@ -95,3 +95,22 @@ func (t *Token) buildTemplate(sh templateShape) []*pkcs11.Attribute {
 	}
 	return tmpl
 }
+
+// intermediateTemplate is the template of an intermediate key a strategy
+// makes on the way to DK: a generic secret session object, sensitive, not
+// extractable, that may only derive; of n bytes (CKA_VALUE_LEN), or of the
+// token's length if n is 0.
+func intermediateTemplate(n int) []*pkcs11.Attribute {
+	tmpl := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true),
+	}
+	if n > 0 {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, n))
+	}
+	return tmpl
+}
