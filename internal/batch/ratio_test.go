@@ -112,6 +112,15 @@ func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 	require.NoError(b, out.Close())
 	require.Contains(b, buf.String(), ",native,aes-ecb")
 
+	// timed adds f's time to into, and its CPU time to cpu if not nil.
+	timed := func(into, cpu *time.Duration, f func()) {
+		t0, c0 := time.Now(), cpuTime()
+		f()
+		*into += time.Since(t0)
+		if cpu != nil {
+			*cpu += cpuTime() - c0
+		}
+	}
 	const chunk = 4096
 	var goTime, cTime, cwTime, aloneTime, goCPU, aloneCPU time.Duration
 	rows, calls := 0, int64(0)
@@ -125,15 +134,6 @@ func benchRatio(b *testing.B, lt *labtok.Token, workers int) {
 			ready[j] = Row{ID: fmt.Sprintf("a%d-%d", i, j), Data: fmt.Appendf(nil, "%016x", j)}
 		}
 		b.StartTimer()
-		// timed adds f's time to into, and its CPU time to cpu if not nil.
-		timed := func(into, cpu *time.Duration, f func()) {
-			t0, c0 := time.Now(), cpuTime()
-			f()
-			*into += time.Since(t0)
-			if cpu != nil {
-				*cpu += cpuTime() - c0
-			}
-		}
 		// The order turns each chunk, so that none always follows another.
 		steps := []func(){
 			func() {
